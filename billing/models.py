@@ -1,0 +1,257 @@
+"""Prepaid credit: wallet, holds, append-only ledger, receipts, Stripe top-ups.
+
+Every amount is an integer number of nano-dollars (`*_nusd`, 1 USD = 10**9 nusd).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from config.ids import new_id
+
+NUSD_PER_USD = 1_000_000_000
+NUSD_PER_CENT = 10_000_000
+
+
+def _txn_id() -> str:
+    return new_id("txn")
+
+
+def _rcpt_id() -> str:
+    return new_id("rcpt")
+
+
+def _hold_id() -> str:
+    return new_id("hold")
+
+
+def _topup_id() -> str:
+    return new_id("topup")
+
+
+class Wallet(models.Model):
+    """One per team. `balance_nusd` always equals the sum of the team's ledger entries;
+    `held_nusd` always equals the sum of its open holds (`check_ledger` proves both)."""
+
+    team = models.OneToOneField("accounts.Team", on_delete=models.CASCADE, related_name="wallet")
+    balance_nusd = models.BigIntegerField(default=0)
+    held_nusd = models.BigIntegerField(default=0)
+    # Auto-recharge: charge the saved card off-session when available credit drops below the threshold.
+    auto_recharge_enabled = models.BooleanField(default=False)
+    auto_recharge_threshold_nusd = models.BigIntegerField(default=5 * NUSD_PER_USD)
+    auto_recharge_amount_nusd = models.BigIntegerField(default=20 * NUSD_PER_USD)
+    auto_recharge_in_flight_since = models.DateTimeField(null=True, blank=True)
+    auto_recharge_last_error = models.CharField(max_length=300, blank=True)
+    stripe_customer_id = models.CharField(max_length=64, blank=True)
+    stripe_payment_method_id = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(held_nusd__gte=0), name="wallet_held_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(auto_recharge_threshold_nusd__gte=0) & models.Q(auto_recharge_amount_nusd__gte=0),
+                name="wallet_auto_recharge_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"wallet of {self.team}"
+
+    @property
+    def available_nusd(self) -> int:
+        return self.balance_nusd - self.held_nusd
+
+
+class HoldStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    SETTLED = "settled", "Settled"
+    RELEASED = "released", "Released"
+    EXPIRED = "expired", "Expired (released by the sweeper)"
+
+
+class Hold(models.Model):
+    """Credit reserved before an upstream call. Open holds add up to the wallet's `held_nusd`."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_hold_id, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="holds")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    request_id = models.CharField(max_length=40, db_index=True)
+    amount_nusd = models.BigIntegerField()
+    status = models.CharField(max_length=10, choices=HoldStatus.choices, default=HoldStatus.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "expires_at"])]
+        constraints = [models.CheckConstraint(condition=models.Q(amount_nusd__gte=0), name="hold_amount_non_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.amount_nusd} nusd ({self.status})"
+
+
+class LedgerKind(models.TextChoices):
+    TOPUP = "topup", "Top-up"
+    AUTO_RECHARGE = "auto_recharge", "Auto-recharge"
+    CHARGE = "charge", "Charge"
+    REFUND = "refund", "Refund"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    GRANT = "grant", "Grant"
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class LedgerQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: ARG002
+        raise AppendOnlyError("Ledger entries are append-only.")
+
+    def delete(self):
+        raise AppendOnlyError("Ledger entries are append-only.")
+
+
+class LedgerEntry(models.Model):
+    """Append-only money movement. Positive credits the wallet, negative debits it."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_txn_id, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=20, choices=LedgerKind.choices)
+    amount_nusd = models.BigIntegerField()
+    balance_after_nusd = models.BigIntegerField()
+    reference = models.CharField(max_length=120, blank=True, db_index=True, help_text="Receipt, top-up or event id.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.kind} {self.amount_nusd}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise AppendOnlyError("Ledger entries are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Ledger entries are append-only.")
+
+
+class ReceiptStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    PARTIAL = "partial", "Partial (client disconnected)"
+
+
+class Receipt(models.Model):
+    """What one request cost and why: the tokens, the unit prices used and the exact amounts."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_rcpt_id, editable=False)
+    request_id = models.CharField(max_length=40, db_index=True)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="receipts")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
+    )
+    key_label = models.CharField(max_length=60, blank=True, help_text="Key name and masked secret at the time.")
+    mode = models.CharField(max_length=4, default="live")
+    is_test = models.BooleanField(default=False)
+    endpoint = models.CharField(max_length=40, default="chat.completions")
+    model_requested = models.CharField(max_length=120)
+    model_routed = models.CharField(max_length=120, blank=True)
+    provider = models.CharField(max_length=120, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    input_price_nusd = models.BigIntegerField(default=0, help_text="Per prompt token.")
+    cached_price_nusd = models.BigIntegerField(default=0, help_text="Per cached prompt token.")
+    output_price_nusd = models.BigIntegerField(default=0, help_text="Per completion token.")
+    input_cost_nusd = models.BigIntegerField(default=0)
+    output_cost_nusd = models.BigIntegerField(default=0)
+    total_cost_nusd = models.BigIntegerField(default=0)
+    hold_amount_nusd = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=ReceiptStatus.choices, default=ReceiptStatus.SUCCEEDED)
+    error_code = models.CharField(max_length=60, blank=True)
+    streamed = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["api_key", "-created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(total_cost_nusd=models.F("input_cost_nusd") + models.F("output_cost_nusd")),
+                name="receipt_total_is_sum",
+            ),
+            models.CheckConstraint(condition=models.Q(total_cost_nusd__gte=0), name="receipt_cost_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class TopUpStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PAID = "paid", "Paid"
+    FAILED = "failed", "Failed"
+    REFUNDED = "refunded", "Refunded"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+
+
+class TopUp(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=_topup_id, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="topups")
+    kind = models.CharField(max_length=20, choices=[("checkout", "Checkout"), ("auto_recharge", "Auto-recharge")],
+                            default="checkout")
+    amount_nusd = models.BigIntegerField()
+    refunded_nusd = models.BigIntegerField(default=0)
+    stripe_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    status = models.CharField(max_length=20, choices=TopUpStatus.choices, default=TopUpStatus.PENDING)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    credited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=models.Q(amount_nusd__gt=0), name="topup_amount_positive")]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class StripeEvent(models.Model):
+    """Every webhook event we accepted, once. The unique id makes redelivery a no-op."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, default="received")  # received, processed, ignored, failed
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"

@@ -1,0 +1,92 @@
+"""Pure cost maths in integer nano-dollars. No Django, no floats.
+
+Prices are stored per token in nusd and shown per million tokens in USD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+NUSD_PER_USD = 1_000_000_000
+TOKENS_PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Unit prices in nusd per token."""
+
+    input_nusd: int
+    output_nusd: int
+    cached_nusd: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int  # uncached prompt tokens
+    completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens served from the provider's cache
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.cached_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    input_nusd: int  # prompt + cached prompt
+    output_nusd: int
+
+    @property
+    def total_nusd(self) -> int:
+        return self.input_nusd + self.output_nusd
+
+
+def cost_of(usage: Usage, prices: Prices) -> Cost:
+    """Exact: integer tokens times integer unit prices, so nothing is rounded at all."""
+    for value in (usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens):
+        if value < 0:
+            raise ValueError("token counts cannot be negative")
+    return Cost(
+        input_nusd=usage.prompt_tokens * prices.input_nusd + usage.cached_tokens * prices.cached_nusd,
+        output_nusd=usage.completion_tokens * prices.output_nusd,
+    )
+
+
+def hold_amount(*, prompt_tokens_estimate: int, max_output_tokens: int, prices: Prices) -> int:
+    """Upper bound for a request: every prompt token at the uncached price plus the full output budget."""
+    return cost_of(Usage(prompt_tokens=prompt_tokens_estimate, completion_tokens=max_output_tokens), prices).total_nusd
+
+
+def usd_to_nusd(amount: Decimal | str | int) -> int:
+    """Exact conversion; refuses amounts finer than one nano-dollar rather than rounding them away."""
+    value = Decimal(str(amount)) * NUSD_PER_USD
+    if value != value.to_integral_value():
+        raise ValueError(f"{amount} USD is not a whole number of nano-dollars")
+    return int(value)
+
+
+def nusd_to_usd(amount_nusd: int) -> Decimal:
+    """Exact Decimal dollars (never a float): 1_500_000_000 -> Decimal('1.5')."""
+    return (Decimal(amount_nusd) / NUSD_PER_USD).normalize() if amount_nusd else Decimal(0)
+
+
+def per_million_usd(price_nusd_per_token: int) -> Decimal:
+    """A unit price as shown to people: USD per million tokens."""
+    return nusd_to_usd(price_nusd_per_token * TOKENS_PER_MILLION)
+
+
+def per_million_to_per_token_nusd(usd_per_million: Decimal | str) -> int:
+    """Operator input ($ per million tokens) to the stored unit; must be exact."""
+    value = Decimal(str(usd_per_million)) * NUSD_PER_USD / TOKENS_PER_MILLION
+    if value != value.to_integral_value():
+        raise ValueError(f"${usd_per_million}/M tokens is not a whole number of nano-dollars per token")
+    return int(value)
+
+
+def format_usd(amount_nusd: int, places: int = 2) -> str:
+    """Display: '$1.50'. Rounds half-up for display only; stored amounts stay exact."""
+    quant = Decimal(1).scaleb(-places)
+    value = (Decimal(amount_nusd) / NUSD_PER_USD).quantize(quant, rounding="ROUND_HALF_UP")
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,}"

@@ -1,0 +1,66 @@
+"""The public /v1 API (django-ninja). Each app contributes a router; errors use OpenAI's envelope."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from config.errors import ApiError, api_error_response, error_response
+
+api = NinjaAPI(
+    title="Tollgate API",
+    version="1",
+    description="OpenAI-compatible inference API with prepaid, per-token billing.",
+    urls_namespace="v1",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+
+
+def _rid(request: HttpRequest) -> str:
+    return getattr(request, "request_id", "")
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError):
+    return api_error_response(exc, _rid(request))
+
+
+def _param_of(error: dict) -> str | None:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "payload", "query", "path")]
+    return ".".join(loc) or None
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError):
+    first = exc.errors[0] if exc.errors else {}
+    param = _param_of(first)
+    message = first.get("msg", "Invalid request.")
+    if param:
+        message = f"Invalid value for '{param}': {message}"
+    return error_response(400, message, code="invalid_request_error", param=param, request_id=_rid(request))
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request: HttpRequest, exc: AuthenticationError):
+    return error_response(401, "Missing or invalid API key.", kind="invalid_request_error", code="invalid_api_key",
+                          request_id=_rid(request))
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError):
+    return error_response(exc.status_code, str(exc), request_id=_rid(request))
+
+
+def _register_routers() -> None:
+    from accounts.api import router as accounts_router
+    from billing.api import router as billing_router
+    from gateway.api import router as gateway_router
+
+    api.add_router("", accounts_router)
+    api.add_router("", billing_router)
+    api.add_router("", gateway_router)
+
+
+_register_routers()

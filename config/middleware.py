@@ -1,0 +1,54 @@
+"""Request ids on every response, and OpenAI's error envelope for anything under /v1."""
+
+from __future__ import annotations
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from config.errors import error_response
+from config.ids import request_id
+
+_V1_FALLBACK = {
+    404: ("Unknown API route.", "invalid_request_error", "not_found"),
+    405: ("Method not allowed for this route.", "invalid_request_error", "method_not_allowed"),
+    500: ("The server had an error while processing your request.", "server_error", "internal_error"),
+}
+
+
+def _finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    rid = request.request_id  # type: ignore[attr-defined]
+    if (
+        response.status_code in _V1_FALLBACK
+        and request.path.startswith("/v1/")
+        and not getattr(response, "is_envelope", False)
+        and not getattr(response, "streaming", False)
+    ):
+        message, kind, code = _V1_FALLBACK[response.status_code]
+        response = error_response(response.status_code, message, kind=kind, code=code, request_id=rid)
+        if response.status_code == 405:
+            response["Allow"] = ""
+    response["X-Request-Id"] = rid
+    return response
+
+
+class RequestIdMiddleware:
+    """Gives each request a `req_<ULID>` id (request.request_id) and echoes it in X-Request-Id."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        request.request_id = request_id()  # type: ignore[attr-defined]
+        return _finish(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest):
+        request.request_id = request_id()  # type: ignore[attr-defined]
+        return _finish(request, await self.get_response(request))
+

@@ -1,0 +1,3 @@
+"""Websocket routes for live dashboard updates."""
+
+websocket_urlpatterns: list = []
