@@ -1,7 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.utils import timezone
 
-from accounts.models import AuditLog, Invitation, Membership, Team, User
+from accounts.keys import KeyActor, revoke_key
+from accounts.models import ApiKey, AuditLog, Invitation, Membership, Team, User
 
 
 @admin.register(User)
@@ -70,3 +72,66 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("rotating", "Rotating (old secret in grace)"), ("expired", "Expired"),
+                ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        live = queryset.filter(revoked_at=None)
+        if self.value() == "revoked":
+            return queryset.exclude(revoked_at=None)
+        if self.value() == "expired":
+            return live.filter(expires_at__lte=now)
+        if self.value() == "rotating":
+            return live.exclude(expires_at__lte=now).filter(previous_expires_at__gt=now)
+        if self.value() == "active":
+            return live.exclude(expires_at__lte=now).exclude(previous_expires_at__gt=now)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are minted where the secret can be shown once (dashboard, API, create_team), never here.
+
+    No field can reveal a secret: the lookup hashes are excluded and everything else is read-only
+    (limits change through the dashboard or API, which check the plan and audit).
+    """
+
+    list_display = ["masked", "name", "team", "mode", "key_status", "last_used_at", "created_at", "public_id"]
+    list_filter = [KeyStatusFilter, "mode", "team__plan", "created_at"]
+    search_fields = ["public_id", "name", "display_prefix", "last4", "team__slug", "team__public_id",
+                     "created_by__email"]
+    list_select_related = ["team"]
+    exclude = ["secret_hash", "previous_secret_hash"]
+    readonly_fields = ["public_id", "team", "name", "mode", "masked", "scopes", "created_by", "created_at",
+                       "rotated_at", "last_used_at", "revoked_at", "display_prefix", "last4", "previous_display_prefix",
+                       "previous_last4", "previous_expires_at", "expires_at", "allowed_models", "rpm_limit",
+                       "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist"]
+    actions = ["revoke_selected"]
+
+    @admin.display(description="key")
+    def masked(self, obj: ApiKey) -> str:
+        return obj.masked
+
+    @admin.display(description="status")
+    def key_status(self, obj: ApiKey) -> str:
+        return obj.status()
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        ip = request.META.get("REMOTE_ADDR")
+        count = 0
+        for key in queryset.select_related("team").filter(revoked_at=None):
+            revoke_key(key, actor=KeyActor.system(key.team, f"admin {request.user.email}", user=request.user, ip=ip))
+            count += 1
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)

@@ -1,0 +1,351 @@
+"""API-key authentication shared by every /v1 transport (ninja views, DRF, Channels consumers).
+
+Hot path: a checksum check (no I/O), one HMAC, then a per-process snapshot cache keyed by the
+lookup hash. Snapshots live at most `CACHE_TTL` seconds, so a revocation or rotation committed in
+any process is honoured by every other process within one second; expiry and grace ends are
+compared with the clock on every request, never cached. `last_used_at` is written at most about
+once a minute per key (an in-process timer, then `cache.add` to dedupe across processes).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError
+from django.utils import timezone
+
+from accounts import keyformat
+from accounts.models import PLAN_LIMITS, ApiKey
+from config.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL = 0.9  # seconds; < 1 s so revocation/rotation reaches every process within one second
+CACHE_MAX_ENTRIES = 20_000
+TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes per key
+GRACE_HEADER = "X-Tollgate-Key-Grace-Ends-At"
+
+# Injectable clocks: tests freeze the wall clock with time_machine and drive the cache clock here.
+monotonic: Callable[[], float] = time.monotonic
+now: Callable[[], datetime] = timezone.now
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    key_id: int
+    public_id: str
+    name: str
+    masked: str
+    team_id: int
+    team_public_id: str
+    team_plan: str
+    mode: str
+    scopes: frozenset[str]
+    allowed_models: tuple[str, ...]
+    rpm_limit: int | None
+    tpm_limit: int | None
+    monthly_spend_cap_nusd: int | None
+    grace_ends_at: datetime | None
+
+    @property
+    def is_test(self) -> bool:
+        return self.mode == "test"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What one lookup hash resolves to; the per-request checks run against this."""
+
+    ctx: KeyContext  # grace_ends_at is set when this hash is the key's previous secret
+    revoked: bool
+    expires_at: datetime | None
+    previous_expires_at: datetime | None  # only for the previous secret
+    is_previous: bool
+    networks: tuple[IPNetwork, ...]
+
+
+# hash -> (entry or None for "no such key", loaded at monotonic time)
+_cache: dict[str, tuple[_Entry | None, float]] = {}
+_last_touch: dict[int, float] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+    _last_touch.clear()
+
+
+def forget(*hashes: str | None) -> None:
+    """Drop snapshots in this process at once (other processes follow within CACHE_TTL)."""
+    for h in hashes:
+        if h:
+            _cache.pop(h, None)
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+def effective_limit(override: int | None, plan_limit: int | None) -> int | None:
+    """The stricter of the key's override and the plan's limit; None means unlimited."""
+    if override is None:
+        return plan_limit
+    if plan_limit is None:
+        return override
+    return min(override, plan_limit)
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """CIDRs or bare addresses (IPv4 and IPv6); raises ValueError on a bad entry."""
+    return tuple(ipaddress.ip_network(str(entry).strip(), strict=False) for entry in entries)
+
+
+# --- headers and client address ------------------------------------------------------------
+
+
+def extract_key(headers) -> str | None:
+    """The key from `Authorization: Bearer …` or `X-Api-Key: …`; header names in any case."""
+    if isinstance(headers, list | tuple):  # raw ASGI headers: [(b"name", b"value"), …]
+        headers = dict(headers)
+    if isinstance(headers, dict):
+        lowered = {(k.decode("latin-1") if isinstance(k, bytes) else str(k)).lower(): v for k, v in headers.items()}
+        auth, api_key = lowered.get("authorization"), lowered.get("x-api-key")
+    else:
+        auth, api_key = headers.get("Authorization"), headers.get("X-Api-Key")
+    if isinstance(auth, bytes):
+        auth = auth.decode("latin-1")
+    if isinstance(api_key, bytes):
+        api_key = api_key.decode("latin-1")
+    if auth:
+        scheme, _, value = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    if api_key and api_key.strip():
+        return api_key.strip()
+    return None
+
+
+@lru_cache(maxsize=8)
+def _trusted_networks(proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return parse_networks(p for p in proxies if p)
+
+
+def _is_trusted_proxy(ip: str) -> bool:
+    proxies = tuple(getattr(settings, "TRUSTED_PROXIES", ()) or ())
+    if not proxies:
+        return False
+    try:
+        address = _normalise(ipaddress.ip_address(ip))
+    except ValueError:
+        return False
+    return any(address in net for net in _trusted_networks(proxies))
+
+
+def _client_ip(remote: str | None, forwarded_for: str | None) -> str | None:
+    """Walk X-Forwarded-For from the right while hops are trusted proxies; the first other hop is the client."""
+    if not remote or not forwarded_for or not _is_trusted_proxy(remote):
+        return remote
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    client = remote
+    for hop in reversed(hops):
+        client = hop
+        if not _is_trusted_proxy(hop):
+            break
+    return client
+
+
+def client_ip_from_request(request) -> str | None:
+    return _client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
+
+
+def client_ip_from_scope(asgi_scope: dict) -> str | None:
+    client = asgi_scope.get("client")
+    remote = client[0] if client else None
+    forwarded = None
+    for name, value in asgi_scope.get("headers", ()):
+        if name.lower() == b"x-forwarded-for":
+            forwarded = value.decode("latin-1")
+            break
+    return _client_ip(remote, forwarded)
+
+
+def _normalise(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+# --- lookup --------------------------------------------------------------------------------
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(401, "invalid_api_key", message, kind="invalid_request_error")
+
+
+def _lookup_hash(raw_key: str | None) -> str:
+    """Refuse a missing or malformed key without any I/O; otherwise the key's lookup hash."""
+    if not raw_key:
+        raise _invalid("Missing API key. Send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'.")
+    if keyformat.parse_mode(raw_key) is None:
+        raise _invalid("Malformed API key: expected tg_live_… or tg_test_… with a valid checksum.")
+    return keyformat.lookup_hash(raw_key)
+
+
+_MISS = object()
+
+
+def _cached(h: str):
+    hit = _cache.get(h)
+    if hit is None or monotonic() - hit[1] >= CACHE_TTL:
+        return _MISS
+    return hit[0]
+
+
+def _store(h: str, entry: _Entry | None) -> None:
+    if len(_cache) >= CACHE_MAX_ENTRIES:
+        _cache.clear()  # bounded memory; refilled from the database within a second
+    _cache[h] = (entry, monotonic())
+
+
+_FIELDS = (
+    "id", "public_id", "name", "mode", "display_prefix", "last4", "secret_hash", "previous_secret_hash",
+    "previous_display_prefix", "previous_last4", "previous_expires_at", "scopes", "expires_at", "revoked_at",
+    "allowed_models", "rpm_limit", "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist",
+    "team_id", "team__public_id", "team__plan",
+)
+
+
+def _load(h: str) -> _Entry | None:
+    """One query: the key whose current or previous secret has this hash, with its team's plan."""
+    from django.db.models import Q
+
+    row = ApiKey.objects.filter(Q(secret_hash=h) | Q(previous_secret_hash=h)).values(*_FIELDS).first()
+    if row is None:
+        return None
+    is_previous = row["secret_hash"] != h
+    plan_rpm, plan_tpm = PLAN_LIMITS.get(row["team__plan"], (None, None))
+    if is_previous:
+        masked = f"{row['previous_display_prefix']}…{row['previous_last4']}"
+    else:
+        masked = f"{row['display_prefix']}…{row['last4']}"
+    try:
+        networks = parse_networks(row["ip_allowlist"] or ())
+    except ValueError:
+        log.error("API key %s has an unparsable IP allow-list; refusing every address", row["public_id"])
+        networks = (ipaddress.ip_network("0.0.0.0/32"),)
+    ctx = KeyContext(
+        key_id=row["id"], public_id=row["public_id"], name=row["name"], masked=masked,
+        team_id=row["team_id"], team_public_id=row["team__public_id"], team_plan=row["team__plan"],
+        mode=row["mode"], scopes=frozenset(row["scopes"] or ()), allowed_models=tuple(row["allowed_models"] or ()),
+        rpm_limit=effective_limit(row["rpm_limit"], plan_rpm), tpm_limit=effective_limit(row["tpm_limit"], plan_tpm),
+        monthly_spend_cap_nusd=row["monthly_spend_cap_nusd"],
+        grace_ends_at=row["previous_expires_at"] if is_previous else None,
+    )
+    return _Entry(
+        ctx=ctx, revoked=row["revoked_at"] is not None, expires_at=row["expires_at"],
+        previous_expires_at=row["previous_expires_at"] if is_previous else None,
+        is_previous=is_previous, networks=networks,
+    )
+
+
+def _check(entry: _Entry | None, *, client_ip: str | None, scope: str) -> KeyContext:
+    if entry is None:
+        raise _invalid("Unknown API key.")
+    if entry.revoked:
+        raise _invalid("This API key has been revoked.")
+    current = now()
+    if entry.is_previous and (entry.previous_expires_at is None or entry.previous_expires_at <= current):
+        raise _invalid("This API key was rotated and its old secret's grace period has ended; use the new secret.")
+    if entry.expires_at is not None and entry.expires_at <= current:
+        raise ApiError(401, "key_expired", "This API key has expired.", kind="invalid_request_error")
+    if entry.networks:
+        try:
+            address = _normalise(ipaddress.ip_address(client_ip or ""))
+        except ValueError:
+            address = None
+        if address is None or not any(address in net for net in entry.networks):
+            raise ApiError(403, "ip_not_allowed", f"Requests from {client_ip or 'an unknown address'} are not "
+                           "allowed for this API key.")
+    if scope and scope not in entry.ctx.scopes:
+        raise ApiError(403, "insufficient_scope", f"This API key lacks the '{scope}' scope.", param=None)
+    return entry.ctx
+
+
+def _touch_due(key_id: int) -> bool:
+    last = _last_touch.get(key_id)
+    t = monotonic()
+    if last is not None and t - last < TOUCH_INTERVAL:
+        return False
+    if len(_last_touch) >= CACHE_MAX_ENTRIES:
+        _last_touch.clear()
+    _last_touch[key_id] = t
+    return True
+
+
+def _touch(key_id: int) -> None:
+    """Record use at most once a minute per key across processes (cache.add is atomic in Redis)."""
+    try:
+        if cache.add(f"apikey:used:{key_id}", 1, timeout=int(TOUCH_INTERVAL)):
+            ApiKey.objects.filter(pk=key_id).update(last_used_at=now())
+    except DatabaseError:
+        log.warning("could not record last use of API key id=%s", key_id, exc_info=True)
+
+
+# --- public entry points ---------------------------------------------------------------------
+
+
+def authenticate(raw_key: str | None, *, client_ip: str | None, scope: str) -> KeyContext:
+    h = _lookup_hash(raw_key)
+    entry = _cached(h)
+    if entry is _MISS:
+        entry = _load(h)
+        _store(h, entry)
+    ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
+    if _touch_due(ctx.key_id):
+        _touch(ctx.key_id)
+    return ctx
+
+
+async def aauthenticate(raw_key: str | None, *, client_ip: str | None, scope: str) -> KeyContext:
+    h = _lookup_hash(raw_key)
+    entry = _cached(h)
+    if entry is _MISS:
+        entry = await sync_to_async(_load)(h)
+        _store(h, entry)
+    ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
+    if _touch_due(ctx.key_id):
+        await sync_to_async(_touch)(ctx.key_id)
+    return ctx
+
+
+def authenticate_request(request, scope: str) -> KeyContext:
+    return authenticate(extract_key(request.headers), client_ip=client_ip_from_request(request), scope=scope)
+
+
+async def aauthenticate_request(request, scope: str) -> KeyContext:
+    return await aauthenticate(extract_key(request.headers), client_ip=client_ip_from_request(request), scope=scope)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_headers(ctx: KeyContext) -> dict[str, str]:
+    """Headers for every response to this key: when an old secret in its grace window stops working."""
+    if ctx.grace_ends_at is None:
+        return {}
+    return {GRACE_HEADER: rfc3339(ctx.grace_ends_at)}
+
+
+def check_model_allowed(ctx: KeyContext, model: str) -> None:
+    if ctx.allowed_models and model not in ctx.allowed_models:
+        raise ApiError(403, "model_not_allowed", f"This API key may not use the model '{model}'.", param="model")
