@@ -23,12 +23,13 @@ class ProviderError(Exception):
     """
 
     def __init__(self, kind: str, message: str, *, status: int | None = None, retryable: bool | None = None,
-                 body: Any = None) -> None:
+                 body: Any = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status = status
         self.body = body
+        self.retry_after = retry_after  # seconds, from upstream's Retry-After on 429/503 (optional)
         if retryable is None:
             retryable = kind in ("connect", "timeout", "malformed") or (
                 status is not None and (status == 429 or status >= 500)
@@ -54,6 +55,17 @@ class UpstreamUsage:
     prompt_tokens: int  # uncached prompt tokens
     completion_tokens: int
     cached_tokens: int = 0
+
+
+def usage_from_openai(usage: dict[str, Any] | None) -> UpstreamUsage | None:
+    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not)."""
+    if not usage:
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = min(int(details.get("cached_tokens") or 0), prompt)
+    return UpstreamUsage(prompt_tokens=prompt - cached, completion_tokens=int(usage.get("completion_tokens") or 0),
+                         cached_tokens=cached)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,201 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio, …).
+
+The client's body goes upstream as it came, fields we do not know included; only `model` is replaced
+(and, for streams, usage is requested). Per chunk we parse once and look at three keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+
+from gateway.providers.base import ChatResult, EmbeddingResult, ProviderConfig, ProviderError, UpstreamUsage
+from gateway.providers.base import usage_from_openai as _usage
+from gateway.providers.upstream import post_json, stream_events
+from gateway.tokens import count_prompt_tokens, count_tokens
+
+_DONE = b"[DONE]"
+_STREAM_ONLY = ("stream", "stream_options")
+DRAIN_SECONDS = 0.25
+
+
+class OpenAICompatProvider:
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self._base = (config.base_url or "https://api.openai.com/v1").rstrip("/")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        extra = config.options.get("headers") if config.options else None
+        if isinstance(extra, dict):  # e.g. OpenRouter's HTTP-Referer, an org id
+            self._headers.update(extra)
+            self._stream_headers.update(extra)
+
+    # -- non-streaming -------------------------------------------------------------------------------
+
+    async def chat(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
+        return await self._call("/chat/completions", payload, upstream_model, chat=True)
+
+    async def completion(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
+        return await self._call("/completions", payload, upstream_model, chat=False)
+
+    async def _call(self, path: str, payload: dict[str, Any], upstream_model: str, *, chat: bool) -> ChatResult:
+        body = {k: v for k, v in payload.items() if k not in _STREAM_ONLY}
+        body["model"] = upstream_model
+        obj = await post_json(self.config, self._base + path, orjson.dumps(body), self._headers)
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            raise ProviderError("malformed", f"{self.config.name}: upstream response has no choices", body=obj)
+        usage = _usage(obj.get("usage"))
+        if usage is None:  # some compatible servers omit it; bill what we can count
+            usage = UpstreamUsage(prompt_tokens=count_prompt_tokens(payload),
+                                  completion_tokens=_count_choices(choices, chat=chat))
+            obj["usage"] = _usage_dict(usage)
+        return ChatResult(body=obj, usage=usage)
+
+    async def embeddings(self, payload: dict[str, Any], *, upstream_model: str) -> EmbeddingResult:
+        # Always ask for floats: EmbeddingResult carries float lists and the gateway encodes base64 itself.
+        body = {**payload, "model": upstream_model, "encoding_format": "float"}
+        obj = await post_json(self.config, self._base + "/embeddings", orjson.dumps(body), self._headers)
+        if not isinstance(obj.get("data"), list):
+            raise ProviderError("malformed", f"{self.config.name}: upstream embeddings response has no data", body=obj)
+        raw_usage = obj.get("usage") or {}
+        prompt = raw_usage.get("prompt_tokens")
+        if prompt is None:
+            prompt = count_prompt_tokens({"input": payload.get("input")})
+            obj["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
+        return EmbeddingResult(body=obj, usage=UpstreamUsage(prompt_tokens=int(prompt), completion_tokens=0))
+
+    # -- streaming -----------------------------------------------------------------------------------
+
+    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+        return self._stream("/chat/completions", payload, upstream_model, chat=True)
+
+    def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+        return self._stream("/completions", payload, upstream_model, chat=False)
+
+    async def _stream(self, path: str, payload: dict[str, Any], upstream_model: str, *,
+                      chat: bool) -> AsyncIterator[dict[str, Any]]:
+        body = dict(payload)
+        body["model"] = upstream_model
+        body["stream"] = True
+        options = payload.get("stream_options")
+        body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {
+            "include_usage": True}
+        name = self.config.name
+        loads = orjson.loads
+        texts: list[str] = []  # what was generated, in case upstream never reports usage
+        append = texts.append
+        usage_seen = False
+        done = False
+        last: dict[str, Any] | None = None
+        events = stream_events(self.config, self._base + path, orjson.dumps(body), self._stream_headers)
+        async with aclosing(events):
+            async for event in events:
+                data = event.data
+                if data == _DONE:
+                    done = True
+                    await _drain(events)
+                    break
+                if event.partial:
+                    raise ProviderError("malformed", f"{name}: upstream stream was cut before [DONE]")
+                try:
+                    chunk = loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise ProviderError("malformed", f"{name}: upstream sent an invalid stream chunk ({exc})",
+                                        body=data[:512]) from exc
+                if type(chunk) is not dict:
+                    raise ProviderError("malformed", f"{name}: upstream stream chunk is not an object")
+                choices = chunk.get("choices")
+                if choices is None and "error" in chunk:
+                    error = chunk["error"]
+                    code = error.get("code") if isinstance(error, dict) else None
+                    status = code if isinstance(code, int) and 400 <= code < 600 else 502
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise ProviderError("http", f"{name}: upstream error mid-stream: {message}", status=status,
+                                        body=chunk)
+                if chunk.get("usage"):
+                    usage_seen = True
+                if choices and not usage_seen:
+                    for choice in choices:
+                        if chat:
+                            delta = choice.get("delta")
+                            if delta:
+                                text = delta.get("content")
+                                if text:
+                                    append(text)
+                                calls = delta.get("tool_calls")
+                                if calls:
+                                    _collect_call_text(calls, append)
+                        else:
+                            text = choice.get("text")
+                            if text:
+                                append(text)
+                last = chunk
+                yield chunk
+        if not done:
+            raise ProviderError("malformed", f"{name}: upstream stream ended before [DONE]")
+        if not usage_seen:
+            usage = UpstreamUsage(prompt_tokens=count_prompt_tokens(payload),
+                                  completion_tokens=count_tokens("".join(texts)))
+            yield _usage_chunk(last, usage, chat=chat, model=upstream_model)
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read the few bytes after [DONE] (the chunked-encoding terminator) so the connection can go back to
+    the pool; an upstream that keeps it open longer than a moment just loses the connection."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in events:
+                pass
+    except (TimeoutError, ProviderError):
+        pass
+
+
+def _collect_call_text(calls: list[dict[str, Any]], append: Any) -> None:
+    for call in calls:
+        function = call.get("function")
+        if function:
+            if function.get("name"):
+                append(function["name"])
+            if function.get("arguments"):
+                append(function["arguments"])
+
+
+def _count_choices(choices: list[dict[str, Any]], *, chat: bool) -> int:
+    texts: list[str] = []
+    for choice in choices:
+        if chat:
+            message = choice.get("message") or {}
+            if isinstance(message.get("content"), str):
+                texts.append(message["content"])
+            _collect_call_text(message.get("tool_calls") or [], texts.append)
+        elif isinstance(choice.get("text"), str):
+            texts.append(choice["text"])
+    return count_tokens("".join(texts))
+
+
+def _usage_dict(usage: UpstreamUsage) -> dict[str, Any]:
+    prompt = usage.prompt_tokens + usage.cached_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": usage.completion_tokens,
+            "total_tokens": prompt + usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+
+
+def _usage_chunk(last: dict[str, Any] | None, usage: UpstreamUsage, *, chat: bool, model: str) -> dict[str, Any]:
+    last = last or {}
+    return {
+        "id": last.get("id", ""),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": last.get("created", int(time.time())),
+        "model": last.get("model", model),
+        "choices": [],
+        "usage": _usage_dict(usage),
+    }

@@ -1,0 +1,399 @@
+"""The built-in simulator: an OpenAI-shaped model with no network, for test keys, the demo and CI.
+
+Everything is derived from the request, so the same request always gets the same reply:
+- the reply quotes the start of the last user message (`You said: "…"`) and goes on with words from
+  a fixed vocabulary picked by a hash of the conversation; a user message starting with `echo:` is
+  answered with exactly the text after it (handy for tests of stop sequences and token counting);
+- after a tool result the reply summarises it; with `tools` (and tool_choice not "none") it calls a
+  tool, arguments generated from the tool's JSON schema;
+- `response_format` json_object / json_schema → valid JSON (schema-valid for json_schema);
+- `max_tokens` / `max_completion_tokens` cut the output (finish_reason "length"), `stop` cuts at the
+  first stop sequence; token counts come from gateway.tokens, so usage is exact for our tokenizer;
+- embeddings are bag-of-words unit vectors: the same text always gets the same vector and texts
+  sharing words point the same way;
+- options: `latency_ms` (time to first token) and `tokens_per_second` (0 = instant), defaulting to
+  settings.SIMULATOR_LATENCY_MS / SIMULATOR_TOKENS_PER_SECOND; `dimensions` (default 256).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from gateway.providers.base import ChatResult, EmbeddingResult, ProviderConfig, ProviderError, UpstreamUsage
+from gateway.providers.schema_values import value_for_schema
+from gateway.tokens import count_prompt_tokens, count_tokens, tokenize
+
+VOCABULARY = (
+    "the", "gateway", "routes", "every", "request", "to", "a", "model", "that", "answers", "quickly", "and",
+    "tokens", "flow", "through", "quiet", "streams", "of", "light", "while", "ledgers", "balance", "each",
+    "receipt", "with", "care", "simulated", "replies", "stay", "deterministic", "so", "tests", "can", "trust",
+    "them", "bright", "rivers", "carry", "small", "boats", "across", "calm", "water", "under", "open", "sky",
+    "engineers", "measure", "latency", "before", "they", "guess", "clear", "numbers", "beat", "loud",
+    "opinions", "in", "the", "end", "useful", "systems", "are", "simple", "ones", "built", "patiently",
+)
+DEFAULT_DIMENSIONS = 256
+MAX_DIMENSIONS = 8192
+SNIPPET_WORDS = 12
+FINGERPRINT = "fp_tollgate_sim"
+_WORDS = re.compile(r"\w+")
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    id: str
+    name: str
+    arguments: list[str]  # token pieces of the JSON arguments (cut when max_tokens ran out)
+
+
+@dataclass(slots=True)
+class _Reply:
+    pieces: list[str] = field(default_factory=list)  # token pieces of the text content
+    tool_calls: list[_ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def _seeded(*parts: Any) -> tuple[random.Random, str]:
+    digest = blake2b(orjson.dumps(parts, default=str, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return random.Random(int.from_bytes(digest[:8], "big")), digest.hex()
+
+
+def _text_of(content: Any) -> tuple[str, int]:
+    """(text, number of images) of a message's content."""
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        return "", 0
+    texts, images = [], 0
+    for part in content:
+        if isinstance(part, dict):
+            if part.get("type") == "text":
+                texts.append(str(part.get("text") or ""))
+            elif part.get("type") in ("image_url", "input_image", "image"):
+                images += 1
+        elif isinstance(part, str):
+            texts.append(part)
+    return " ".join(texts), images
+
+
+def _snippet(text: str) -> str:
+    words = text.split()
+    snippet = " ".join(words[:SNIPPET_WORDS])
+    return snippet + ("…" if len(words) > SNIPPET_WORDS else "")
+
+
+def _sentence(rng: random.Random, low: int, high: int) -> str:
+    words = [rng.choice(VOCABULARY) for _ in range(rng.randint(low, high))]
+    return " ".join(words).capitalize() + "."
+
+
+def _stop_list(stop: Any) -> list[str]:
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    if isinstance(stop, list):
+        return [s for s in stop if isinstance(s, str) and s]
+    return []
+
+
+def _apply_limits(text: str, stop: list[str], max_tokens: int | None) -> _Reply:
+    finish = "stop"
+    if stop:
+        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+    pieces = tokenize(text)
+    if max_tokens is not None and len(pieces) > max_tokens:
+        pieces = pieces[:max_tokens]
+        finish = "length"
+    return _Reply(pieces=pieces, finish_reason=finish, completion_tokens=len(pieces))
+
+
+def _max_tokens(payload: dict[str, Any]) -> int | None:
+    value = payload.get("max_completion_tokens")
+    if value is None:
+        value = payload.get("max_tokens")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProviderError("http", "max_tokens must be a non-negative integer", status=400)
+    return value
+
+
+def _function_tools(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for tool in payload.get("tools") or ():
+        if isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(
+                tool.get("function"), dict) and tool["function"].get("name"):
+            out.append(tool["function"])
+    return out
+
+
+def _chosen_tool(payload: dict[str, Any], tools: list[dict[str, Any]], last_role: str,
+                 rng: random.Random) -> dict[str, Any] | None:
+    if not tools:
+        return None
+    choice = payload.get("tool_choice", "auto")
+    if choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        return next((t for t in tools if t["name"] == name), None)
+    if choice == "required":
+        return rng.choice(tools)
+    # "auto": call a tool when the user just spoke; after a tool result, answer in words
+    return rng.choice(tools) if last_role == "user" else None
+
+
+def _plan_chat(payload: dict[str, Any]) -> tuple[_Reply, str]:
+    messages = payload.get("messages") or []
+    rng, digest = _seeded(messages, payload.get("seed"), payload.get("tools"), payload.get("tool_choice"),
+                          payload.get("response_format"))
+    max_tokens = _max_tokens(payload)
+    stop = _stop_list(payload.get("stop"))
+    last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") != "system"), {})
+    last_role = last.get("role", "user")
+    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
+    user_text, images = _text_of(last_user.get("content"))
+
+    tool = _chosen_tool(payload, _function_tools(payload), last_role, rng)
+    if tool is not None:
+        arguments = orjson.dumps(value_for_schema(tool.get("parameters") or {"type": "object"}, rng)).decode()
+        name_tokens = count_tokens(tool["name"])
+        pieces = tokenize(arguments)
+        reply = _Reply(finish_reason="tool_calls")
+        if max_tokens is not None and name_tokens + len(pieces) > max_tokens:
+            pieces = pieces[: max(0, max_tokens - name_tokens)]
+            reply.finish_reason = "length"
+        reply.tool_calls.append(_ToolCall(id=f"call_{digest[:24]}", name=tool["name"], arguments=pieces))
+        reply.completion_tokens = name_tokens + len(pieces)
+        return reply, digest
+
+    stripped = user_text.lstrip()
+    if last_role == "user" and stripped[:5].lower() == "echo:":
+        text = stripped[5:].removeprefix(" ")
+    elif last_role == "tool":
+        tool_text, _ = _text_of(last.get("content"))
+        text = f'The tool returned "{_snippet(tool_text)}". {_sentence(rng, 8, 20)}'
+    else:
+        seen = f" I see {images} image{'s' if images != 1 else ''}." if images else ""
+        text = f'You said: "{_snippet(user_text) or "nothing"}".{seen} {_sentence(rng, 12, 40)}'
+
+    response_format = payload.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        text = orjson.dumps(value_for_schema(schema or {"type": "object"}, rng)).decode()
+    elif kind == "json_object":
+        text = orjson.dumps({"reply": text, "words": [rng.choice(VOCABULARY) for _ in range(3)]}).decode()
+    return _apply_limits(text, stop, max_tokens), digest
+
+
+def _plan_completion(prompt: str, payload: dict[str, Any], index: int) -> _Reply:
+    rng, _ = _seeded(prompt, payload.get("seed"), index)
+    stripped = prompt.lstrip()
+    text = stripped[5:].removeprefix(" ") if stripped[:5].lower() == "echo:" else " " + _sentence(rng, 12, 40)
+    reply = _apply_limits(text, _stop_list(payload.get("stop")), _max_tokens(payload) if "max_tokens" in payload
+                          else 16)  # /v1/completions defaults to 16 tokens, like OpenAI
+    if payload.get("echo"):
+        reply.pieces.insert(0, prompt)  # echoed prompt is not completion
+    return reply
+
+
+def _prompts(payload: dict[str, Any]) -> list[str]:
+    prompt = payload.get("prompt", "")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list):
+        if prompt and all(isinstance(p, int) for p in prompt):
+            return [" ".join(map(str, prompt))]
+        return [p if isinstance(p, str) else " ".join(map(str, p)) for p in prompt] or [""]
+    return [str(prompt)]
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def _chunk_sizes(rng: random.Random, count: int) -> list[int]:
+    """Stream content one to three token pieces at a time, like real models do."""
+    sizes = []
+    while count > 0:
+        size = min(count, rng.choice((1, 1, 2, 3)))
+        sizes.append(size)
+        count -= size
+    return sizes
+
+
+@lru_cache(maxsize=16384)
+def _word_vector(word: str, dimensions: int) -> tuple[float, ...]:
+    rng = random.Random(int.from_bytes(blake2b(word.encode(), digest_size=8).digest(), "big"))
+    gauss = rng.gauss
+    return tuple(gauss(0.0, 1.0) for _ in range(dimensions))
+
+
+def embed_text(text: str, dimensions: int) -> list[float]:
+    """A unit vector for `text`: the sum of its words' vectors, so related texts land near each other."""
+    counts = Counter(w.lower() for w in _WORDS.findall(text)) or Counter({text: 1})
+    vector = [0.0] * dimensions
+    for word, count in counts.items():
+        for i, x in enumerate(_word_vector(word, dimensions)):
+            vector[i] += x * count
+    norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+class SimulatorProvider:
+    def __init__(self, config: ProviderConfig) -> None:
+        from django.conf import settings
+
+        options = config.options or {}
+        self.config = config
+        self.latency_s = float(options.get("latency_ms", settings.SIMULATOR_LATENCY_MS) or 0) / 1000
+        self.tokens_per_second = float(options.get("tokens_per_second", settings.SIMULATOR_TOKENS_PER_SECOND) or 0)
+        self.default_dimensions = int(options.get("dimensions", DEFAULT_DIMENSIONS))
+
+    async def _pause(self, tokens: int, *, first: bool = False) -> None:
+        delay = (self.latency_s if first else 0.0) + (tokens / self.tokens_per_second if self.tokens_per_second
+                                                      else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # -- chat ---------------------------------------------------------------------------------------
+
+    async def chat(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
+        reply, digest = _plan_chat(payload)
+        prompt_tokens = count_prompt_tokens(payload)
+        await self._pause(reply.completion_tokens, first=True)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text if not reply.tool_calls else None,
+                                   "refusal": None}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": "".join(c.arguments)}}
+                for c in reply.tool_calls
+            ]
+        body = {
+            "id": f"chatcmpl-{digest[:29]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": upstream_model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+            "usage": _usage(prompt_tokens, reply.completion_tokens),
+        }
+        return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, reply.completion_tokens))
+
+    async def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+        reply, digest = _plan_chat(payload)
+        prompt_tokens = count_prompt_tokens(payload)
+        rng = random.Random(digest)
+        base = {"id": f"chatcmpl-{digest[:29]}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": upstream_model, "system_fingerprint": FINGERPRINT}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        await self._pause(0, first=True)
+        yield chunk({"role": "assistant", "content": None if reply.tool_calls else "", "refusal": None})
+        if reply.tool_calls:
+            for index, call in enumerate(reply.tool_calls):
+                await self._pause(count_tokens(call.name))
+                yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                             "function": {"name": call.name, "arguments": ""}}]})
+                position = 0
+                for size in _chunk_sizes(rng, len(call.arguments)):
+                    await self._pause(size)
+                    fragment = "".join(call.arguments[position : position + size])
+                    position += size
+                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+        else:
+            pieces = reply.pieces
+            position = 0
+            for size in _chunk_sizes(rng, len(pieces)):
+                await self._pause(size)
+                yield chunk({"content": "".join(pieces[position : position + size])})
+                position += size
+        yield chunk({}, reply.finish_reason)
+        yield {**base, "choices": [], "usage": _usage(prompt_tokens, reply.completion_tokens)}
+
+    # -- legacy completions -------------------------------------------------------------------------
+
+    async def completion(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
+        replies = [_plan_completion(p, payload, i) for i, p in enumerate(_prompts(payload))]
+        completion_tokens = sum(r.completion_tokens for r in replies)
+        prompt_tokens = count_prompt_tokens({"prompt": payload.get("prompt", "")})
+        await self._pause(completion_tokens, first=True)
+        _, digest = _seeded(payload.get("prompt"), payload.get("seed"))
+        body = {
+            "id": f"cmpl-{digest[:29]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": upstream_model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"text": r.text, "index": i, "logprobs": None, "finish_reason": r.finish_reason}
+                        for i, r in enumerate(replies)],
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
+        return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, completion_tokens))
+
+    async def stream_completion(self, payload: dict[str, Any], *,
+                                upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+        replies = [_plan_completion(p, payload, i) for i, p in enumerate(_prompts(payload))]
+        prompt_tokens = count_prompt_tokens({"prompt": payload.get("prompt", "")})
+        rng, digest = _seeded(payload.get("prompt"), payload.get("seed"))
+        base = {"id": f"cmpl-{digest[:29]}", "object": "text_completion", "created": int(time.time()),
+                "model": upstream_model, "system_fingerprint": FINGERPRINT}
+        await self._pause(0, first=True)
+        for index, reply in enumerate(replies):
+            pieces = reply.pieces
+            position = 0
+            for size in _chunk_sizes(rng, len(pieces)):
+                await self._pause(size)
+                text = "".join(pieces[position : position + size])
+                position += size
+                yield {**base, "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": None}]}
+            yield {**base, "choices": [{"text": "", "index": index, "logprobs": None,
+                                        "finish_reason": reply.finish_reason}]}
+        completion_tokens = sum(r.completion_tokens for r in replies)
+        yield {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+
+    # -- embeddings ---------------------------------------------------------------------------------
+
+    async def embeddings(self, payload: dict[str, Any], *, upstream_model: str) -> EmbeddingResult:
+        dimensions = payload.get("dimensions")
+        if dimensions is None:
+            dimensions = self.default_dimensions
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
+            raise ProviderError("http", f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}", status=400)
+        raw = payload.get("input")
+        if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw)):
+            inputs = [raw]
+        elif isinstance(raw, list) and raw:
+            inputs = raw
+        else:
+            raise ProviderError("http", "input must be a non-empty string or list", status=400)
+        texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
+        prompt_tokens = count_prompt_tokens({"input": raw})
+        await self._pause(0, first=True)
+        data = [{"object": "embedding", "index": i, "embedding": embed_text(text, dimensions)}
+                for i, text in enumerate(texts)]
+        body = {"object": "list", "data": data, "model": upstream_model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+        return EmbeddingResult(body=body, usage=UpstreamUsage(prompt_tokens, 0))
