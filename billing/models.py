@@ -205,7 +205,8 @@ class Receipt(models.Model):
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        # prompt_tokens counts only uncached prompt tokens (billing.pricing.Usage), so add the cached ones back.
+        return self.prompt_tokens + self.cached_tokens + self.completion_tokens
 
 
 class TopUpStatus(models.TextChoices):

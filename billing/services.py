@@ -1,12 +1,36 @@
-"""Money rules: every change to a wallet's balance goes through `_post`, in the same transaction as
-its ledger entry, so the wallet always equals the sum of its ledger."""
+"""Money rules: every change to a wallet's balance happens in the same transaction as its ledger entry,
+so the wallet always equals the sum of its ledger, and `held` always equals the sum of its open holds.
+
+The request hot path is place_hold → (upstream call, no lock held) → settle | release. Each is one
+short transaction of a few statements; concurrency safety comes from conditional UPDATEs
+(`… WHERE balance - held >= x`, `… WHERE status = 'open'`), never from long-lived row locks.
+"""
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.db.models import F
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from billing.models import LedgerEntry, LedgerKind, Wallet
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import F, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing import pricing
+from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, ReceiptStatus, Wallet
+from billing.signals import receipt_settled, wallet_credited
+from config.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# A typo in the admin must not mint a fortune; larger corrections take several adjustments.
+MAX_ADJUSTMENT_NUSD = 1_000_000 * pricing.NUSD_PER_USD
+SWEEP_BATCH = 500
 
 
 class BillingError(Exception):
@@ -14,6 +38,32 @@ class BillingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRef:
+    hold_id: int | None  # None for test keys: nothing is written, no money moves
+    public_id: str | None
+    team_id: int
+    key_id: int | None
+    request_id: str
+    amount_nusd: int
+    is_test: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptMeta:
+    endpoint: str  # "chat.completions" | "completions" | "embeddings"
+    model_requested: str
+    model_routed: str
+    provider: str
+    upstream_model: str
+    attempts: int = 1
+    streamed: bool = False
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    idempotency_key: str = ""
+    key_label: str = ""
 
 
 def ensure_wallet(team) -> Wallet:
@@ -25,7 +75,7 @@ def _post(wallet_id: int, *, kind: str, amount_nusd: int, reference: str = "", a
           reason: str = "") -> LedgerEntry:
     """Move `amount_nusd` (signed) into the wallet and append the ledger entry. Caller holds a transaction."""
     assert transaction.get_connection().in_atomic_block, "_post must run inside a transaction"
-    Wallet.objects.filter(pk=wallet_id).update(balance_nusd=F("balance_nusd") + amount_nusd)
+    Wallet.objects.filter(pk=wallet_id).update(balance_nusd=F("balance_nusd") + amount_nusd, updated_at=timezone.now())
     balance_after = Wallet.objects.filter(pk=wallet_id).values_list("balance_nusd", flat=True).get()
     return LedgerEntry.objects.create(
         wallet_id=wallet_id, kind=kind, amount_nusd=amount_nusd, balance_after_nusd=balance_after,
@@ -40,3 +90,279 @@ def grant_credit(team, *, amount_nusd: int, actor=None, reason: str = "", kind: 
         raise BillingError("invalid_amount", "A grant must be a positive amount.")
     wallet = ensure_wallet(team)
     return _post(wallet.pk, kind=kind, amount_nusd=amount_nusd, actor=actor, reason=reason)
+
+
+def adjust_balance(team, amount_nusd: int, actor, reason: str) -> LedgerEntry:
+    """Operator correction (either sign) with a mandatory reason: ledger entry + audit row in one transaction."""
+    from accounts.services import audit  # accounts imports billing at module level; keep this one lazy
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise BillingError("reason_required", "An adjustment needs a reason.")
+    if len(reason) > 300:
+        raise BillingError("reason_too_long", "Keep the reason to 300 characters.")
+    if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd == 0:
+        raise BillingError("invalid_amount", "An adjustment must be a non-zero whole number of nano-dollars.")
+    if abs(amount_nusd) > MAX_ADJUSTMENT_NUSD:
+        raise BillingError("invalid_amount",
+                           f"One adjustment is limited to {pricing.format_usd(MAX_ADJUSTMENT_NUSD)} either way.")
+    with transaction.atomic():
+        wallet = ensure_wallet(team)
+        entry = _post(wallet.pk, kind=LedgerKind.ADJUSTMENT, amount_nusd=amount_nusd, actor=actor, reason=reason)
+        audit("billing.adjusted", team=team, actor=actor, target=entry.public_id, amount_nusd=amount_nusd,
+              amount_usd=str(pricing.nusd_to_usd(amount_nusd)), reason=reason,
+              balance_after_nusd=entry.balance_after_nusd)
+        transaction.on_commit(lambda: _send_wallet_credited(wallet.pk, entry))
+    return entry
+
+
+def _send_wallet_credited(wallet_id: int, entry: LedgerEntry) -> None:
+    if wallet_credited.has_listeners(Wallet):
+        wallet_credited.send(sender=Wallet, wallet=Wallet.objects.get(pk=wallet_id), entry=entry)
+
+
+# --- spend cap --------------------------------------------------------------------------------------
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def key_month_spend_nusd(key_id: int, *, now: datetime | None = None) -> int:
+    """This calendar month's (UTC) settled live spend of a key plus what its open holds reserve. One query."""
+    from accounts.models import ApiKey  # the key row anchors both sums as scalar subqueries
+
+    now = now or timezone.now()
+    spent = (
+        Receipt.objects.filter(api_key_id=OuterRef("pk"), is_test=False, created_at__gte=month_start(now))
+        .values("api_key_id").annotate(s=Sum("total_cost_nusd")).values("s")
+    )
+    held = (
+        Hold.objects.filter(api_key_id=OuterRef("pk"), status=HoldStatus.OPEN)
+        .values("api_key_id").annotate(s=Sum("amount_nusd")).values("s")
+    )
+    zero = Value(0, output_field=IntegerField())
+    row = (
+        ApiKey.objects.filter(pk=key_id)
+        .annotate(spent=Coalesce(Subquery(spent), zero), held=Coalesce(Subquery(held), zero))
+        .values_list("spent", "held").first()
+    )
+    return sum(row) if row else 0
+
+
+# --- the hot path -----------------------------------------------------------------------------------
+
+
+def _insufficient(amount_nusd: int) -> ApiError:
+    return ApiError(
+        402, "insufficient_balance",
+        f"Your team's available credit does not cover this request (it needs up to "
+        f"{pricing.format_usd(amount_nusd, places=6)}). Top up to continue.",
+        kind="insufficient_balance",
+    )
+
+
+def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int, is_test: bool,
+               monthly_spend_cap_nusd: int | None = None) -> HoldRef:
+    """Reserve `amount_nusd` before the upstream call.
+
+    Two statements: the conditional UPDATE (which both checks and reserves, so two processes can never
+    spend the same credit) and the Hold INSERT. The wallet row lock lasts only until this short
+    transaction commits; nothing stays locked while upstream works. With a spend cap, one more query
+    runs after the UPDATE: the wallet row lock then serialises this key's concurrent placements, so
+    the cap cannot be raced past either.
+    """
+    if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd < 0:
+        raise ValueError("a hold is a non-negative whole number of nano-dollars")
+    if is_test:
+        return HoldRef(hold_id=None, public_id=None, team_id=team_id, key_id=key_id, request_id=request_id,
+                       amount_nusd=amount_nusd, is_test=True)
+    now = timezone.now()
+    with transaction.atomic():
+        reserved = Wallet.objects.filter(
+            team_id=team_id, balance_nusd__gte=F("held_nusd") + amount_nusd
+        ).update(held_nusd=F("held_nusd") + amount_nusd, updated_at=now)
+        if not reserved:
+            raise _insufficient(amount_nusd)
+        if monthly_spend_cap_nusd is not None and key_id is not None:
+            used = key_month_spend_nusd(key_id, now=now)
+            if used + amount_nusd > monthly_spend_cap_nusd:
+                raise ApiError(  # raising inside the block rolls the reservation back
+                    402, "spend_cap_exceeded",
+                    f"This API key's monthly spend cap of {pricing.format_usd(monthly_spend_cap_nusd)} would be "
+                    f"exceeded ({pricing.format_usd(used)} used or reserved this month).",
+                    kind="insufficient_balance",
+                )
+        hold = Hold.objects.create(
+            # Resolved inside the INSERT, so placing a hold needs no separate wallet lookup.
+            wallet_id=Subquery(Wallet.objects.filter(team_id=team_id).values("pk")[:1]),
+            api_key_id=key_id, request_id=request_id, amount_nusd=amount_nusd, created_at=now,
+            expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
+        )
+    return HoldRef(hold_id=hold.pk, public_id=hold.public_id, team_id=team_id, key_id=key_id, request_id=request_id,
+                   amount_nusd=amount_nusd, is_test=False)
+
+
+def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
+    """Mark an open hold closed. False when it was not open (the sweeper expired it, or it was closed before)."""
+    closed = Hold.objects.filter(pk=hold.hold_id, status=HoldStatus.OPEN).update(status=status, closed_at=now)
+    if closed:
+        return True
+    state = Hold.objects.filter(pk=hold.hold_id).values_list("status", flat=True).first()
+    if state == HoldStatus.EXPIRED:
+        log.warning("hold %s for request %s was already expired by the sweeper; settling without releasing it",
+                    hold.public_id, hold.request_id)
+        return False
+    raise BillingError("hold_closed", f"Hold {hold.public_id} is {state or 'missing'}; it cannot be closed twice.")
+
+
+def _receipt(hold: HoldRef, meta: ReceiptMeta, **fields) -> Receipt:
+    return Receipt(
+        request_id=hold.request_id, team_id=hold.team_id, api_key_id=hold.key_id, key_label=meta.key_label[:60],
+        mode="test" if hold.is_test else "live", is_test=hold.is_test, endpoint=meta.endpoint,
+        model_requested=meta.model_requested, model_routed=meta.model_routed, provider=meta.provider,
+        upstream_model=meta.upstream_model, attempts=meta.attempts, streamed=meta.streamed,
+        latency_ms=max(0, meta.latency_ms), ttft_ms=None if meta.ttft_ms is None else max(0, meta.ttft_ms),
+        idempotency_key=meta.idempotency_key, hold_amount_nusd=hold.amount_nusd, **fields,
+    )
+
+
+def _clamp(cost: pricing.Cost, limit: int) -> pricing.Cost:
+    """Never charge more than was held: take the excess off output first, then input."""
+    excess = cost.total_nusd - limit
+    if excess <= 0:
+        return cost
+    output_cut = min(excess, cost.output_nusd)
+    return pricing.Cost(input_nusd=cost.input_nusd - (excess - output_cut), output_nusd=cost.output_nusd - output_cut)
+
+
+def _announce(receipt: Receipt, wallet: Wallet | None) -> None:
+    transaction.on_commit(lambda: receipt_settled.send(sender=Receipt, receipt=receipt, wallet=wallet))
+
+
+def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
+           status: str = "succeeded") -> Receipt:
+    """Close the hold, debit the exact cost, write the receipt and its charge entry: one transaction.
+
+    Five statements for a live key: close the hold (conditional, so a hold the sweeper already expired
+    is not released twice), one UPDATE moving held and balance together, one SELECT for the balance after,
+    the receipt and the ledger entry. A zero-cost settlement writes no ledger entry (nothing moved).
+    """
+    if status not in (ReceiptStatus.SUCCEEDED, ReceiptStatus.PARTIAL):
+        raise ValueError("settle records a succeeded or partial request; use release for a failed one")
+    computed = pricing.cost_of(usage, prices)  # the one place cost is computed; raises on negative tokens
+    cost = _clamp(computed, hold.amount_nusd)
+    if cost != computed:
+        log.warning("request %s cost %s nusd but held only %s nusd; charging the hold amount",
+                    hold.request_id, computed.total_nusd, hold.amount_nusd)
+    fields = dict(
+        status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+        completion_tokens=usage.completion_tokens, input_price_nusd=prices.input_nusd,
+        cached_price_nusd=prices.cached_nusd, output_price_nusd=prices.output_nusd,
+        input_cost_nusd=cost.input_nusd, output_cost_nusd=cost.output_nusd, total_cost_nusd=cost.total_nusd,
+    )
+    if hold.is_test:
+        receipt = _receipt(hold, meta, **fields)
+        with transaction.atomic():
+            receipt.save(force_insert=True)
+            _announce(receipt, None)
+        return receipt
+
+    now = timezone.now()
+    with transaction.atomic():
+        releases = _close_hold(hold, HoldStatus.SETTLED, now)
+        release = hold.amount_nusd if releases else 0
+        Wallet.objects.filter(team_id=hold.team_id).update(
+            held_nusd=F("held_nusd") - release, balance_nusd=F("balance_nusd") - cost.total_nusd, updated_at=now
+        )
+        wallet = Wallet.objects.get(team_id=hold.team_id)
+        receipt = _receipt(hold, meta, created_at=now, **fields)
+        receipt.save(force_insert=True)
+        if cost.total_nusd:
+            LedgerEntry.objects.create(
+                wallet_id=wallet.pk, kind=LedgerKind.CHARGE, amount_nusd=-cost.total_nusd,
+                balance_after_nusd=wallet.balance_nusd, reference=receipt.public_id, created_at=now,
+            )
+        _announce(receipt, wallet)
+    return receipt
+
+
+def release(hold: HoldRef, *, meta: ReceiptMeta, error_code: str) -> Receipt:
+    """A failed upstream call: release the hold, charge nothing, keep a failed receipt. No ledger entry."""
+    receipt = _receipt(hold, meta, status=ReceiptStatus.FAILED, error_code=error_code[:60])
+    if hold.is_test:
+        with transaction.atomic():
+            receipt.save(force_insert=True)
+            _announce(receipt, None)
+        return receipt
+    now = timezone.now()
+    with transaction.atomic():
+        if _close_hold(hold, HoldStatus.RELEASED, now):
+            Wallet.objects.filter(team_id=hold.team_id).update(
+                held_nusd=F("held_nusd") - hold.amount_nusd, updated_at=now
+            )
+        receipt.created_at = now
+        receipt.save(force_insert=True)
+        transaction.on_commit(lambda: receipt_settled.send(
+            sender=Receipt, receipt=receipt, wallet=Wallet.objects.get(team_id=hold.team_id)
+        ))
+    return receipt
+
+
+def _tidy_connection() -> None:
+    """What Django's request cycle does for its own thread: drop a broken or too-old connection. Worker
+    threads of the async wrappers keep theirs between calls (a small per-process pool) otherwise."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.connection is None or conn.in_atomic_block:
+        return
+    if conn.errors_occurred or (conn.close_at is not None and time.monotonic() >= conn.close_at):
+        conn.close()
+
+
+def _off_loop(func):
+    """Run a short-transaction service in a worker thread, not the single thread-sensitive one: each call
+    is self-contained, so streams for different requests settle in parallel."""
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _tidy_connection()
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
+aplace_hold = _off_loop(place_hold)
+asettle = _off_loop(settle)
+arelease = _off_loop(release)
+
+
+# --- the sweeper --------------------------------------------------------------------------------------
+
+
+def release_expired_holds(*, now: datetime | None = None, limit: int = 10_000) -> int:
+    """Give back credit reserved by requests that died. Returns how many holds were expired.
+
+    Each hold is expired by its own conditional UPDATE (`status = 'open'`), so a settle racing the sweeper
+    wins or loses cleanly: exactly one of them releases the hold. Bounded by `limit` per run.
+    """
+    now = now or timezone.now()
+    expired = 0
+    while expired < limit:
+        batch = list(
+            Hold.objects.filter(status=HoldStatus.OPEN, expires_at__lte=now)
+            .order_by("expires_at").values_list("pk", "wallet_id", "amount_nusd")[: min(SWEEP_BATCH, limit - expired)]
+        )
+        if not batch:
+            break
+        for pk, wallet_id, amount in batch:
+            with transaction.atomic():
+                if Hold.objects.filter(pk=pk, status=HoldStatus.OPEN).update(status=HoldStatus.EXPIRED, closed_at=now):
+                    Wallet.objects.filter(pk=wallet_id).update(held_nusd=F("held_nusd") - amount, updated_at=now)
+                    expired += 1
+        if len(batch) < SWEEP_BATCH:
+            break
+    if expired:
+        log.info("released %s expired hold(s)", expired)
+    return expired

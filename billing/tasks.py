@@ -1,0 +1,35 @@
+"""Periodic billing work (scheduled in settings.CELERY_BEAT_SCHEDULE)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from billing import services
+
+
+@shared_task(name="billing.tasks.release_expired_holds", ignore_result=True)
+def release_expired_holds() -> int:
+    """Free credit reserved by requests that died (their holds outlived HOLD_TTL_SECONDS)."""
+    return services.release_expired_holds()
+
+
+# --- Stripe (billing/topups.py) ----------------------------------------------------------------------
+
+
+@shared_task(name="billing.tasks.auto_recharge", ignore_result=True)
+def auto_recharge(wallet_id: int) -> str:
+    """Charge the team's saved card off-session; claims the wallet first so only one attempt runs."""
+    from billing import topups
+
+    return topups.run_auto_recharge(wallet_id)
+
+
+@shared_task(name="billing.tasks.save_payment_method", ignore_result=True)
+def save_payment_method(wallet_id: int, payment_intent_id: str) -> str:
+    """Remember the card a Checkout top-up used, so auto-recharge can charge it later."""
+    from billing import stripe_client, topups
+
+    try:
+        return topups.sync_payment_method(wallet_id, payment_intent_id)
+    except stripe_client.StripeUnavailable:
+        return "unavailable"

@@ -1,0 +1,85 @@
+"""Server-rendered top-up pages: start a Checkout, the success page (waits for the webhook), cancel,
+and the auto-recharge settings form. Thin: parse, call one service in billing.topups, render."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.access import team_for_user
+from accounts.auth import client_ip_from_request
+from accounts.services import PermissionDenied
+from billing import topups
+from billing.models import TopUp, TopUpStatus
+from billing.pricing import format_usd
+from billing.services import ensure_wallet
+
+
+def _error(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:
+    return render(request, "billing/topup_error.html", {"message": message}, status=status)
+
+
+@login_required
+@require_POST
+def topup_start(request: HttpRequest, team_public_id: str) -> HttpResponse:
+    access = team_for_user(request.user, team_public_id)
+    try:
+        cents = topups.parse_usd_to_cents(request.POST.get("amount_usd", ""))
+        url = topups.start_checkout(access.team, cents, request.user, ip=client_ip_from_request(request))
+    except PermissionDenied as exc:
+        return _error(request, exc.message, status=403)
+    except topups.TopUpError as exc:
+        return _error(request, exc.message, status=503 if exc.code in ("stripe_not_configured",
+                                                                     "stripe_unavailable") else 400)
+    return HttpResponseRedirect(url, status=303)
+
+
+@login_required
+@require_GET
+def topup_success(request: HttpRequest) -> HttpResponse:
+    topup = TopUp.objects.select_related("team").filter(
+        stripe_session_id=request.GET.get("session_id", "")).first()
+    if topup is None:
+        raise Http404("No such top-up.")
+    team_for_user(request.user, topup.team.public_id)  # 404 when it is not the user's team
+    wallet = ensure_wallet(topup.team)
+    context = {
+        "topup": topup,
+        "team": topup.team,
+        "amount": format_usd(topup.amount_nusd),
+        "balance": format_usd(wallet.balance_nusd),
+        "available": format_usd(wallet.available_nusd),
+        "credited": topup.status in (TopUpStatus.PAID, TopUpStatus.PARTIALLY_REFUNDED, TopUpStatus.REFUNDED),
+        "pending": topup.status == TopUpStatus.PENDING,
+    }
+    return render(request, "billing/topup_success.html", context)
+
+
+@login_required
+@require_GET
+def topup_cancel(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/topup_cancel.html", {})
+
+
+@login_required
+@require_POST
+def auto_recharge_update(request: HttpRequest, team_public_id: str) -> HttpResponse:
+    access = team_for_user(request.user, team_public_id)
+    try:
+        topups.update_auto_recharge(
+            access.team, actor=request.user, enabled=request.POST.get("enabled") in ("on", "true", "1"),
+            threshold_cents=topups.parse_usd_to_cents(request.POST.get("threshold_usd", ""), field="threshold"),
+            amount_cents=topups.parse_usd_to_cents(request.POST.get("amount_usd", ""), field="recharge amount"),
+            ip=client_ip_from_request(request),
+        )
+    except PermissionDenied as exc:
+        return _error(request, exc.message, status=403)
+    except topups.TopUpError as exc:
+        return _error(request, exc.message)
+    target = request.POST.get("next", "/")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = "/"
+    return HttpResponseRedirect(target, status=303)
