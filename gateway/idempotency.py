@@ -1,0 +1,100 @@
+"""Idempotency-Key on charging POSTs, kept 24 h per team.
+
+The first request inserts an in-flight record (the unique (team, key) constraint decides races between
+processes); its response is stored when it finishes. A replay gets the stored status and body with
+`Idempotent-Replayed: true` and neither calls upstream nor charges. The same key with another body is
+422 `idempotency_key_reused`; while the first is still running, 409 `idempotency_conflict`.
+
+A request that ends in an error releases its key (the record is deleted), so the client may retry with
+the same key. Streams store their whole SSE transcript and a replay sends it back as one stream; a
+stream the client abandoned is not a finished response, so its key is released too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from config.errors import ApiError
+from gateway import conf
+from gateway.models import IdempotencyRecord, IdempotencyStatus
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: bytes
+    content_type: str
+
+
+def fingerprint(endpoint: str, body: bytes) -> str:
+    return hashlib.sha256(endpoint.encode() + b"\n" + body).hexdigest()
+
+
+def validate_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ApiError(400, "invalid_request_error", "Idempotency-Key must be 1 to 255 characters.",
+                       param="Idempotency-Key")
+    return key
+
+
+def begin(*, team_id: int, key: str, endpoint: str, fingerprint: str, request_id: str) -> Replay | None:
+    """Claim the key (None: go ahead) or return the stored response to replay. Raises 409/422."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=conf.get("GATEWAY_IDEMPOTENCY_TTL_SECONDS"))
+    try:
+        with transaction.atomic():
+            IdempotencyRecord.objects.create(team_id=team_id, key=key, endpoint=endpoint, fingerprint=fingerprint,
+                                             request_id=request_id, created_at=now, expires_at=expires)
+        return None
+    except IntegrityError:
+        pass
+    record = IdempotencyRecord.objects.filter(team_id=team_id, key=key).first()
+    if record is None or record.expires_at <= now:
+        # expired (or released meanwhile): take the key over
+        with transaction.atomic():
+            IdempotencyRecord.objects.filter(team_id=team_id, key=key, expires_at__lte=now).delete()
+            try:
+                with transaction.atomic():
+                    IdempotencyRecord.objects.create(team_id=team_id, key=key, endpoint=endpoint,
+                                                     fingerprint=fingerprint, request_id=request_id,
+                                                     created_at=now, expires_at=expires)
+                return None
+            except IntegrityError:
+                record = IdempotencyRecord.objects.filter(team_id=team_id, key=key).first()
+                if record is None:
+                    raise ApiError(409, "idempotency_conflict",
+                                   "A request with this Idempotency-Key is being processed.") from None
+    if record.fingerprint != fingerprint or record.endpoint != endpoint:
+        raise ApiError(422, "idempotency_key_reused",
+                       "This Idempotency-Key was used with a different request body or endpoint.",
+                       param="Idempotency-Key")
+    if record.status != IdempotencyStatus.DONE:
+        raise ApiError(409, "idempotency_conflict",
+                       "A request with this Idempotency-Key is still being processed; retry later.")
+    return Replay(status=record.response_status or 200, body=bytes(record.response_body or b""),
+                  content_type=record.response_content_type or "application/json")
+
+
+def complete(*, team_id: int, key: str, request_id: str, status: int, body: bytes, content_type: str) -> None:
+    IdempotencyRecord.objects.filter(team_id=team_id, key=key, request_id=request_id).update(
+        status=IdempotencyStatus.DONE, response_status=status, response_body=body, response_content_type=content_type,
+    )
+
+
+def abandon(*, team_id: int, key: str, request_id: str) -> None:
+    IdempotencyRecord.objects.filter(team_id=team_id, key=key, request_id=request_id).delete()
+
+
+def purge_expired(*, now=None) -> int:
+    deleted, _ = IdempotencyRecord.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted

@@ -1,0 +1,90 @@
+"""Seed the model catalog (idempotent: existing rows, including admin edits, are left alone).
+
+Always: the built-in simulator with `demo-chat`, `demo-chat-mini` and `demo-embed`. With OPENAI_API_KEY:
+OpenAI models; with ANTHROPIC_API_KEY: Anthropic models; with OPENAI_COMPAT_BASE_URL: the models named in
+OPENAI_COMPAT_MODELS (comma-separated, default "default") on that OpenAI-compatible server (vLLM, Ollama,
+llama.cpp), published as `local/<name>`. A provider's key is updated when the environment's differs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from billing.pricing import per_million_to_per_token_nusd as per_m
+from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
+
+# id, kind, $/M input, $/M cached input, $/M output, context, output cap, tools, vision, json
+DEMO = [
+    ("demo-chat", ModelKind.CHAT, "0.50", "0.25", "1.50", 128_000, 8_192, True, True, True),
+    ("demo-chat-mini", ModelKind.CHAT, "0.15", "0.075", "0.60", 128_000, 4_096, True, False, True),
+    ("demo-embed", ModelKind.EMBEDDING, "0.02", "0", "0", 8_192, 0, False, False, False),
+]
+OPENAI = [
+    ("gpt-4o-mini", ModelKind.CHAT, "0.15", "0.075", "0.60", 128_000, 16_384, True, True, True),
+    ("gpt-4o", ModelKind.CHAT, "2.50", "1.25", "10", 128_000, 16_384, True, True, True),
+    ("text-embedding-3-small", ModelKind.EMBEDDING, "0.02", "0", "0", 8_191, 0, False, False, False),
+]
+ANTHROPIC = [
+    ("claude-3-5-haiku-latest", ModelKind.CHAT, "0.80", "0.08", "4", 200_000, 8_192, True, True, True),
+    ("claude-sonnet-4-0", ModelKind.CHAT, "3", "0.30", "15", 200_000, 64_000, True, True, True),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo catalog on the simulator, plus real upstreams whose credentials are in the environment."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--quiet", action="store_true")
+
+    @transaction.atomic
+    def handle(self, *args, quiet: bool = False, **options):
+        created: list[str] = []
+        sim = self._provider(created, "simulator", ProviderKind.SIMULATOR, "Built-in simulator", "", "")
+        self._models(created, sim, DEMO)
+        if os.environ.get("OPENAI_API_KEY"):
+            provider = self._provider(created, "openai", ProviderKind.OPENAI, "OpenAI",
+                                      os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+                                      os.environ["OPENAI_API_KEY"])
+            self._models(created, provider, OPENAI)
+        if os.environ.get("ANTHROPIC_API_KEY"):
+            provider = self._provider(created, "anthropic", ProviderKind.ANTHROPIC, "Anthropic",
+                                      os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+                                      os.environ["ANTHROPIC_API_KEY"])
+            self._models(created, provider, ANTHROPIC)
+        if os.environ.get("OPENAI_COMPAT_BASE_URL"):
+            provider = self._provider(created, "openai-compat", ProviderKind.OPENAI, "OpenAI-compatible server",
+                                      os.environ["OPENAI_COMPAT_BASE_URL"], os.environ.get("OPENAI_COMPAT_API_KEY", ""))
+            names = [n.strip() for n in os.environ.get("OPENAI_COMPAT_MODELS", "default").split(",") if n.strip()]
+            rows = [(f"local/{n}", ModelKind.CHAT, "0", "0", "0", 32_768, 4_096, True, False, True) for n in names]
+            self._models(created, provider, rows, upstream_names=names)
+        if not quiet:
+            self.stdout.write(f"catalog ready ({len(created)} new: {', '.join(created) or 'nothing'})")
+
+    def _provider(self, created, slug, kind, name, base_url, api_key) -> Provider:
+        provider, new = Provider.objects.get_or_create(slug=slug, defaults={"kind": kind, "name": name,
+                                                                            "base_url": base_url})
+        if new:
+            created.append(f"provider {slug}")
+        if api_key and provider.api_key != api_key:
+            provider.api_key = api_key
+            provider.save(update_fields=["api_key_encrypted", "updated_at"])
+        return provider
+
+    def _models(self, created, provider, rows, upstream_names=None) -> None:
+        for i, (public_id, kind, price_in, price_cached, price_out, ctx, cap, tools, vision, json_) in enumerate(rows):
+            model, new = CatalogModel.objects.get_or_create(public_id=public_id, defaults=dict(
+                kind=kind, owned_by=provider.slug, input_price_nusd=per_m(price_in),
+                cached_price_nusd=per_m(price_cached), output_price_nusd=per_m(price_out), context_window=ctx,
+                max_output_tokens=cap, supports_tools=tools, supports_vision=vision, supports_json=json_,
+            ))
+            if new:
+                created.append(public_id)
+            upstream = upstream_names[i] if upstream_names else public_id
+            priority = RoutePriority.PRIMARY if not model.routes.exists() else RoutePriority.BACKUP
+            _route, new_route = Route.objects.get_or_create(model=model, provider=provider, upstream_model=upstream,
+                                                            defaults={"priority": priority})
+            if new_route and not new:
+                created.append(f"route {public_id}→{provider.slug}")

@@ -1,0 +1,163 @@
+"""The model catalog (providers, models, routes), stored completions and idempotency records.
+
+Prices are integers of nano-dollars per token (shown per million tokens in the admin). Provider API
+keys are encrypted at rest (gateway.crypto) and never displayed.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from gateway import crypto
+
+
+class ProviderKind(models.TextChoices):
+    SIMULATOR = "simulator", "Built-in simulator"
+    OPENAI = "openai", "OpenAI or OpenAI-compatible"
+    ANTHROPIC = "anthropic", "Anthropic Messages"
+
+
+class Provider(models.Model):
+    slug = models.SlugField(max_length=60, unique=True, help_text="Shown to clients in the routing block.")
+    name = models.CharField(max_length=120, blank=True)
+    kind = models.CharField(max_length=20, choices=ProviderKind.choices, default=ProviderKind.OPENAI)
+    base_url = models.URLField(max_length=300, blank=True)
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    timeout_seconds = models.FloatField(default=300.0, help_text="Longest an upstream call may take.")
+    connect_timeout_seconds = models.FloatField(default=10.0)
+    enabled = models.BooleanField(default=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Provider-specific options (JSON).")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted)
+
+    @api_key.setter
+    def api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(plaintext or "")
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+
+class ModelKind(models.TextChoices):
+    CHAT = "chat", "Chat"
+    EMBEDDING = "embedding", "Embedding"
+
+
+class CatalogModel(models.Model):
+    public_id = models.CharField(max_length=120, unique=True, help_text="What clients send as `model`.")
+    kind = models.CharField(max_length=20, choices=ModelKind.choices, default=ModelKind.CHAT)
+    owned_by = models.CharField(max_length=60, default="tollgate")
+    description = models.CharField(max_length=300, blank=True)
+    input_price_nusd = models.BigIntegerField(default=0, help_text="Per prompt token, nano-dollars.")
+    cached_price_nusd = models.BigIntegerField(default=0, help_text="Per cached prompt token, nano-dollars.")
+    output_price_nusd = models.BigIntegerField(default=0, help_text="Per completion token, nano-dollars.")
+    context_window = models.PositiveIntegerField(default=128_000)
+    max_output_tokens = models.PositiveIntegerField(default=4_096)
+    supports_tools = models.BooleanField(default=False)
+    supports_vision = models.BooleanField(default=False)
+    supports_json = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["public_id"]
+        verbose_name = "model"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(input_price_nusd__gte=0)
+                & models.Q(cached_price_nusd__gte=0)
+                & models.Q(output_price_nusd__gte=0),
+                name="catalogmodel_prices_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class RoutePriority(models.TextChoices):
+    PRIMARY = "primary", "Primary"
+    BACKUP = "backup", "Backup"
+
+
+class Route(models.Model):
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="routes")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="routes")
+    upstream_model = models.CharField(max_length=200, help_text="The model name the provider expects.")
+    priority = models.CharField(max_length=10, choices=RoutePriority.choices, default=RoutePriority.PRIMARY)
+    order = models.PositiveSmallIntegerField(default=0, help_text="Tie-break within a priority (lower first).")
+    weight = models.PositiveSmallIntegerField(default=100, help_text="Share among routes of equal priority/order.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model", "priority", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "provider", "upstream_model"], name="route_unique_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.provider}:{self.upstream_model} ({self.priority})"
+
+
+class StoredCompletion(models.Model):
+    """A chat completion kept because the request said `store: true` or the team stores everything.
+
+    Without storage only the receipt (metadata) remains; the completion id is derived from the
+    request id so GET /v1/chat/completions/{id} can still find that metadata."""
+
+    completion_id = models.CharField(max_length=60, unique=True)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="stored_completions")
+    request_id = models.CharField(max_length=40, db_index=True)
+    receipt_id = models.CharField(max_length=40, blank=True)
+    model = models.CharField(max_length=120)
+    request = models.JSONField(help_text="The request as sent upstream.")
+    response = models.TextField(help_text="The response body exactly as returned (costs are exact JSON numbers).")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.completion_id
+
+
+class IdempotencyStatus(models.TextChoices):
+    IN_FLIGHT = "in_flight", "In flight"
+    DONE = "done", "Done"
+
+
+class IdempotencyRecord(models.Model):
+    """One Idempotency-Key per team for 24 h: the body fingerprint and, once done, the response."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=40)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of endpoint and request body.")
+    request_id = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=IdempotencyStatus.choices, default=IdempotencyStatus.IN_FLIGHT)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_content_type = models.CharField(max_length=60, blank=True)
+    response_body = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["team", "key"], name="idempotency_unique_team_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"

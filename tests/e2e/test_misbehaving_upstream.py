@@ -1,0 +1,186 @@
+"""A misbehaving upstream on loopback: fallback, circuit breaking, zero charge on failure, partial charge
+on client disconnect, keep-alives, and the ledger reconciling afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import openai
+import orjson
+import pytest
+
+from billing.models import Receipt, Wallet
+from billing.reconcile import find_discrepancies
+from tests.e2e.conftest import _free_port, flaky_model
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+MSGS = [{"role": "user", "content": "hello"}]
+
+
+def _balance(team) -> int:
+    return Wallet.objects.get(team=team).balance_nusd
+
+
+@pytest.mark.parametrize("mode", ["status-500", "status-429", "status-503", "malformed", "hang"])
+def test_a_failing_primary_falls_back_to_the_backup(sdk, upstream, acme, mode):
+    model = flaky_model(upstream, mode, timeout=0.5, read_timeout=0.5)
+    completion = sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    routing = completion.model_extra["routing"]
+    assert routing["provider"] == "simulator"
+    assert routing["attempts"] == (2 if mode == "hang" else 3)  # a timeout is not retried on the same route
+    receipt = Receipt.objects.get(public_id=completion.usage.model_extra["receipt_id"])
+    assert receipt.attempts == routing["attempts"] and receipt.provider == "simulator"
+    assert find_discrepancies() == []
+
+
+def test_connection_refused_falls_back(sdk, upstream, acme):
+    model = flaky_model(upstream, "ok", base_url=f"http://127.0.0.1:{_free_port()}/v1")
+    completion = sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    assert completion.model_extra["routing"]["provider"] == "simulator"
+
+
+def test_a_request_error_upstream_is_not_retried_elsewhere(sdk, upstream, acme):
+    model = flaky_model(upstream, "status-400")
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    assert upstream.count("status-400") == 1
+
+
+@pytest.mark.parametrize("mode", ["status-500", "status-429", "hang"])
+def test_a_stream_that_fails_before_its_first_chunk_falls_back(sdk, upstream, acme, mode):
+    model = flaky_model(upstream, mode, timeout=0.5, read_timeout=0.5)
+    stream = sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8, stream=True,
+                                         stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[-1].model_extra["routing"]["provider"] == "simulator"
+
+
+def test_when_every_route_fails_it_is_502_and_costs_nothing(sdk, upstream, acme):
+    model = flaky_model(upstream, "status-500", backup=False)
+    before = _balance(acme)
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    assert failed.value.status_code == 502
+    assert failed.value.body["code"] == "upstream_error"
+    receipt = Receipt.objects.get()
+    assert receipt.status == "failed" and receipt.total_cost_nusd == 0
+    assert receipt.request_id == failed.value.response.headers["x-request-id"]
+    assert _balance(acme) == before
+    assert Wallet.objects.get(team=acme).held_nusd == 0
+    assert find_discrepancies() == []
+
+
+def test_a_timeout_with_no_backup_is_504(sdk, upstream, acme):
+    model = flaky_model(upstream, "hang", backup=False, timeout=0.3, read_timeout=0.3)
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    assert failed.value.status_code == 504
+    assert failed.value.body["code"] == "upstream_timeout"
+
+
+def test_the_breaker_opens_and_then_requests_skip_the_broken_route(sdk, upstream, acme, settings):
+    settings.GATEWAY_BREAKER_FAILURES = 2
+    settings.GATEWAY_ROUTE_RETRIES = 0
+    model = flaky_model(upstream, "status-500", backup=False)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    assert upstream.count("status-500") == 2
+    with pytest.raises(openai.APIStatusError) as unavailable:
+        sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
+    assert unavailable.value.status_code == 503
+    assert unavailable.value.body["code"] == "model_unavailable"
+    assert upstream.count("status-500") == 2  # the open breaker kept the upstream out of it
+
+
+def test_with_a_backup_an_open_breaker_routes_straight_to_it(sdk, upstream, acme, settings):
+    settings.GATEWAY_BREAKER_FAILURES = 1
+    settings.GATEWAY_ROUTE_RETRIES = 0
+    model = flaky_model(upstream, "status-500")
+    assert sdk.chat.completions.create(model=model, messages=MSGS).model_extra["routing"]["attempts"] == 2
+    assert sdk.chat.completions.create(model=model, messages=MSGS).model_extra["routing"]["attempts"] == 1
+    assert upstream.count("status-500") == 1
+
+
+@pytest.mark.parametrize("mode", ["truncated", "drop-c6", "malformed"])
+def test_a_stream_broken_mid_way_reports_an_error_and_costs_nothing(sdk, upstream, acme, mode):
+    model = flaky_model(upstream, mode)
+    before = _balance(acme)
+    with pytest.raises(openai.APIError):
+        for _chunk in sdk.chat.completions.create(model=model, messages=MSGS, stream=True):
+            pass
+    receipt = Receipt.objects.get()
+    assert receipt.status == "failed" and receipt.total_cost_nusd == 0
+    assert _balance(acme) == before
+    assert find_discrepancies() == []
+
+
+def test_slow_streams_get_keep_alive_comments(base_url, live_key, upstream, acme, settings):
+    settings.GATEWAY_KEEPALIVE_SECONDS = 0.05
+    model = flaky_model(upstream, "ok-c3-d300-l300", read_timeout=2)
+
+    async def read() -> bytes:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{base_url}/chat/completions", headers={"Authorization": f"Bearer {live_key}"},
+            json={"model": model, "messages": MSGS, "stream": True},
+        ) as response:
+            assert response.status == 200
+            return await response.read()
+
+    raw = asyncio.run(read())
+    assert raw.startswith(b": keep-alive\n\n")  # upstream's first byte took 300 ms
+    assert b": keep-alive\n\n" in raw.split(b"data: ", 2)[2]  # and between chunks
+    assert raw.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_client_disconnect_cancels_upstream_and_pays_for_what_was_produced(base_url, live_key, upstream, acme):
+    model = flaky_model(upstream, "ok-c40-d50", read_timeout=2)
+    before = _balance(acme)
+
+    async def read_a_little() -> int:
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(f"{base_url}/chat/completions",
+                                          headers={"Authorization": f"Bearer {live_key}"},
+                                          json={"model": model, "messages": MSGS, "stream": True})
+            seen = 0
+            async for line in response.content:
+                if line.startswith(b"data: {"):
+                    seen += 1
+                    if seen == 4:
+                        break
+            response.close()  # drop the connection mid-stream
+            return seen
+
+    assert asyncio.run(read_a_little()) == 4
+    assert upstream.wait_for_disconnect(5)
+    deadline = time.monotonic() + 5
+    while not Receipt.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    receipt = Receipt.objects.get()
+    assert receipt.status == "partial"
+    assert 0 < receipt.completion_tokens < 40
+    assert receipt.total_cost_nusd > 0
+    assert _balance(acme) == before - receipt.total_cost_nusd
+    assert Wallet.objects.get(team=acme).held_nusd == 0
+    assert find_discrepancies() == []
+
+
+def test_bad_input_to_the_consumer_is_an_openai_error_never_a_500(base_url, live_key, acme, settings):
+    settings.GATEWAY_MAX_BODY_BYTES = 1000
+
+    async def send(body: bytes, method: str = "POST"):
+        async with aiohttp.ClientSession() as session, session.request(
+            method, f"{base_url}/chat/completions", data=body,
+            headers={"Authorization": f"Bearer {live_key}", "Content-Type": "application/json"},
+        ) as response:
+            return response.status, response.headers, orjson.loads(await response.read())
+
+    for body, status in ((b"{not json", 400), (b"[1, 2]", 400), (b'{"model": "demo-chat"}', 400),
+                         (b'{"model": "demo-chat", "messages": [], "x": "' + b"y" * 2000 + b'"}', 413)):
+        got, headers, envelope = asyncio.run(send(body))
+        assert got == status, (body[:40], envelope)
+        assert envelope["error"]["message"] and envelope["request_id"] == headers["x-request-id"]
+    got, _headers, envelope = asyncio.run(send(b"", method="PUT"))
+    assert got == 405

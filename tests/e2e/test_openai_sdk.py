@@ -1,0 +1,122 @@
+"""The official openai SDK (sync and async) against a live server: every endpoint and every error class."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from accounts.keys import mint_key
+from billing.models import Receipt, Wallet
+from billing.reconcile import find_discrepancies
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_models_list_and_retrieve(sdk):
+    ids = {m.id for m in sdk.models.list()}
+    assert {"demo-chat", "demo-chat-mini", "demo-embed"} <= ids
+    assert sdk.models.retrieve("demo-chat").id == "demo-chat"
+
+
+def test_chat_with_usage_costs_and_headers(sdk, acme):
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="demo-chat", messages=[{"role": "user", "content": "Say hello"}], max_tokens=20)
+    completion = raw.parse()
+    assert completion.choices[0].message.content
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert raw.headers["x-ratelimit-remaining-requests"] == "59"
+    extra = completion.usage.model_extra
+    receipt = Receipt.objects.get(public_id=extra["receipt_id"])
+    assert receipt.request_id == raw.headers["x-request-id"]
+    assert receipt.completion_tokens == completion.usage.completion_tokens
+    assert completion.model_extra["routing"]["provider"] == "simulator"
+    assert Wallet.objects.get(team=acme).balance_nusd == 10 * 10**9 - receipt.total_cost_nusd
+    assert find_discrepancies() == []
+
+
+def test_streaming_with_usage_ends_with_the_cost_chunk(sdk):
+    stream = sdk.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "Tell a story"}],
+                                         max_tokens=30, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    last = chunks[-1]
+    assert last.choices == [] and last.usage.completion_tokens > 0
+    receipt = Receipt.objects.get(public_id=last.usage.model_extra["receipt_id"])
+    assert receipt.streamed and receipt.status == "succeeded"
+    assert receipt.completion_tokens == last.usage.completion_tokens
+    assert last.model_extra["routing"]["routed_to"] == "demo-chat"
+
+
+def test_a_tools_round_trip(sdk):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                               "parameters": {"type": "object", "required": ["city"],
+                                                              "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = sdk.chat.completions.create(model="demo-chat", messages=messages, tools=tools, tool_choice="required")
+    call = first.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    args = json.loads(call.function.arguments)
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"city": args["city"], "temp": 21})}]
+    second = sdk.chat.completions.create(model="demo-chat", messages=messages, tools=tools)
+    assert second.choices[0].message.content
+    assert second.choices[0].finish_reason in ("stop", "length")
+
+
+def test_json_schema_output_is_valid(sdk):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    completion = sdk.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "A person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})
+    data = json.loads(completion.choices[0].message.content)
+    assert isinstance(data["name"], str) and isinstance(data["age"], int)
+
+
+def test_embeddings_single_batch_and_base64(sdk):
+    one = sdk.embeddings.create(model="demo-embed", input="hello", dimensions=16)  # the SDK asks for base64
+    assert len(one.data[0].embedding) == 16
+    batch = sdk.embeddings.create(model="demo-embed", input=["a", "b"], encoding_format="float")
+    assert len(batch.data) == 2
+    again = sdk.embeddings.create(model="demo-embed", input="hello", dimensions=16, encoding_format="float")
+    assert again.data[0].embedding == pytest.approx(one.data[0].embedding, rel=1e-6)
+
+
+def test_the_sdk_raises_each_error_class(base_url, live_key, acme, owner, other_team, outsider):
+    def client(key):
+        return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=10)
+
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.AuthenticationError):
+        client("tg_live_wrong").chat.completions.create(model="demo-chat", messages=msgs)
+    narrow = mint_key(team=acme, name="narrow", created_by=owner, allowed_models=["demo-chat-mini"]).plaintext
+    with pytest.raises(openai.PermissionDeniedError):
+        client(narrow).chat.completions.create(model="demo-chat", messages=msgs)
+    slow = mint_key(team=acme, name="slow", created_by=owner, rpm_limit=1).plaintext
+    client(slow).chat.completions.create(model="demo-chat", messages=msgs, max_tokens=5)
+    with pytest.raises(openai.RateLimitError) as limited:
+        client(slow).chat.completions.create(model="demo-chat", messages=msgs, max_tokens=5)
+    assert limited.value.response.headers["retry-after"]
+    broke = mint_key(team=other_team, name="broke", created_by=outsider).plaintext
+    with pytest.raises(openai.APIStatusError) as unpaid:
+        client(broke).chat.completions.create(model="demo-chat", messages=msgs)
+    assert unpaid.value.status_code == 402
+    with pytest.raises(openai.BadRequestError) as bad:
+        client(live_key).chat.completions.create(model="demo-chat", messages=msgs, temperature=5)
+    assert bad.value.body["param"] == "temperature"
+    with pytest.raises(openai.NotFoundError):
+        client(live_key).chat.completions.create(model="no-such-model", messages=msgs)
+
+
+async def test_the_async_sdk_chats_and_streams(base_url, live_key):
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=live_key, max_retries=0, timeout=20) as client:
+        completion = await client.chat.completions.create(model="demo-chat-mini",
+                                                          messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        assert completion.usage.completion_tokens <= 8
+        stream = await client.chat.completions.create(model="demo-chat-mini", stream=True,
+                                                      messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(pieces)

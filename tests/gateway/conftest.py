@@ -1,0 +1,87 @@
+"""Gateway fixtures: the seeded demo catalog, a funded Acme wallet, live and test keys, clean caches."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+
+from accounts.auth import clear_cache
+from accounts.keys import mint_key
+from billing.pricing import NUSD_PER_USD
+from billing.services import grant_credit
+from gateway import catalog, services
+from gateway.router import breakers
+
+USD = NUSD_PER_USD
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gateway_state(settings):
+    # DB units run on the test's own thread/connection (the test transaction), as with thread_sensitive.
+    settings.GATEWAY_DB_THREAD_SENSITIVE = True
+    settings.GATEWAY_RETRY_BACKOFF_SECONDS = 0
+    clear_cache()
+    catalog.invalidate()
+    breakers.reset()
+    services._team_store.clear()
+    cache.clear()
+    yield
+    clear_cache()
+    catalog.invalidate()
+    breakers.reset()
+    services._team_store.clear()
+    cache.clear()
+
+
+@pytest.fixture
+def seeded(db):
+    call_command("seed_catalog", quiet=True)
+
+
+@pytest.fixture
+def funded_team(team):
+    grant_credit(team, amount_nusd=10 * USD, reason="test credit")
+    return team
+
+
+@pytest.fixture
+def live_key(funded_team, owner, seeded) -> str:
+    return mint_key(team=funded_team, name="ci", created_by=owner).plaintext
+
+
+@pytest.fixture
+def test_key(funded_team, owner, seeded) -> str:
+    return mint_key(team=funded_team, name="sandbox", mode="test", created_by=owner).plaintext
+
+
+class V1:
+    """Django test client calls to /v1 with a key."""
+
+    def __init__(self, client, key: str | None) -> None:
+        self.client = client
+        self.key = key
+
+    def _auth(self, headers: dict | None) -> dict:
+        out = {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
+        for name, value in (headers or {}).items():
+            out["HTTP_" + name.upper().replace("-", "_")] = value
+        return out
+
+    def post(self, path: str, body, headers: dict | None = None):
+        data = body if isinstance(body, bytes | str) else orjson.dumps(body)
+        return self.client.post(f"/v1{path}", data=data, content_type="application/json", **self._auth(headers))
+
+    def get(self, path: str, headers: dict | None = None, **params):
+        return self.client.get(f"/v1{path}", params, **self._auth(headers))
+
+
+@pytest.fixture
+def v1(client, live_key) -> V1:
+    return V1(client, live_key)
+
+
+def chat(**extra) -> dict:
+    return {"model": "demo-chat", "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 16,
+            **extra}
