@@ -1,1 +1,41 @@
-urlpatterns: list = []
+"""Dashboard pages, addressed by the team's public id; allauth's account pages at the site root."""
+
+from django.urls import include, path
+
+from dashboard import reports, views
+
+team_patterns = [
+    path("", views.overview, name="overview"),
+    path("keys/", views.keys, name="keys"),
+    path("keys/new/", views.key_create, name="key_create"),
+    path("keys/<str:key_id>/rotate/", views.key_rotate, name="key_rotate"),
+    path("keys/<str:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("keys/<str:key_id>/limits/", views.key_limits, name="key_limits"),
+    path("billing/", reports.billing, name="billing"),
+    path("receipts/", reports.receipts, name="receipts"),
+    path("receipts.csv", reports.receipts_csv, name="receipts_csv"),
+    path("receipts/<str:receipt_id>/", reports.receipt_detail, name="receipt"),
+    path("usage/", reports.usage, name="usage"),
+    path("members/", views.members, name="members"),
+    path("members/invite/", views.member_invite, name="member_invite"),
+    path("members/<int:membership_id>/role/", views.member_role, name="member_role"),
+    path("members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
+    path("invitations/<int:invitation_id>/resend/", views.invitation_resend, name="invitation_resend"),
+    path("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
+    path("models/", views.models_page, name="models"),
+    path("quickstart/", views.quickstart, name="quickstart"),
+]
+
+dashboard_patterns = [
+    path("", views.home, name="home"),
+    path("teams/new/", views.team_create, name="team_create"),
+    path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("t/<str:team_id>/", include(team_patterns)),
+]
+
+# No app_name here: allauth's URL names (account_login, …) must stay un-namespaced.
+
+urlpatterns = [
+    path("", include((dashboard_patterns, "dashboard"))),
+    path("", include("allauth.urls")),
+]

@@ -122,6 +122,8 @@ class LocalStripe:
         return asyncio.run_coroutine_threadsafe(pending(), self.loop).result(timeout=5)
 
     def stop(self) -> None:
+        global running
+        running = None
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
@@ -148,4 +150,11 @@ def start() -> LocalStripe:
     thread.start()
     if not ready.wait(timeout=10):
         raise RuntimeError("localstripe did not start")
-    return LocalStripe(url=f"http://127.0.0.1:{port}", thread=thread, loop=loop, runner=runner)
+    global running
+    running = LocalStripe(url=f"http://127.0.0.1:{port}", thread=thread, loop=loop, runner=runner)
+    return running
+
+
+# The one instance this process runs (localstripe's app is a module global: it cannot be served twice),
+# so other test packages (tests/browser) can share it instead of starting their own.
+running: LocalStripe | None = None

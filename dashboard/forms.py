@@ -1,0 +1,234 @@
+"""Dashboard forms: they parse and validate input only; the rules live in the services they feed."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django import forms
+from django.utils import timezone
+
+from accounts.models import KeyMode, Role, Scope
+from billing.pricing import usd_to_nusd
+
+ROTATION_GRACE_CHOICES = [
+    ("0", "Immediately (no grace)"),
+    ("3600", "1 hour"),
+    ("86400", "24 hours (recommended)"),
+    ("259200", "3 days"),
+    ("604800", "7 days"),
+]
+
+
+def usd_amount_to_nusd(value: Decimal, *, field: str = "amount") -> int:
+    try:
+        return usd_to_nusd(value)
+    except (ValueError, InvalidOperation):
+        raise forms.ValidationError(f"The {field} has too many decimal places.") from None
+
+
+class SignupExtraForm(forms.Form):
+    """Extra sign-up fields for allauth; the adapter creates the team from them."""
+
+    name = forms.CharField(label="Your name", max_length=150, required=False,
+                           widget=forms.TextInput(attrs={"autocomplete": "name"}))
+    team_name = forms.CharField(label="Team name", max_length=120, required=False,
+                                help_text="You can rename it or create more teams later.")
+
+    def signup(self, request, user) -> None:  # allauth hook; the adapter already did the work
+        return None
+
+
+class TeamCreateForm(forms.Form):
+    name = forms.CharField(label="Team name", max_length=120)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the team a name.")
+        return name
+
+
+class InvitationSignupForm(forms.Form):
+    name = forms.CharField(label="Your name", max_length=150, required=False,
+                           widget=forms.TextInput(attrs={"autocomplete": "name"}))
+    password1 = forms.CharField(label="Password", widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    password2 = forms.CharField(label="Password (again)",
+                                widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def __init__(self, *args, email: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.email = email
+
+    def clean(self):
+        from django.contrib.auth import password_validation
+
+        from accounts.models import User
+
+        data = super().clean()
+        p1, p2 = data.get("password1"), data.get("password2")
+        if p1 and p2 and p1 != p2:
+            self.add_error("password2", "The two passwords differ.")
+        elif p1:
+            try:
+                password_validation.validate_password(p1, User(email=self.email, name=data.get("name", "")))
+            except forms.ValidationError as exc:
+                self.add_error("password1", exc)
+        return data
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+class KeyLimitsForm(forms.Form):
+    allowed_models = forms.MultipleChoiceField(
+        label="Allowed models", required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Leave all unticked to allow every model.",
+    )
+    rpm_limit = forms.IntegerField(label="Requests per minute", required=False, min_value=1, max_value=10_000_000,
+                                   help_text="Empty: the plan's limit.")
+    tpm_limit = forms.IntegerField(label="Tokens per minute", required=False, min_value=1, max_value=10_000_000_000,
+                                   help_text="Empty: the plan's limit.")
+    monthly_spend_cap_usd = forms.DecimalField(label="Monthly spend cap (USD)", required=False, min_value=0,
+                                               max_value=1_000_000, decimal_places=6,
+                                               help_text="Empty: no cap.")
+    ip_allowlist = forms.CharField(label="IP allow-list", required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                                   help_text="One address or CIDR range per line. Empty: any address.")
+
+    def __init__(self, *args, model_choices: list[tuple[str, str]] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = list(model_choices)
+
+    def clean_monthly_spend_cap_usd(self) -> int | None:
+        value = self.cleaned_data.get("monthly_spend_cap_usd")
+        return None if value is None else usd_amount_to_nusd(value, field="spend cap")
+
+    def clean_ip_allowlist(self) -> list[str]:
+        entries = [line.strip() for line in self.cleaned_data["ip_allowlist"].replace(",", "\n").splitlines()]
+        entries = [e for e in entries if e]
+        bad = []
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                bad.append(entry)
+        if bad:
+            raise forms.ValidationError(f"Not an IP address or range: {', '.join(bad)}")
+        if len(entries) > 100:
+            raise forms.ValidationError("At most 100 entries.")
+        return entries
+
+    def limits(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "allowed_models": list(d["allowed_models"]),
+            "rpm_limit": d["rpm_limit"],
+            "tpm_limit": d["tpm_limit"],
+            "monthly_spend_cap_nusd": d["monthly_spend_cap_usd"],
+            "ip_allowlist": d["ip_allowlist"],
+        }
+
+
+class KeyCreateForm(KeyLimitsForm):
+    name = forms.CharField(label="Name", max_length=100, help_text="e.g. “production backend”.")
+    mode = forms.ChoiceField(label="Mode", choices=KeyMode.choices, initial=KeyMode.LIVE, widget=forms.RadioSelect,
+                             help_text="Test keys run on the simulator and never spend credit.")
+    scopes = forms.MultipleChoiceField(label="Scopes", choices=Scope.choices, widget=forms.CheckboxSelectMultiple,
+                                       initial=[Scope.INFERENCE, Scope.MODELS_READ, Scope.BILLING_READ])
+    expires_on = forms.DateField(label="Expires on", required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                                 help_text="Empty: never expires.")
+
+    field_order = ["name", "mode", "scopes", "allowed_models", "rpm_limit", "tpm_limit",
+                   "monthly_spend_cap_usd", "ip_allowlist", "expires_on"]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the key a name.")
+        return name
+
+    def clean_expires_on(self) -> datetime | None:
+        day: date | None = self.cleaned_data.get("expires_on")
+        if day is None:
+            return None
+        if day <= timezone.localdate():
+            raise forms.ValidationError("Pick a date in the future.")
+        return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+class KeyRotateForm(forms.Form):
+    grace_seconds = forms.TypedChoiceField(label="Keep the old secret working for", choices=ROTATION_GRACE_CHOICES,
+                                           coerce=int, initial="86400")
+
+    def grace(self) -> timedelta:
+        return timedelta(seconds=self.cleaned_data["grace_seconds"])
+
+
+# --- billing (top-up and auto-recharge forms post to billing.views) ---------------------------
+
+
+class ReceiptFilterForm(forms.Form):
+    start = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    key = forms.ChoiceField(label="Key", required=False)
+    model = forms.ChoiceField(label="Model", required=False)
+    status = forms.ChoiceField(label="Status", required=False)
+    mode = forms.ChoiceField(label="Mode", required=False,
+                             choices=[("", "Live and test"), ("live", "Live"), ("test", "Test")])
+
+    def __init__(self, *args, keys=(), models=(), statuses=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["key"].choices = [("", "All keys"), *keys]
+        self.fields["model"].choices = [("", "All models"), *[(m, m) for m in models]]
+        self.fields["status"].choices = [("", "Any status"), *statuses]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            self.add_error("end", "The end date is before the start date.")
+        return data
+
+
+RANGE_CHOICES = [("7", "Last 7 days"), ("30", "Last 30 days"), ("90", "Last 90 days"), ("custom", "Custom")]
+
+
+class UsageRangeForm(forms.Form):
+    range = forms.ChoiceField(label="Range", choices=RANGE_CHOICES, required=False, initial="30")
+    start = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    mode = forms.ChoiceField(label="Mode", required=False, choices=[("live", "Live"), ("test", "Test")])
+
+    def clean(self):
+        data = super().clean()
+        today = timezone.localdate()
+        choice = data.get("range") or "30"
+        if choice == "custom" or (data.get("start") or data.get("end")) and choice == "":
+            start, end = data.get("start"), data.get("end") or today
+            if not start:
+                self.add_error("start", "Pick a start date.")
+                return data
+            if start > end:
+                self.add_error("end", "The end date is before the start date.")
+                return data
+            if (end - start).days > 366:
+                self.add_error("start", "Pick at most a year.")
+                return data
+        else:
+            end = today
+            start = today - timedelta(days=int(choice) - 1)
+        data["start"], data["end"] = start, end
+        data["mode"] = data.get("mode") or "live"
+        return data
+
+
+# --- members ----------------------------------------------------------------------------
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label="Email address", widget=forms.EmailInput(attrs={"autocomplete": "off"}))
+    role = forms.ChoiceField(label="Role", choices=Role.choices, initial=Role.DEVELOPER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label="Role", choices=Role.choices)

@@ -1,0 +1,107 @@
+"""Pushes settlements and credits to the open dashboard pages of the team, over the channel layer.
+
+Runs after every settlement commits (on the hot path): one group_send, no queries beyond the team's
+public id, which is cached per process (it never changes).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from billing.signals import receipt_settled, wallet_credited
+from dashboard.templatetags.dashboard_tags import usd
+
+log = logging.getLogger(__name__)
+
+_public_ids: dict[int, str] = {}
+_MAX_CACHED = 10_000
+
+
+def group_name(team_public_id: str) -> str:
+    return f"team.{team_public_id}"
+
+
+def team_public_id(team_id: int, receipt=None, wallet=None) -> str:
+    cached = _public_ids.get(team_id)
+    if cached:
+        return cached
+    for row in (receipt, wallet):  # use the team object when the caller already loaded it
+        team = row._state.fields_cache.get("team") if row is not None else None
+        if team is not None:
+            cached = team.public_id
+            break
+    else:
+        from accounts.models import Team
+
+        cached = Team.objects.values_list("public_id", flat=True).get(pk=team_id)
+    if len(_public_ids) >= _MAX_CACHED:
+        _public_ids.clear()
+    _public_ids[team_id] = cached
+    return cached
+
+
+def balance_payload(wallet) -> dict:
+    return {
+        "balance_nusd": wallet.balance_nusd,
+        "held_nusd": wallet.held_nusd,
+        "available_nusd": wallet.available_nusd,
+        "balance": usd(wallet.balance_nusd),
+        "held": usd(wallet.held_nusd),
+        "available": usd(wallet.available_nusd),
+    }
+
+
+def receipt_payload(receipt, team_public: str) -> dict:
+    return {
+        "id": receipt.public_id,
+        "url": f"/t/{team_public}/receipts/{receipt.public_id}/",
+        "created_at": receipt.created_at.isoformat(),
+        "time": receipt.created_at.strftime("%b %-d, %H:%M:%S"),
+        "key": receipt.key_label,
+        "model": receipt.model_requested,
+        "status": receipt.status,
+        "is_test": receipt.is_test,
+        "prompt_tokens": receipt.prompt_tokens,
+        "cached_tokens": receipt.cached_tokens,
+        "completion_tokens": receipt.completion_tokens,
+        "tokens": receipt.prompt_tokens + receipt.cached_tokens + receipt.completion_tokens,
+        "cost_nusd": receipt.total_cost_nusd,
+        "cost": usd(receipt.total_cost_nusd),
+    }
+
+
+def _send(team_public: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(group_name(team_public), message)
+
+
+def on_receipt_settled(sender, receipt=None, wallet=None, **kwargs) -> None:
+    try:
+        team_public = team_public_id(receipt.team_id, receipt, wallet)
+        message = {"type": "team.update", "receipt": receipt_payload(receipt, team_public)}
+        if wallet is not None:
+            message["balance"] = balance_payload(wallet)
+        _send(team_public, message)
+    except Exception:  # a live-update problem must never disturb the request that was just paid for
+        log.exception("live update failed for receipt %s", getattr(receipt, "public_id", "?"))
+
+
+def on_wallet_credited(sender, wallet=None, entry=None, **kwargs) -> None:
+    try:
+        team_public = team_public_id(wallet.team_id, None, wallet)
+        message = {"type": "team.update", "balance": balance_payload(wallet)}
+        if entry is not None:
+            message["ledger"] = {"id": entry.public_id, "kind": entry.kind, "amount": usd(entry.amount_nusd)}
+        _send(team_public, message)
+    except Exception:
+        log.exception("live update failed for a credit to wallet %s", getattr(wallet, "pk", "?"))
+
+
+def connect() -> None:
+    receipt_settled.connect(on_receipt_settled, dispatch_uid="dashboard.live.receipt_settled")
+    wallet_credited.connect(on_wallet_credited, dispatch_uid="dashboard.live.wallet_credited")

@@ -1,0 +1,75 @@
+"""Usage numbers for a team and a date range: integer sums straight from the receipts, so they match them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import Count, F, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from billing.models import Receipt
+
+TOKENS = F("prompt_tokens") + F("cached_tokens") + F("completion_tokens")
+
+
+@dataclass
+class Row:
+    label: str
+    requests: int = 0
+    tokens: int = 0
+    cost_nusd: int = 0
+    key: str = ""  # a date's ISO form, a model id or a key public id
+
+
+@dataclass
+class UsageReport:
+    start: date
+    end: date
+    mode: str
+    days: list[Row] = field(default_factory=list)
+    by_model: list[Row] = field(default_factory=list)
+    by_key: list[Row] = field(default_factory=list)
+    total: Row = field(default_factory=lambda: Row("Total"))
+
+
+def bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    tz = timezone.get_current_timezone()
+    return datetime.combine(start, time.min, tzinfo=tz), datetime.combine(end + timedelta(days=1), time.min, tzinfo=tz)
+
+
+def receipts_in_range(team, start: date, end: date, mode: str):
+    since, until = bounds(start, end)
+    return Receipt.objects.filter(team=team, created_at__gte=since, created_at__lt=until, is_test=(mode == "test"))
+
+
+def _sums():
+    return {"requests": Count("id"), "tokens": Coalesce(Sum(TOKENS), 0), "cost": Coalesce(Sum("total_cost_nusd"), 0)}
+
+
+def usage_report(team, start: date, end: date, mode: str = "live") -> UsageReport:
+    qs = receipts_in_range(team, start, end, mode)
+    report = UsageReport(start=start, end=end, mode=mode)
+    per_day = {
+        r["day"]: r for r in qs.annotate(day=TruncDate("created_at")).values("day").annotate(**_sums()).order_by()
+    }
+    day = start
+    while day <= end:
+        r = per_day.get(day, {})
+        report.days.append(Row(day.strftime("%b %-d"), r.get("requests", 0), r.get("tokens", 0), r.get("cost", 0),
+                               key=day.isoformat()))
+        day += timedelta(days=1)
+    report.by_model = [
+        Row(r["model_requested"], r["requests"], r["tokens"], r["cost"], key=r["model_requested"])
+        for r in qs.values("model_requested").annotate(**_sums()).order_by("-cost", "-requests", "model_requested")
+    ]
+    report.by_key = [
+        Row(r["api_key__name"] or "(deleted key)", r["requests"], r["tokens"], r["cost"],
+            key=r["api_key__public_id"] or "")
+        for r in qs.values("api_key__public_id", "api_key__name").annotate(**_sums())
+        .order_by("-cost", "-requests")
+    ]
+    totals = qs.aggregate(**_sums())
+    report.total = Row("Total", totals["requests"], totals["tokens"], totals["cost"])
+    return report

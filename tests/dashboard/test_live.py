@@ -1,0 +1,109 @@
+"""Live updates: the websocket admits only the team's members; settlements reach them with one group_send."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from billing.services import ensure_wallet
+from dashboard import live
+from dashboard.routing import websocket_urlpatterns
+from tests.dashboard.conftest import make_receipt
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def communicator(user, team_public_id: str) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/team/{team_public_id}/")
+    comm.scope["user"] = user
+    return comm
+
+
+async def test_a_member_receives_the_balance_and_the_new_receipt(owner, team):
+    comm = communicator(owner, team.public_id)
+    connected, _ = await comm.connect()
+    assert connected
+    wallet = await database_sync_to_async(ensure_wallet)(team)
+    receipt = await database_sync_to_async(make_receipt)(team)
+    await database_sync_to_async(live.on_receipt_settled)(None, receipt=receipt, wallet=wallet)
+    message = await comm.receive_json_from(timeout=2)
+    assert message["receipt"]["id"] == receipt.public_id
+    assert message["receipt"]["cost_nusd"] == receipt.total_cost_nusd
+    assert message["balance"]["balance_nusd"] == wallet.balance_nusd
+    await comm.disconnect()
+
+
+async def test_a_developer_gets_receipts_but_not_the_balance(developer, team):
+    comm = communicator(developer, team.public_id)
+    assert (await comm.connect())[0]
+    wallet = await database_sync_to_async(ensure_wallet)(team)
+    receipt = await database_sync_to_async(make_receipt)(team)
+    await database_sync_to_async(live.on_receipt_settled)(None, receipt=receipt, wallet=wallet)
+    message = await comm.receive_json_from(timeout=2)
+    assert "receipt" in message and "balance" not in message
+    await database_sync_to_async(live.on_wallet_credited)(None, wallet=wallet, entry=None)
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+
+async def test_a_member_of_another_team_is_refused(outsider, team):
+    comm = communicator(outsider, team.public_id)
+    connected, code = await comm.connect()
+    assert not connected and code == 4403
+
+
+async def test_an_anonymous_visitor_is_refused(team):
+    from django.contrib.auth.models import AnonymousUser
+
+    connected, _ = await communicator(AnonymousUser(), team.public_id).connect()
+    assert not connected
+
+
+async def test_another_teams_settlement_reaches_nobody_here(owner, team, other_team):
+    comm = communicator(owner, team.public_id)
+    assert (await comm.connect())[0]
+    wallet = await database_sync_to_async(ensure_wallet)(other_team)
+    receipt = await database_sync_to_async(make_receipt)(other_team)
+    await database_sync_to_async(live.on_receipt_settled)(None, receipt=receipt, wallet=wallet)
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+
+def test_the_settlement_hook_makes_no_query_once_the_team_is_known(team, monkeypatch):
+    sent = []
+
+    async def group_send(group, message):
+        sent.append((group, message))
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", group_send)
+    wallet = ensure_wallet(team)
+    first, second = make_receipt(team), make_receipt(team)
+    live._public_ids.clear()
+    live.on_receipt_settled(None, receipt=first, wallet=wallet)
+    with CaptureQueriesContext(connection) as queries:
+        live.on_receipt_settled(None, receipt=second, wallet=wallet)
+    assert len(queries) == 0
+    assert [g for g, _ in sent] == [f"team.{team.public_id}"] * 2
+    assert sent[1][1]["receipt"]["id"] == second.public_id
+
+
+def test_a_broken_channel_layer_never_breaks_the_settlement(team, monkeypatch):
+    async def boom(group, message):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", boom)
+    live.on_receipt_settled(None, receipt=make_receipt(team), wallet=ensure_wallet(team))  # does not raise
+
+
+def test_the_hook_is_connected_to_billings_signal(team, monkeypatch):
+    from billing.signals import receipt_settled
+
+    seen = []
+    monkeypatch.setattr(live, "_send", lambda team_public, message: seen.append(team_public))
+    receipt_settled.send(sender=None, receipt=make_receipt(team), wallet=ensure_wallet(team))
+    assert seen == [team.public_id]
