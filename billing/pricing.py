@@ -89,4 +89,4 @@ def format_usd(amount_nusd: int, places: int = 2) -> str:
     quant = Decimal(1).scaleb(-places)
     value = (Decimal(amount_nusd) / NUSD_PER_USD).quantize(quant, rounding="ROUND_HALF_UP")
     sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,}"
+    return f"{sign}${abs(value):,.{places}f}"
