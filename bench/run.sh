@@ -30,11 +30,11 @@ COMPARE=${COMPARE:-"direct litellm-2w"}
 RUN=$BENCH_ENV/tollgate
 mkdir -p "$RUN"
 
-export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$BENCH_DB
-export REDIS_URL=redis://127.0.0.1:6379/$BENCH_REDIS_DB
-export SECRET_KEY=${SECRET_KEY:-bench-only-secret-key-$(hostname)-0123456789abcdefghij}
-export DEBUG=0 ALLOWED_HOSTS=127.0.0.1,localhost TOLLGATE_VAR_DIR=$RUN/var LOG_LEVEL=WARNING
-export DJANGO_SETTINGS_MODULE=config.settings
+# Production settings for Tollgate's processes only (the harness's targets must not see DATABASE_URL).
+TG_ENV=(DATABASE_URL=postgres://postgres@127.0.0.1:5432/$BENCH_DB REDIS_URL=redis://127.0.0.1:6379/$BENCH_REDIS_DB
+        SECRET_KEY=${SECRET_KEY:-bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz}
+        DEBUG=0 ALLOWED_HOSTS=127.0.0.1,localhost TOLLGATE_VAR_DIR=$RUN/var LOG_LEVEL=WARNING
+        DJANGO_SETTINGS_MODULE=config.settings)
 
 [ -d "$HARNESS" ] || { echo "shared harness not found at $HARNESS (set HARNESS=...)" >&2; exit 1; }
 
@@ -56,12 +56,12 @@ echo "== database $BENCH_DB, redis db $BENCH_REDIS_DB"
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $BENCH_DB" >/dev/null
 redis-cli -h 127.0.0.1 -n "$BENCH_REDIS_DB" flushdb >/dev/null
-(cd "$ROOT" && "$PY" manage.py migrate --noinput -v 0)
-KEY=$(cd "$ROOT" && "$PY" bench/seed.py --upstream http://127.0.0.1:9100/v1)
+(cd "$ROOT" && env "${TG_ENV[@]}" "$PY" manage.py migrate --noinput -v 0)
+KEY=$(cd "$ROOT" && env "${TG_ENV[@]}" "$PY" bench/seed.py --upstream http://127.0.0.1:9100/v1)
 
 echo "== start: $COMPARE + tollgate ($WORKERS uvicorn workers on :$PORT)"
 "$HARNESS/run.sh" start $COMPARE
-(cd "$ROOT" && exec "$ROOT/.venv/bin/uvicorn" config.asgi:application --host 127.0.0.1 --port "$PORT" \
+(cd "$ROOT" && exec env "${TG_ENV[@]}" "$ROOT/.venv/bin/uvicorn" config.asgi:application --host 127.0.0.1 --port "$PORT" \
    --workers "$WORKERS" --loop uvloop --http httptools --no-access-log --log-level warning --backlog 4096) \
    >"$RUN/tollgate.log" 2>&1 &
 echo $! >"$RUN/tollgate.pid"
@@ -79,4 +79,4 @@ OUT=$OUT HOLD_STREAMS=${HOLD_STREAMS:-500,2000} \
   "$HARNESS/run.sh" bench
 
 echo "== verify"
-(cd "$ROOT" && "$PY" bench/verify.py --base "http://127.0.0.1:$PORT/v1" --key "$KEY" --requests "${VERIFY_REQUESTS:-2000}")
+(cd "$ROOT" && env "${TG_ENV[@]}" "$PY" bench/verify.py --base "http://127.0.0.1:$PORT/v1" --key "$KEY" --requests "${VERIFY_REQUESTS:-2000}")
