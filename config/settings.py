@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TOLLGATE_VAR_DIR", str(BASE_DIR / "var")))
@@ -265,6 +265,14 @@ SIMULATOR_TOKENS_PER_SECOND = env_int("SIMULATOR_TOKENS_PER_SECOND", 0)
 UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 300)
 # A hold outlives the longest upstream call it can cover, plus margin, before the sweeper frees it.
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", UPSTREAM_TIMEOUT_SECONDS * 2 + 60)
+# Gateway tuning (defaults and meaning in gateway/conf.py).
+GATEWAY_CATALOG_TTL_SECONDS = env_float("GATEWAY_CATALOG_TTL_SECONDS", 5.0)
+GATEWAY_KEEPALIVE_SECONDS = env_float("GATEWAY_KEEPALIVE_SECONDS", 15.0)
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024)
+GATEWAY_ROUTE_RETRIES = env_int("GATEWAY_ROUTE_RETRIES", 1)
+GATEWAY_BREAKER_FAILURES = env_int("GATEWAY_BREAKER_FAILURES", 5)
+GATEWAY_BREAKER_COOLDOWN_SECONDS = env_float("GATEWAY_BREAKER_COOLDOWN_SECONDS", 30.0)
+GATEWAY_IDEMPOTENCY_TTL_SECONDS = env_int("GATEWAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 
 LOGGING = {
     "version": 1,
