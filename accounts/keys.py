@@ -42,6 +42,15 @@ class KeyFieldError(AccountsError):
         self.field = field
 
 
+class LooserThanActor(PermissionDenied):
+    """A key tried to hand out (or give itself) a limit looser than its own."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.code = "limit_exceeds_own"
+        self.field = field
+
+
 @dataclass(frozen=True)
 class MintedKey:
     key: ApiKey
@@ -52,6 +61,70 @@ class MintedKey:
 
 
 @dataclass(frozen=True)
+class KeyBounds:
+    """An acting key's own limits. Every key it creates or changes must be at least as strict, so a
+    `keys:write` key can never mint (or turn itself into) a key that reaches further than it does."""
+
+    allowed_models: frozenset[str]  # empty: every model
+    rpm_limit: int | None  # effective (the key's override capped by the plan); None: unlimited
+    tpm_limit: int | None
+    monthly_spend_cap_nusd: int | None
+    ip_allowlist: tuple  # networks; empty: any address
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, ctx: auth.KeyContext, row: ApiKey) -> KeyBounds:
+        return cls(allowed_models=frozenset(ctx.allowed_models), rpm_limit=ctx.rpm_limit, tpm_limit=ctx.tpm_limit,
+                   monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
+                   ip_allowlist=auth.parse_networks(row.ip_allowlist), expires_at=row.expires_at)
+
+    def check(self, team: Team, name: str, value) -> None:
+        """`value` is already validated; raises LooserThanActor when it is looser than this key's own."""
+        problem = getattr(self, f"_{name}_problem", None)
+        message = problem(team, name, value) if problem else None
+        if message:
+            raise LooserThanActor(message, name)
+
+    def _allowed_models_problem(self, team: Team, name: str, value) -> str | None:
+        outside = sorted(set(value) - self.allowed_models)
+        if self.allowed_models and (not value or outside):
+            return ("A key limited to models can only give keys a subset of them: "
+                    + (f"{', '.join(outside)} not allowed." if outside else "set allowed_models."))
+        return None
+
+    def _rate_problem(self, team: Team, name: str, value) -> str | None:
+        own = self.rpm_limit if name == "rpm_limit" else self.tpm_limit
+        effective = value if value is not None else (team.rpm_limit if name == "rpm_limit" else team.tpm_limit)
+        if own is not None and (effective is None or effective > own):
+            return f"{name} must be set to at most {own}, this key's own limit."
+        return None
+
+    _rpm_limit_problem = _tpm_limit_problem = _rate_problem
+
+    def _monthly_spend_cap_nusd_problem(self, team: Team, name: str, value) -> str | None:
+        own = self.monthly_spend_cap_nusd
+        if own is not None and (value is None or value > own):
+            return f"{name} must be set to at most {own}, this key's own monthly spend cap."
+        return None
+
+    def _ip_allowlist_problem(self, team: Team, name: str, value) -> str | None:
+        if not self.ip_allowlist:
+            return None
+        networks = auth.parse_networks(value)
+        outside = [str(n) for n in networks
+                   if not any(n.version == own.version and n.subnet_of(own) for own in self.ip_allowlist)]
+        if not networks or outside:
+            return ("A key with an IP allow-list can only give keys an allow-list inside its own: "
+                    + (f"{', '.join(outside)} is outside it." if outside else "set ip_allowlist."))
+        return None
+
+    def _expires_at_problem(self, team: Team, name: str, value) -> str | None:
+        if self.expires_at is not None and (value is None or value > self.expires_at):
+            return f"expires_at must be set, no later than this key's own expiry ({self.expires_at.isoformat()})."
+        return None
+
+
+@dataclass(frozen=True)
 class KeyActor:
     team: Team
     user: User | None = None  # the person; for a key actor, the key's creator
@@ -59,6 +132,7 @@ class KeyActor:
     key: auth.KeyContext | None = None  # set when acting through an API key
     system_label: str = ""  # set for commands and the Django admin: no role checks
     ip: str | None = field(default=None, compare=False)
+    bounds: KeyBounds | None = field(default=None, compare=False)  # set with `key`: its own limits
 
     @classmethod
     def for_user(cls, user: User, team: Team, *, ip: str | None = None) -> KeyActor:
@@ -72,10 +146,11 @@ class KeyActor:
         A key minted by an operator (no creator) manages the whole team, like an admin.
         """
         row = ApiKey.objects.select_related("team", "created_by").get(pk=ctx.key_id)
+        bounds = KeyBounds.of(ctx, row)
         if row.created_by is None:
-            return cls(team=row.team, role=Role.ADMIN, key=ctx, ip=ip)
+            return cls(team=row.team, role=Role.ADMIN, key=ctx, ip=ip, bounds=bounds)
         role = Membership.objects.filter(team=row.team, user=row.created_by).values_list("role", flat=True).first()
-        return cls(team=row.team, user=row.created_by, role=role, key=ctx, ip=ip)
+        return cls(team=row.team, user=row.created_by, role=role, key=ctx, ip=ip, bounds=bounds)
 
     @classmethod
     def system(cls, team: Team, label: str, *, user: User | None = None, ip: str | None = None) -> KeyActor:
@@ -277,6 +352,12 @@ def create_key(actor: KeyActor, *, name: str, mode: str = KeyMode.LIVE, scopes=N
             raise PermissionDenied(f"An API key cannot grant scopes it does not have itself: {', '.join(extra)}.")
         if actor.key.is_test and mode != KeyMode.TEST:
             raise PermissionDenied("A test key can only create test keys.")
+    if actor.bounds is not None:
+        unknown = set(limits) - set(UPDATABLE)
+        if unknown:
+            raise AccountsError("invalid_field", f"Unknown field(s): {', '.join(sorted(unknown))}.")
+        for name in LIMITS:  # what is not passed is the loosest value, and is checked as such
+            actor.bounds.check(actor.team, name, _VALIDATORS[name](actor.team, limits.get(name, _LOOSEST[name])))
     return mint_key(
         team=actor.team, name=name, mode=mode, scopes=scopes, created_by=actor.user, actor_label=actor.label,
         ip=actor.ip, audit_actor=actor.audit_user, **limits,
@@ -344,6 +425,18 @@ def revoke_key(key: ApiKey, *, actor: KeyActor) -> ApiKey:
 
 UPDATABLE = ("name", "allowed_models", "rpm_limit", "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist",
              "expires_at")
+LIMITS = UPDATABLE[1:]
+_LOOSEST = {"allowed_models": (), "rpm_limit": None, "tpm_limit": None, "monthly_spend_cap_nusd": None,
+            "ip_allowlist": (), "expires_at": None}
+_VALIDATORS = {
+    "name": lambda team, v: _validate_name(v),
+    "allowed_models": lambda team, v: _validate_models(v),
+    "rpm_limit": lambda team, v: _validate_rate(team, v, "rpm_limit"),
+    "tpm_limit": lambda team, v: _validate_rate(team, v, "tpm_limit"),
+    "monthly_spend_cap_nusd": lambda team, v: _validate_cap(v),
+    "ip_allowlist": lambda team, v: _validate_ips(v),
+    "expires_at": lambda team, v: _validate_expiry(v),
+}
 
 
 @transaction.atomic
@@ -355,18 +448,11 @@ def update_key_limits(key: ApiKey, *, actor: KeyActor, **changes) -> ApiKey:
     key = _lock(key)
     actor.require_manage(key)
     _require_live(key)
-    validators = {
-        "name": _validate_name,
-        "allowed_models": _validate_models,
-        "rpm_limit": lambda v: _validate_rate(key.team, v, "rpm_limit"),
-        "tpm_limit": lambda v: _validate_rate(key.team, v, "tpm_limit"),
-        "monthly_spend_cap_nusd": _validate_cap,
-        "ip_allowlist": _validate_ips,
-        "expires_at": _validate_expiry,
-    }
     diff = {}
     for name, value in changes.items():
-        value = validators[name](value)
+        value = _VALIDATORS[name](key.team, value)
+        if actor.bounds is not None:
+            actor.bounds.check(key.team, name, value)
         old = getattr(key, name)
         if old != value:
             diff[name] = {"old": _jsonable(old), "new": _jsonable(value)}

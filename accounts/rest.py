@@ -46,7 +46,7 @@ def exception_handler(exc, context):
     if isinstance(exc, keys.KeyNotFound):
         return _error(request, 404, exc.code, exc.message)
     if isinstance(exc, PermissionDenied):
-        return _error(request, 403, exc.code, exc.message)
+        return _error(request, 403, exc.code, exc.message, param=getattr(exc, "field", None))
     if isinstance(exc, keys.KeyFieldError):
         return _error(request, 400, exc.code, exc.message, param=exc.field)
     if isinstance(exc, AccountsError):

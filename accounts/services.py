@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -150,10 +151,34 @@ def transfer_ownership(*, actor: User, team: Team, to: Membership, ip: str | Non
 
 
 @transaction.atomic
+def update_team_settings(*, actor: User, team: Team, name: str, store_completions: bool,
+                         ip: str | None = None) -> Team:
+    """Rename the team and set whether full completions are kept; audited with what changed."""
+    require(actor, team, Action.TEAM_SETTINGS)
+    name = name.strip()
+    if not name:
+        raise AccountsError("invalid_name", "Give the team a name.")
+    changes = {}
+    if name != team.name:
+        changes["name"] = [team.name, name]
+    if store_completions != team.store_completions:
+        changes["store_completions"] = [team.store_completions, store_completions]
+    if changes:
+        team.name, team.store_completions = name, store_completions
+        team.save(update_fields=["name", "store_completions"])
+        audit("team.settings_changed", team=team, actor=actor, target=team.slug, ip=ip, changes=changes)
+    return team
+
+
+@transaction.atomic
 def delete_team(*, actor: User, team: Team, ip: str | None = None) -> None:
     require(actor, team, Action.TEAM_DELETE)
     audit("team.deleted", team=None, actor=actor, target=team.slug, ip=ip, team_public_id=team.public_id)
-    team.delete()
+    try:
+        team.delete()
+    except ProtectedError:  # the ledger is append-only (PROTECT): money history outlives no team silently
+        raise AccountsError("team_has_ledger", "This team has billing history, which must be kept; "
+                                               "contact support to close it.") from None
 
 
 # --- invitations ------------------------------------------------------------------------

@@ -37,6 +37,10 @@ TG_ENV=(DATABASE_URL=postgres://postgres@127.0.0.1:5432/$BENCH_DB REDIS_URL=redi
         DJANGO_SETTINGS_MODULE=config.settings)
 
 [ -d "$HARNESS" ] || { echo "shared harness not found at $HARNESS (set HARNESS=...)" >&2; exit 1; }
+# Another server on $PORT would be benchmarked instead of this one (the readiness probe cannot tell).
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "port $PORT is already in use; stop that server or set PORT=..." >&2; exit 1
+fi
 
 stop_all() {
   if [ -f "$RUN/tollgate.pid" ]; then

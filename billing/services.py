@@ -21,8 +21,10 @@ from django.db.models import F, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing import pricing
+from billing import fastpath, pricing
 from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, ReceiptStatus, Wallet
+from billing.models import _hold_id as _hold_public_id
+from billing.models import _txn_id as _txn_public_id
 from billing.signals import receipt_settled, wallet_credited
 from config.errors import ApiError
 
@@ -168,9 +170,10 @@ def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd
 
     Two statements: the conditional UPDATE (which both checks and reserves, so two processes can never
     spend the same credit) and the Hold INSERT. The wallet row lock lasts only until this short
-    transaction commits; nothing stays locked while upstream works. With a spend cap, one more query
-    runs after the UPDATE: the wallet row lock then serialises this key's concurrent placements, so
-    the cap cannot be raced past either.
+    transaction commits; nothing stays locked while upstream works. On PostgreSQL without a spend cap
+    both are one statement in autocommit (billing.fastpath): the lock lasts one round trip. With a spend
+    cap, one more query runs after the UPDATE: the wallet row lock then serialises this key's concurrent
+    placements, so the cap cannot be raced past either.
     """
     if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd < 0:
         raise ValueError("a hold is a non-negative whole number of nano-dollars")
@@ -178,6 +181,15 @@ def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd
         return HoldRef(hold_id=None, public_id=None, team_id=team_id, key_id=key_id, request_id=request_id,
                        amount_nusd=amount_nusd, is_test=True)
     now = timezone.now()
+    if monthly_spend_cap_nusd is None and fastpath.enabled():
+        public_id = _hold_public_id()
+        hold_id = fastpath.place_hold(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd,
+                                      public_id=public_id, now=now,
+                                      expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS))
+        if hold_id is None:
+            raise _insufficient(amount_nusd)
+        return HoldRef(hold_id=hold_id, public_id=public_id, team_id=team_id, key_id=key_id, request_id=request_id,
+                       amount_nusd=amount_nusd, is_test=False)
     with transaction.atomic():
         reserved = Wallet.objects.filter(
             team_id=team_id, balance_nusd__gte=F("held_nusd") + amount_nusd
@@ -210,10 +222,14 @@ def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
         return True
     state = Hold.objects.filter(pk=hold.hold_id).values_list("status", flat=True).first()
     if state == HoldStatus.EXPIRED:
-        log.warning("hold %s for request %s was already expired by the sweeper; settling without releasing it",
-                    hold.public_id, hold.request_id)
+        _log_expired(hold)
         return False
     raise BillingError("hold_closed", f"Hold {hold.public_id} is {state or 'missing'}; it cannot be closed twice.")
+
+
+def _log_expired(hold: HoldRef) -> None:
+    log.warning("hold %s for request %s was already expired by the sweeper; settling without releasing it",
+                hold.public_id, hold.request_id)
 
 
 def _receipt(hold: HoldRef, meta: ReceiptMeta, **fields) -> Receipt:
@@ -247,6 +263,7 @@ def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta:
     Five statements for a live key: close the hold (conditional, so a hold the sweeper already expired
     is not released twice), one UPDATE moving held and balance together, one SELECT for the balance after,
     the receipt and the ledger entry. A zero-cost settlement writes no ledger entry (nothing moved).
+    On PostgreSQL all of it is one statement (billing.fastpath), with the same outcomes.
     """
     if status not in (ReceiptStatus.SUCCEEDED, ReceiptStatus.PARTIAL):
         raise ValueError("settle records a succeeded or partial request; use release for a failed one")
@@ -268,6 +285,26 @@ def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta:
             _announce(receipt, None)
         return receipt
 
+    now = timezone.now()
+    if fastpath.enabled():
+        receipt = _receipt(hold, meta, created_at=now, **fields)
+        try:
+            prior, wallet = fastpath.settle(hold_id=hold.hold_id, team_id=hold.team_id, amount_nusd=hold.amount_nusd,
+                                            cost_nusd=cost.total_nusd, receipt=receipt, txn_public_id=_txn_public_id(),
+                                            now=now)
+        except fastpath.Stale:  # a sweeper expired the hold while we waited for its lock: the ORM path sorts it out
+            return _settle_orm(hold, cost=cost, meta=meta, fields=fields)
+        if wallet is None:
+            raise BillingError("hold_closed",
+                               f"Hold {hold.public_id} is {prior or 'missing'}; it cannot be closed twice.")
+        if prior == HoldStatus.EXPIRED:
+            _log_expired(hold)
+        _announce(receipt, wallet)
+        return receipt
+    return _settle_orm(hold, cost=cost, meta=meta, fields=fields)
+
+
+def _settle_orm(hold: HoldRef, *, cost: pricing.Cost, meta: ReceiptMeta, fields: dict) -> Receipt:
     now = timezone.now()
     with transaction.atomic():
         releases = _close_hold(hold, HoldStatus.SETTLED, now)

@@ -3,6 +3,8 @@ and the auto-recharge settings form. Thin: parse, call one service in billing.to
 
 from __future__ import annotations
 
+import contextlib
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -25,7 +27,7 @@ def _error(request: HttpRequest, message: str, status: int = 400) -> HttpRespons
 @login_required
 @require_POST
 def topup_start(request: HttpRequest, team_public_id: str) -> HttpResponse:
-    access = team_for_user(request.user, team_public_id)
+    access = request.team_access = team_for_user(request.user, team_public_id)  # the error page's sidebar
     try:
         cents = topups.parse_usd_to_cents(request.POST.get("amount_usd", ""))
         url = topups.start_checkout(access.team, cents, request.user, ip=client_ip_from_request(request))
@@ -44,7 +46,8 @@ def topup_success(request: HttpRequest) -> HttpResponse:
         stripe_session_id=request.GET.get("session_id", "")).first()
     if topup is None:
         raise Http404("No such top-up.")
-    team_for_user(request.user, topup.team.public_id)  # 404 when it is not the user's team
+    # 404 when it is not the user's team; the access also gives the page the dashboard's sidebar.
+    request.team_access = team_for_user(request.user, topup.team.public_id)
     wallet = ensure_wallet(topup.team)
     context = {
         "topup": topup,
@@ -61,13 +64,17 @@ def topup_success(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def topup_cancel(request: HttpRequest) -> HttpResponse:
+    topup = TopUp.objects.select_related("team").filter(public_id=request.GET.get("topup", "")).first()
+    if topup is not None:  # only for the sidebar and a link back to Billing; a stranger's id shows no team
+        with contextlib.suppress(Http404):
+            request.team_access = team_for_user(request.user, topup.team.public_id)
     return render(request, "billing/topup_cancel.html", {})
 
 
 @login_required
 @require_POST
 def auto_recharge_update(request: HttpRequest, team_public_id: str) -> HttpResponse:
-    access = team_for_user(request.user, team_public_id)
+    access = request.team_access = team_for_user(request.user, team_public_id)  # the error page's sidebar
     try:
         topups.update_auto_recharge(
             access.team, actor=request.user, enabled=request.POST.get("enabled") in ("on", "true", "1"),

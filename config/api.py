@@ -57,7 +57,9 @@ def _register_routers() -> None:
     from accounts.api import router as accounts_router
     from billing.api import router as billing_router
     from gateway.api import router as gateway_router
+    from gateway.api_limits import count_request
 
+    api.add_decorator(count_request, mode="view")  # every operation counts against the key's RPM (one place)
     api.add_router("", accounts_router)
     api.add_router("", billing_router)
     api.add_router("", gateway_router)

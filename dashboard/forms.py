@@ -232,3 +232,38 @@ class InviteForm(forms.Form):
 
 class RoleForm(forms.Form):
     role = forms.ChoiceField(label="Role", choices=Role.choices)
+
+
+# --- team settings ----------------------------------------------------------------------
+
+
+class TeamSettingsForm(TeamCreateForm):
+    store_completions = forms.BooleanField(
+        label="Store completions", required=False,
+        help_text="Keep the full text of every chat completion, as if each request set store: true.",
+    )
+
+
+class TransferOwnershipForm(forms.Form):
+    membership = forms.TypedChoiceField(label="New owner", coerce=int)
+
+    def __init__(self, *args, members=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["membership"].choices = [("", "Choose a member…")] + [
+            (m.pk, f"{m.user.email} ({m.get_role_display()})") for m in members
+        ]
+
+
+class DeleteTeamForm(forms.Form):
+    confirm = forms.CharField(label="Type the team's slug to confirm", max_length=60,
+                              widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
+
+    def __init__(self, *args, slug: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.slug = slug
+
+    def clean_confirm(self) -> str:
+        typed = self.cleaned_data["confirm"].strip()
+        if typed != self.slug:
+            raise forms.ValidationError(f"Type “{self.slug}” exactly to delete the team.")
+        return typed

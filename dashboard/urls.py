@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from dashboard import reports, views
+from dashboard import reports, team_settings, views
 
 team_patterns = [
     path("", views.overview, name="overview"),
@@ -24,6 +24,10 @@ team_patterns = [
     path("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("models/", views.models_page, name="models"),
     path("quickstart/", views.quickstart, name="quickstart"),
+    path("settings/", team_settings.team_settings, name="team_settings"),
+    path("settings/transfer/", team_settings.team_transfer, name="team_transfer"),
+    path("settings/delete/", team_settings.team_delete, name="team_delete"),
+    path("settings/leave/", team_settings.team_leave, name="team_leave"),
 ]
 
 dashboard_patterns = [

@@ -306,18 +306,21 @@ def members(request, access: TeamAccess):
     return _members_page(request, access)
 
 
-def _service_call(request, fn, success: str) -> int:
-    """Run one accounts service; 0 on success, else the status to answer with (the service is the judge)."""
+def _members_action(request, access: TeamAccess, fn, success: str, *, then: str = "dashboard:members"):
+    """Run one accounts service (the judge of the rules): on success flash `success` and redirect to `then`;
+    on refusal re-render the members page with the service's message and a 403 or 400."""
     try:
         fn()
     except PermissionDenied as exc:
         messages.error(request, exc.message)
-        return 403
+        return _members_page(request, access, status=403)
     except AccountsError as exc:
         messages.error(request, exc.message)
-        return 400
+        return _members_page(request, access, status=400)
     messages.success(request, success)
-    return 0
+    if then == "dashboard:home":
+        return redirect(then)
+    return redirect(then, team_id=access.team.public_id)
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -361,12 +364,9 @@ def member_role(request, access: TeamAccess, membership_id: int):
         messages.error(request, "Choose one of the roles.")
         return redirect("dashboard:members", team_id=access.team.public_id)
     role = form.cleaned_data["role"]
-    failed = _service_call(request, lambda: account_services.change_role(
+    return _members_action(request, access, lambda: account_services.change_role(
         actor=request.user, membership=membership, role=role, ip=client_ip(request)),
         f"{membership.user.email} is now {Role(role).label.lower()}.")
-    if failed:
-        return _members_page(request, access, status=failed)
-    return redirect("dashboard:members", team_id=access.team.public_id)
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -375,14 +375,10 @@ def member_remove(request, access: TeamAccess, membership_id: int):
     leaving = membership.user_id == request.user.pk
     if not leaving and (refused := _refuse_unless_manager(request, access)):
         return refused
-    failed = _service_call(request, lambda: account_services.remove_member(
+    return _members_action(request, access, lambda: account_services.remove_member(
         actor=request.user, membership=membership, ip=client_ip(request)),
-        "You left the team." if leaving else f"{membership.user.email} was removed.")
-    if failed:
-        return _members_page(request, access, status=failed)
-    if leaving:
-        return redirect("dashboard:home")
-    return redirect("dashboard:members", team_id=access.team.public_id)
+        "You left the team." if leaving else f"{membership.user.email} was removed.",
+        then="dashboard:home" if leaving else "dashboard:members")
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -392,12 +388,9 @@ def invitation_resend(request, access: TeamAccess, invitation_id: int):
         return refused
     if invitation.status != "pending":
         raise Http404("No such pending invitation.")
-    failed = _service_call(request, lambda: account_services.resend_invitation(
+    return _members_action(request, access, lambda: account_services.resend_invitation(
         actor=request.user, invitation=invitation, ip=client_ip(request)),
         f"A fresh invitation was sent to {invitation.email}.")
-    if failed:
-        return _members_page(request, access, status=failed)
-    return redirect("dashboard:members", team_id=access.team.public_id)
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -405,12 +398,9 @@ def invitation_revoke(request, access: TeamAccess, invitation_id: int):
     invitation = _invitation(access, invitation_id)
     if refused := _refuse_unless_manager(request, access):
         return refused
-    failed = _service_call(request, lambda: account_services.revoke_invitation(
+    return _members_action(request, access, lambda: account_services.revoke_invitation(
         actor=request.user, invitation=invitation, ip=client_ip(request)),
         f"The invitation to {invitation.email} was revoked.")
-    if failed:
-        return _members_page(request, access, status=failed)
-    return redirect("dashboard:members", team_id=access.team.public_id)
 
 
 # --- catalog and quickstart ---------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
+from django.db import transaction
 
 from billing import pricing
 from billing.models import Receipt
 from config.errors import ApiError, envelope
-from gateway import render, router, sse
+from gateway import render, router, services, sse
 from gateway.db import run_db
 from gateway.providers.base import ProviderError
 from gateway.services import CHAT, Admission, elapsed_ms, fail, finish_ok
@@ -49,6 +50,9 @@ class StreamRelay:
         self.usage: dict[str, Any] | None = None
         self.produced: list[str] = []
         self.transcript: list[bytes] | None = [] if adm.idempotency_key is not None else None
+        # Chat chunks as relayed, kept (a list append each) so a stored completion can be assembled at
+        # settlement: whether the team stores is only known inside the settling DB unit.
+        self.chunks: list[dict[str, Any]] | None = [] if adm.plan.endpoint is CHAT else None
         self.created = int(time.time())
 
     # -- relaying ------------------------------------------------------------------------------------
@@ -75,6 +79,8 @@ class StreamRelay:
         chunk["id"] = self.adm.completion_id
         chunk["model"] = self.adm.plan.model.id
         self.created = chunk.get("created") or self.created
+        if self.chunks is not None:
+            self.chunks.append(chunk)
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     async def _send(self, write: Write, data: bytes) -> None:
@@ -158,13 +164,77 @@ class StreamRelay:
                 object_name=adm.plan.endpoint.chunk_object, receipt=receipt)) if include_usage else b""
             return b"".join(transcript) + tail + sse.DONE
 
+        def stored_body(receipt: Receipt) -> bytes:
+            return render.completion_body(assemble_chat(self.chunks or (), created=self.created),
+                                          completion_id=adm.completion_id, model=adm.plan.model.id, receipt=receipt)
+
         try:
-            receipt, _body = await run_db(finish_ok, adm, usage=usage, meta=meta, status=outcome,
-                                          render_body=render_body, content_type=sse.HEADERS["Content-Type"])
+            receipt, _body = await run_db(_finish_stream, adm, usage=usage, meta=meta, status=outcome,
+                                          render_body=render_body, stored_body=stored_body)
         except Exception:
             log.exception("could not settle stream %s", adm.request_id)
             return None
         return receipt
+
+
+def _finish_stream(adm: Admission, *, usage: pricing.Usage, meta, status: str, render_body,
+                   stored_body: Callable[[Receipt], bytes]) -> tuple[Receipt, bytes]:
+    """finish_ok, plus — for a chat stream with `store: true` or a team that stores completions — the
+    completion assembled from its chunks, in the same transaction as the settlement."""
+    if adm.plan.endpoint is not CHAT or not (adm.store or services._team_stores(adm.ctx.team_id)):
+        return finish_ok(adm, usage=usage, meta=meta, status=status, render_body=render_body,
+                         content_type=sse.HEADERS["Content-Type"])
+    with transaction.atomic():
+        receipt, body = finish_ok(adm, usage=usage, meta=meta, status=status, render_body=render_body,
+                                  content_type=sse.HEADERS["Content-Type"])
+        services._store_completion(adm, receipt, stored_body(receipt))
+    return receipt, body
+
+
+def assemble_chat(chunks, *, created: int) -> dict[str, Any]:
+    """The chat.completion object a stream of chat.completion.chunk objects adds up to: per choice the
+    message (content, tool calls joined by index), finish_reason and logprobs. Usage is added by the caller."""
+    choices: dict[int, dict[str, Any]] = {}
+    fingerprint = None
+    for chunk in chunks:
+        fingerprint = chunk.get("system_fingerprint") or fingerprint
+        for part in chunk.get("choices") or ():
+            index = part.get("index", 0)
+            choice = choices.setdefault(index, {"role": "assistant", "content": [], "refusal": None, "calls": {},
+                                                "finish_reason": None, "logprobs": None})
+            delta = part.get("delta") or {}
+            if delta.get("role"):
+                choice["role"] = delta["role"]
+            if delta.get("content"):
+                choice["content"].append(delta["content"])
+            if delta.get("refusal"):
+                choice["refusal"] = (choice["refusal"] or "") + delta["refusal"]
+            for call in delta.get("tool_calls") or ():
+                slot = choice["calls"].setdefault(call.get("index", 0), {"id": None, "type": "function",
+                                                                         "function": {"name": "", "arguments": ""}})
+                slot["id"] = call.get("id") or slot["id"]
+                slot["type"] = call.get("type") or slot["type"]
+                function = call.get("function") or {}
+                slot["function"]["name"] += function.get("name") or ""
+                slot["function"]["arguments"] += function.get("arguments") or ""
+            if part.get("finish_reason"):
+                choice["finish_reason"] = part["finish_reason"]
+            if part.get("logprobs"):
+                choice["logprobs"] = part["logprobs"]
+    out = []
+    for index in sorted(choices):
+        choice = choices[index]
+        message: dict[str, Any] = {"role": choice["role"],
+                                   "content": "".join(choice["content"]) if choice["content"] else None,
+                                   "refusal": choice["refusal"]}
+        if choice["calls"]:
+            message["tool_calls"] = [choice["calls"][i] for i in sorted(choice["calls"])]
+        out.append({"index": index, "message": message, "logprobs": choice["logprobs"],
+                    "finish_reason": choice["finish_reason"]})
+    body: dict[str, Any] = {"object": "chat.completion", "created": created, "choices": out}
+    if fingerprint:
+        body["system_fingerprint"] = fingerprint
+    return body
 
 
 async def open_stream(adm: Admission) -> StreamRelay:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from accounts.models import Membership, Role, Team, User
 from accounts.services import create_team
 
+# Shared servers: the live ASGI app (`live`) for the browser and end-to-end suites, and the misbehaving
+# upstream (`upstream`) for the provider and end-to-end suites.
+pytest_plugins = ["tests.live_server", "tests.gateway.misbehaving_upstream"]
+
 requires_postgres = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
     reason="needs PostgreSQL (set DATABASE_URL); concurrency and money tests run there in CI",
 )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit_windows():
+    """Rate-limit windows live in the cache and ids repeat between tests: no test inherits another's counts."""
+    cache.clear()
 
 
 def is_postgres() -> bool:

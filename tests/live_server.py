@@ -1,8 +1,10 @@
-"""A real ASGI server (uvicorn) for browser and end-to-end tests, in a background thread of the test process.
+"""The one live server of the suite: uvicorn serving config.asgi:application (Django views, the /v1
+consumers, the dashboard websocket) in a background thread of the test process, on a free 127.0.0.1 port,
+against the test database. The browser and end-to-end suites share it through the fixtures below.
 
-It serves config.asgi.application — Django views, the /v1 consumers and the dashboard websocket — on
-127.0.0.1 and a free port, against the test database. Use it from tests marked
-`@pytest.mark.django_db(transaction=True)` so the server's connections see the test's committed rows.
+Tests that talk to it use `live` (which brings django_db(transaction=True)): the rows a test commits are
+what the server's threads see. On SQLite pytest-django's in-memory test database is a shared-cache
+database, so every thread sees the same one.
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ import asyncio
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx  # noqa: F401  (see below)
+import pytest
 import uvicorn
+
+# The openai SDK looks for a loaded `httpx` in sys.modules on every error it maps; if a server thread is
+# importing httpx at that moment (the stripe library does so lazily), the SDK sees a half-initialised
+# module. Importing it before any server thread starts removes the race.
 
 
 class _ThreadServer(uvicorn.Server):
@@ -33,12 +42,25 @@ class LiveASGIServer:
         self.thread.join(timeout=10)
 
 
-def start(app=None) -> LiveASGIServer:
-    if app is None:
-        from config.asgi import application as app
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 on a free port, to hand to a server: no window in which another
+    process could take the port between choosing and binding it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections to it are refused)."""
+    with loopback_socket() as sock:
+        return sock.getsockname()[1]
+
+
+def start(app=None) -> LiveASGIServer:
+    if app is None:
+        from config.asgi import application as app
+    sock = loopback_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets", access_log=False,
                             timeout_graceful_shutdown=2)
@@ -52,7 +74,38 @@ def start(app=None) -> LiveASGIServer:
     for _ in range(200):  # bounded: up to 10 s
         if server.started:
             break
+        if not thread.is_alive():
+            break
         thread.join(timeout=0.05)
-    else:
+    if not server.started:
         raise RuntimeError("the live ASGI server did not start")
     return LiveASGIServer(url=f"http://127.0.0.1:{port}", server=server, thread=thread)
+
+
+def _drop_other_connections() -> None:
+    """The server's pool threads keep persistent connections; PostgreSQL cannot drop the test database
+    while they are open."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@pytest.fixture(scope="session")
+def asgi_live_server(django_db_setup, django_db_blocker) -> Iterator[LiveASGIServer]:
+    """One server for the whole session (started on first use)."""
+    server = start()
+    yield server
+    server.stop()
+    with django_db_blocker.unblock():
+        _drop_other_connections()
+
+
+@pytest.fixture
+def live(asgi_live_server, transactional_db, settings) -> LiveASGIServer:
+    """The live server, for a test whose committed rows it must see; links it builds point at it."""
+    settings.PUBLIC_BASE_URL = asgi_live_server.url
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+    return asgi_live_server

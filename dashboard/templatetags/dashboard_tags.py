@@ -26,32 +26,21 @@ def usd(amount_nusd: int | None, places: int = 9) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
+def _dollars(value: Decimal) -> str:
+    """'$1.50', '-$0.000012345': every digit the Decimal holds, never fewer than two decimals."""
+    whole, _, frac = f"{abs(value):f}".partition(".")
+    return f"{'-' if value < 0 else ''}${whole}.{frac.ljust(2, '0')}"
+
+
 @register.filter
 def usd_exact(amount_nusd: int | None) -> str:
     """Every nano-dollar: '$0.000012345'."""
-    if amount_nusd is None:
-        return "—"
-    value = nusd_to_usd(int(amount_nusd))
-    sign = "-" if value < 0 else ""
-    text = f"{abs(value):f}"
-    if "." not in text:
-        text += ".00"
-    elif len(text.split(".")[1]) < 2:
-        text += "0"
-    return f"{sign}${text}"
+    return "—" if amount_nusd is None else _dollars(nusd_to_usd(int(amount_nusd)))
 
 
 @register.filter
 def per_million(price_nusd_per_token: int | None) -> str:
-    if price_nusd_per_token is None:
-        return "—"
-    value = per_million_usd(int(price_nusd_per_token))
-    text = f"{value:f}"
-    if "." not in text:
-        text += ".00"
-    elif len(text.split(".")[1]) < 2:
-        text += "0"
-    return f"${text}"
+    return "—" if price_nusd_per_token is None else _dollars(per_million_usd(int(price_nusd_per_token)))
 
 
 @register.filter

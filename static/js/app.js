@@ -86,6 +86,31 @@
   /* auto-submit selects: <select data-autosubmit> */
   $$("[data-autosubmit]").forEach(function (el) { el.addEventListener("change", function () { el.form.submit(); }); });
 
+  /* history back without a javascript: URL: <button data-history-back> */
+  $$("[data-history-back]").forEach(function (el) { el.addEventListener("click", function () { history.back(); }); });
+
+  /* polled regions: <section id="x" data-poll="2000"> is re-fetched until the server drops data-poll (bounded) */
+  $$("[data-poll][id]").forEach(function (el) {
+    var every = parseInt(el.getAttribute("data-poll"), 10) || 3000, left = 150;
+    function tick() {
+      if (--left < 0 || !el.hasAttribute("data-poll")) return;
+      setTimeout(function () {
+        fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "poll" } })
+          .then(function (r) { return r.ok ? r.text() : null; })
+          .then(function (html) {
+            var fresh = html && new DOMParser().parseFromString(html, "text/html").getElementById(el.id);
+            if (fresh) {
+              el.innerHTML = fresh.innerHTML;
+              if (!fresh.hasAttribute("data-poll")) el.removeAttribute("data-poll");
+            }
+            tick();
+          })
+          .catch(tick);
+      }, every);
+    }
+    tick();
+  });
+
   /* ---- live updates over the team websocket ---- */
   var team = document.body.getAttribute("data-team");
   if (!team || !("WebSocket" in window)) return;

@@ -10,7 +10,6 @@ delivers to the webhooks registered with POST /_config/webhooks/<id>. Never ship
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from dataclasses import dataclass
 
@@ -19,6 +18,8 @@ from localstripe import resources
 from localstripe import server as ls
 from localstripe import webhooks as ls_webhooks
 from localstripe.errors import UserError
+
+from tests.live_server import loopback_socket
 
 # No pickle of every object to /tmp after each write: this store lives and dies with the test session.
 resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
@@ -131,9 +132,7 @@ class LocalStripe:
 
 def start() -> LocalStripe:
     """localstripe on 127.0.0.1 and a free port, served from a daemon thread with its own event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     port = sock.getsockname()[1]
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(ls.app, access_log=None)
@@ -155,6 +154,11 @@ def start() -> LocalStripe:
     return running
 
 
-# The one instance this process runs (localstripe's app is a module global: it cannot be served twice),
-# so other test packages (tests/browser) can share it instead of starting their own.
+# The one instance this process runs (localstripe's app is a module global bound to its first event loop:
+# it cannot be served twice, not even after a stop), shared by every test package that needs it.
 running: LocalStripe | None = None
+
+
+def shared() -> LocalStripe:
+    """The process's localstripe, started on first use; it lives (a daemon thread) until the process ends."""
+    return running if running is not None else start()

@@ -70,20 +70,57 @@ def test_a_team_without_credit_gets_402(team):
     assert exc.value.code == "insufficient_balance"
 
 
-def test_placing_a_hold_is_two_statements(funded_team, live_key):
+def test_placing_a_hold_is_one_statement_on_postgresql_and_two_elsewhere(funded_team, live_key):
     with CaptureQueriesContext(connection) as ctx:
         hold_for(funded_team, USD, key=live_key)
     statements = data_statements(ctx.captured_queries)
-    assert len(statements) == 2, statements
-    assert statements[0].upper().startswith("UPDATE") and statements[1].upper().startswith("INSERT")
+    if connection.vendor == "postgresql":  # billing.fastpath: UPDATE wallet + INSERT hold as one CTE
+        assert len(statements) == 1, statements
+        assert statements[0].upper().startswith("WITH W AS (UPDATE")
+    else:
+        assert len(statements) == 2, statements
+        assert statements[0].upper().startswith("UPDATE") and statements[1].upper().startswith("INSERT")
 
 
-def test_settling_is_five_statements(funded_team, live_key):
+def test_a_capped_key_keeps_the_transactional_hold_with_its_spend_query(funded_team, live_key):
+    with CaptureQueriesContext(connection) as ctx:
+        hold_for(funded_team, USD, key=live_key, cap=5 * USD)
+    statements = data_statements(ctx.captured_queries)
+    assert len(statements) == 3, statements
+    assert wallet(funded_team).held_nusd == USD
+
+
+def test_settling_is_one_statement_on_postgresql_and_five_elsewhere(funded_team, live_key):
     ref = hold_for(funded_team, USD, key=live_key)
     with CaptureQueriesContext(connection) as ctx:
         settle(ref, usage=usage(), prices=PRICES, meta=META)
     statements = data_statements(ctx.captured_queries)
-    assert len(statements) == 5, statements
+    assert len(statements) == (1 if connection.vendor == "postgresql" else 5), statements
+
+
+def test_the_settled_signal_carries_the_receipt_and_wallet_as_written(funded_team, live_key,
+                                                                      django_capture_on_commit_callbacks):
+    ref = hold_for(funded_team, USD, key=live_key)
+    seen = []
+
+    def listener(sender, receipt=None, wallet=None, **kwargs):
+        seen.append((receipt, wallet))
+
+    receipt_settled.connect(listener, dispatch_uid="test.settled.payload")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            receipt = settle(ref, usage=usage(), prices=PRICES, meta=META)
+    finally:
+        receipt_settled.disconnect(dispatch_uid="test.settled.payload")
+    [(sent, sent_wallet)] = seen
+    stored = Receipt.objects.get(public_id=receipt.public_id)
+    assert sent is receipt and sent.pk == stored.pk and not sent._state.adding
+    assert (sent.total_cost_nusd, sent.created_at) == (stored.total_cost_nusd, stored.created_at)
+    w = wallet(funded_team)
+    assert (sent_wallet.pk, sent_wallet.team_id, sent_wallet.balance_nusd, sent_wallet.held_nusd) == (
+        w.pk, funded_team.id, w.balance_nusd, 0)
+    assert sent_wallet.auto_recharge_enabled == w.auto_recharge_enabled
+    assert sent_wallet.auto_recharge_threshold_nusd == w.auto_recharge_threshold_nusd
 
 
 def test_settle_debits_the_exact_cost_and_writes_receipt_and_ledger(funded_team, live_key):

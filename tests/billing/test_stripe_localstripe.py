@@ -32,9 +32,7 @@ WHSEC = "whsec_localstripe_tollgate"
 
 @pytest.fixture(scope="session")
 def localstripe_server():
-    server = localstripe_ext.start()
-    yield server
-    server.stop()
+    return localstripe_ext.shared()
 
 
 # On the embedded default the live server's threads share the test's in-memory SQLite connection, so the

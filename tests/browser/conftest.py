@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import live_server
-
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -50,15 +48,6 @@ def browser():
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def live(transactional_db, settings):
-    server = live_server.start()
-    settings.PUBLIC_BASE_URL = server.url
-    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -27,12 +27,7 @@ WHSEC = "whsec_localstripe_dashboard"
 
 @pytest.fixture(scope="module")
 def localstripe():
-    if localstripe_ext.running is not None:  # tests/billing's session-wide instance: share it
-        yield localstripe_ext.running
-        return
-    server = localstripe_ext.start()
-    yield server
-    server.stop()
+    return localstripe_ext.shared()  # one per process, shared with tests/billing
 
 
 @pytest.fixture

@@ -9,6 +9,22 @@ from accounts.keys import mint_key
 from billing.models import Receipt
 from billing.services import ensure_wallet, grant_credit
 
+ROLES = ["owner", "admin_user", "developer", "viewer", "billing_user", "outsider"]
+
+
+@pytest.fixture
+def people(owner, admin_user, developer, viewer, billing_user, outsider):
+    """Everyone of the permission matrix by fixture name, plus an outsider who owns another team."""
+    return {"owner": owner, "admin_user": admin_user, "developer": developer, "viewer": viewer,
+            "billing_user": billing_user, "outsider": outsider}
+
+
+def expect(who: str, allowed: set[str], ok: int = 200) -> int:
+    """The status `who` should get: `ok` when allowed, 403 for a member without the right, 404 for an outsider."""
+    if who == "outsider":
+        return 404
+    return ok if who in allowed else 403
+
 
 def client_for(user) -> Client:
     client = Client()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.routing import URLRouter
@@ -80,7 +81,10 @@ def test_the_settlement_hook_makes_no_query_once_the_team_is_known(team, monkeyp
     async def group_send(group, message):
         sent.append((group, message))
 
-    monkeypatch.setattr(get_channel_layer(), "group_send", group_send)
+    layer = get_channel_layer()
+    monkeypatch.setattr(layer, "group_send", group_send)
+    async_to_sync(layer.group_add)(f"team.{team.public_id}", "specific.listening-page")  # a page is open
+    live._listening.clear()
     wallet = ensure_wallet(team)
     first, second = make_receipt(team), make_receipt(team)
     live._public_ids.clear()
@@ -90,6 +94,19 @@ def test_the_settlement_hook_makes_no_query_once_the_team_is_known(team, monkeyp
     assert len(queries) == 0
     assert [g for g, _ in sent] == [f"team.{team.public_id}"] * 2
     assert sent[1][1]["receipt"]["id"] == second.public_id
+    async_to_sync(layer.group_discard)(f"team.{team.public_id}", "specific.listening-page")
+
+
+def test_nothing_is_sent_while_no_page_of_the_team_is_open(team, monkeypatch):
+    sent = []
+
+    async def group_send(group, message):
+        sent.append(group)
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", group_send)
+    live._listening.clear()
+    live.on_receipt_settled(None, receipt=make_receipt(team), wallet=ensure_wallet(team))
+    assert sent == []
 
 
 def test_a_broken_channel_layer_never_breaks_the_settlement(team, monkeypatch):

@@ -7,24 +7,9 @@ import pytest
 from accounts.keys import mint_key
 from accounts.models import ApiKey, Invitation, Membership, Role
 from accounts.services import invite_member
-from tests.dashboard.conftest import client_for, make_receipt
+from tests.dashboard.conftest import ROLES, client_for, expect, make_receipt
 
 pytestmark = pytest.mark.django_db
-
-ROLES = ["owner", "admin_user", "developer", "viewer", "billing_user", "outsider"]
-
-
-@pytest.fixture
-def people(owner, admin_user, developer, viewer, billing_user, outsider):
-    return {"owner": owner, "admin_user": admin_user, "developer": developer, "viewer": viewer,
-            "billing_user": billing_user, "outsider": outsider}
-
-
-def expect(who: str, allowed: set[str], ok: int = 200) -> int:
-    if who == "outsider":
-        return 404
-    return ok if who in allowed else 403
-
 
 READ_PAGES = {
     # page → roles that may open it

@@ -1,95 +1,32 @@
-"""A real ASGI server (uvicorn, config.asgi:application) in a background thread of the test process, on a
-free 127.0.0.1 port, sharing the test database; tests drive it with the official `openai` SDK.
-
-The database is used with transaction=True (data committed, visible to the server's threads); on SQLite
-pytest-django's in-memory test database is a shared-cache database, so every thread sees the same one.
-"""
+"""End-to-end fixtures: a funded team with a key on the shared live ASGI server (`live`, tests/live_server.py)
+and the official `openai` SDK pointed at it; `upstream` (tests/gateway/misbehaving_upstream.py) misbehaves."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
-import uvicorn
-from django.core.cache import cache
 from django.core.management import call_command
 
-from accounts.auth import clear_cache
 from accounts.keys import mint_key
 from billing.pricing import NUSD_PER_USD
 from billing.services import grant_credit
-from gateway import catalog, services
+from gateway import catalog
 from gateway.models import CatalogModel, Provider, Route
-from gateway.router import breakers
+from tests.gateway.conftest import reset_gateway_state
 from tests.gateway.misbehaving_upstream import MisbehavingUpstream
 
 USD = NUSD_PER_USD
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # not the main thread
-        pass
-
-
-@pytest.fixture(scope="session")
-def live_url(django_db_setup, django_db_blocker):
-    port = _free_port()
-    config = uvicorn.Config("config.asgi:application", host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off", access_log=False)
-    server = _Server(config)
-    thread = threading.Thread(target=server.run, name="e2e-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    # The server's pool threads kept persistent connections; PostgreSQL cannot drop the test database
-    # while they are open.
-    from django.db import connection
-
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-
-
-@pytest.fixture(scope="session")
-def upstream_server():
-    with MisbehavingUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def upstream(upstream_server):
-    upstream_server.reset()
-    return upstream_server
-
-
 @pytest.fixture(autouse=True)
 def _fresh_state(settings):
     settings.GATEWAY_RETRY_BACKOFF_SECONDS = 0
-    for reset in (clear_cache, catalog.invalidate, breakers.reset, services._team_store.clear, cache.clear):
-        reset()
+    reset_gateway_state()
     yield
-    for reset in (clear_cache, catalog.invalidate, breakers.reset, services._team_store.clear, cache.clear):
-        reset()
+    reset_gateway_state()
 
 
 @pytest.fixture
-def acme(transactional_db, team):
+def acme(live, team):
     call_command("seed_catalog", quiet=True)
     grant_credit(team, amount_nusd=10 * USD, reason="e2e credit")
     return team
@@ -101,8 +38,8 @@ def live_key(acme, owner) -> str:
 
 
 @pytest.fixture
-def base_url(live_url) -> str:
-    return f"{live_url}/v1"
+def base_url(live) -> str:
+    return f"{live.url}/v1"
 
 
 @pytest.fixture

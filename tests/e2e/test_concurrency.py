@@ -17,6 +17,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), requires
 MSGS = [{"role": "user", "content": "hello"}]
 
 
+def race(base_url: str, key: str, n: int, **create) -> list[int]:
+    """`n` identical chat completions at once through the async SDK; the HTTP status of each."""
+    async def one(client: openai.AsyncOpenAI) -> int:
+        try:
+            await client.chat.completions.create(**create)
+            return 200
+        except openai.APIStatusError as exc:
+            return exc.status_code
+
+    async def run() -> list[int]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=20) as client:
+            return await asyncio.gather(*[one(client) for _ in range(n)])
+
+    return asyncio.run(run())
+
+
 def test_concurrent_requests_never_spend_more_than_the_wallet_holds(base_url, transactional_db, team, owner):
     from django.core.management import call_command
 
@@ -25,17 +41,7 @@ def test_concurrent_requests_never_spend_more_than_the_wallet_holds(base_url, tr
     grant_credit(team, amount_nusd=400_000, reason="small credit")
     key = mint_key(team=team, name="race", created_by=owner).plaintext
 
-    async def race():
-        async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=20) as client:
-            async def one():
-                try:
-                    await client.chat.completions.create(model="demo-chat-mini", messages=MSGS, max_tokens=200)
-                    return 200
-                except openai.APIStatusError as exc:
-                    return exc.status_code
-            return await asyncio.gather(*[one() for _ in range(24)])
-
-    statuses = asyncio.run(race())
+    statuses = race(base_url, key, 24, model="demo-chat-mini", messages=MSGS, max_tokens=200)
     assert set(statuses) <= {200, 402}
     assert 200 in statuses and 402 in statuses
     wallet = Wallet.objects.get(team=team)
@@ -51,18 +57,8 @@ def test_concurrent_requests_with_one_idempotency_key_run_once(base_url, transac
     grant_credit(team, amount_nusd=10**9, reason="credit")
     key = mint_key(team=team, name="idem", created_by=owner).plaintext
 
-    async def race():
-        async with openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=20) as client:
-            async def one():
-                try:
-                    await client.chat.completions.create(model="demo-chat", messages=MSGS, max_tokens=20,
-                                                         extra_headers={"Idempotency-Key": "same"})
-                    return 200
-                except openai.APIStatusError as exc:
-                    return exc.status_code
-            return await asyncio.gather(*[one() for _ in range(10)])
-
-    statuses = asyncio.run(race())
+    statuses = race(base_url, key, 10, model="demo-chat", messages=MSGS, max_tokens=20,
+                    extra_headers={"Idempotency-Key": "same"})
     assert set(statuses) <= {200, 409}
     assert Receipt.objects.count() == 1
     assert find_discrepancies() == []

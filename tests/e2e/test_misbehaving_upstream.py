@@ -13,7 +13,8 @@ import pytest
 
 from billing.models import Receipt, Wallet
 from billing.reconcile import find_discrepancies
-from tests.e2e.conftest import _free_port, flaky_model
+from tests.e2e.conftest import flaky_model
+from tests.live_server import closed_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 MSGS = [{"role": "user", "content": "hello"}]
@@ -36,7 +37,7 @@ def test_a_failing_primary_falls_back_to_the_backup(sdk, upstream, acme, mode):
 
 
 def test_connection_refused_falls_back(sdk, upstream, acme):
-    model = flaky_model(upstream, "ok", base_url=f"http://127.0.0.1:{_free_port()}/v1")
+    model = flaky_model(upstream, "ok", base_url=f"http://127.0.0.1:{closed_port()}/v1")
     completion = sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8)
     assert completion.model_extra["routing"]["provider"] == "simulator"
 

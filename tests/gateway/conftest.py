@@ -17,22 +17,20 @@ from gateway.router import breakers
 USD = NUSD_PER_USD
 
 
+def reset_gateway_state() -> None:
+    """Forget every per-process cache a request leaves behind: keys, catalog, breakers, team settings, counters."""
+    for reset in (clear_cache, catalog.invalidate, breakers.reset, services._team_store.clear, cache.clear):
+        reset()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_gateway_state(settings):
     # DB units run on the test's own thread/connection (the test transaction), as with thread_sensitive.
     settings.GATEWAY_DB_THREAD_SENSITIVE = True
     settings.GATEWAY_RETRY_BACKOFF_SECONDS = 0
-    clear_cache()
-    catalog.invalidate()
-    breakers.reset()
-    services._team_store.clear()
-    cache.clear()
+    reset_gateway_state()
     yield
-    clear_cache()
-    catalog.invalidate()
-    breakers.reset()
-    services._team_store.clear()
-    cache.clear()
+    reset_gateway_state()
 
 
 @pytest.fixture

@@ -3,12 +3,8 @@
 It runs an aiohttp server on a free port in a background thread with its own event loop, so both
 sync tests and async tests (on their own loop) can call it.
 
-    from tests.gateway.misbehaving_upstream import MisbehavingUpstream
-
-    @pytest.fixture
-    def upstream():
-        with MisbehavingUpstream() as server:      # starts, and stops at the end
-            yield server
+    def test_it_falls_back(upstream):             # the fixture below (registered in tests/conftest.py):
+        ...                                        # one server per session, its script and counts reset per test
 
     config = ProviderConfig(kind="openai", name="flaky", base_url=upstream.base_url, api_key="sk-test",
                             timeout_seconds=2, options={"read_timeout_seconds": 0.5})
@@ -55,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 
 _KNOBS = re.compile(r"-([cdl])(\d+)")
@@ -351,3 +348,15 @@ class MisbehavingUpstream:
             self._note_disconnect()
             raise
         return response
+
+
+@pytest.fixture(scope="session")
+def upstream_server():
+    with MisbehavingUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(upstream_server: MisbehavingUpstream) -> MisbehavingUpstream:
+    upstream_server.reset()
+    return upstream_server

@@ -64,7 +64,18 @@ def test_a_test_key_runs_on_the_simulator_and_moves_no_money(client, test_key, f
 
 
 def test_one_plain_request_makes_only_the_hold_and_settlement_queries(v1, django_assert_max_num_queries):
+    from django.db import connection
+
     v1.post("/chat/completions", chat())  # warms the key, catalog and team caches
+    if connection.vendor == "postgresql":
+        # billing.fastpath: the hold is one statement (UPDATE wallet + INSERT hold as CTEs), the settlement
+        # another (close hold, move held and balance, INSERT receipt and ledger entry), both in autocommit.
+        with django_assert_max_num_queries(2) as captured:
+            response = v1.post("/chat/completions", chat())
+        assert response.status_code == 200
+        statements = [q["sql"] for q in captured.captured_queries]
+        assert [s.split(" AS (")[0] for s in statements] == ["WITH w", "WITH h"], statements
+        return
     # hold: UPDATE wallet + INSERT hold; settle: UPDATE hold, UPDATE wallet, SELECT wallet, INSERT receipt,
     # INSERT ledger entry. Each transaction is a savepoint inside the test's transaction (+2 statements each).
     with django_assert_max_num_queries(11) as captured:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from gateway.providers import ProviderConfig, get_provider
 from gateway.providers.base import ProviderError, UpstreamUsage
 from gateway.tokens import count_prompt_tokens, count_tokens
+from tests.live_server import closed_port
 
 
 def provider(upstream, **overrides):
@@ -80,10 +80,8 @@ async def test_upstream_error_statuses_become_http_errors_retryable_only_when_no
 
 
 async def test_a_refused_connection_is_a_retryable_connect_error():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = ProviderConfig(kind="openai", name="gone", base_url=f"http://127.0.0.1:{port}/v1", timeout_seconds=2)
+    config = ProviderConfig(kind="openai", name="gone", base_url=f"http://127.0.0.1:{closed_port()}/v1",
+                            timeout_seconds=2)
     with pytest.raises(ProviderError) as error:
         await get_provider(config).chat(chat(), upstream_model="ok")
     assert error.value.kind == "connect" and error.value.retryable
