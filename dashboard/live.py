@@ -96,17 +96,23 @@ def _nobody_listening(layer, group: str) -> bool:
 
 
 async def _deliver(layer, group: str, message: dict) -> None:
-    if hasattr(layer, "_group_key") and hasattr(layer, "group_expiry"):  # channels_redis
-        hit = _listening.get(group)
-        if hit is None or time.monotonic() - hit[1] >= LISTENERS_TTL:
-            conn = layer.connection(layer.consistent_hash(group))
-            members = await conn.zcount(layer._group_key(group), int(time.time()) - layer.group_expiry, "+inf")
-            if len(_listening) >= _MAX_CACHED:
-                _listening.clear()
-            _listening[group] = hit = (members > 0, time.monotonic())
-        if not hit[0]:
-            return
-    await layer.group_send(group, message)
+    try:
+        if hasattr(layer, "_group_key") and hasattr(layer, "group_expiry"):  # channels_redis
+            hit = _listening.get(group)
+            if hit is None or time.monotonic() - hit[1] >= LISTENERS_TTL:
+                if len(_listening) >= _MAX_CACHED:
+                    _listening.clear()
+                # Claim the probe first: settlements arriving while it runs reuse the last answer (or
+                # skip) instead of each opening a Redis connection of their own.
+                _listening[group] = (hit[0] if hit else False, time.monotonic())
+                conn = layer.connection(layer.consistent_hash(group))
+                members = await conn.zcount(layer._group_key(group), int(time.time()) - layer.group_expiry, "+inf")
+                _listening[group] = hit = (members > 0, time.monotonic())
+            if not hit[0]:
+                return
+        await layer.group_send(group, message)
+    except Exception as exc:  # noqa: BLE001 - a live update is best effort; the receipt is already written
+        log.warning("live update to %s dropped: %s", group, exc)
 
 
 def _spawn(loop: asyncio.AbstractEventLoop, layer, group: str, message: dict) -> None:

@@ -9,6 +9,7 @@ Tokens are counted up front from the request's estimate (prompt + output budget)
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import weakref
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from accounts.auth import KeyContext
 from accounts.models import PLAN_LIMITS
 from config.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 
@@ -111,7 +115,10 @@ def _redis():
     if entry is None:
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=256)
+        # A blocking pool makes a burst of requests queue for a connection (one Lua call is ~0.1 ms)
+        # instead of failing with "Too many connections", as a plain capped pool does.
+        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=64, timeout=10)
+        client = aioredis.Redis(connection_pool=pool)
         entry = (client, client.register_script(_LUA))
         _clients[loop] = entry
     return entry
@@ -124,7 +131,12 @@ async def _hit_redis(buckets: list[Bucket], window: int, cost: int) -> tuple[boo
     for b in buckets:
         keys += [f"tollgate:rl:{b.name}:{window}:r", f"tollgate:rl:{b.name}:{window}:t"]
         args += [-1 if b.rpm is None else b.rpm, -1 if b.tpm is None else b.tpm]
-    res = await script(keys=keys, args=args)
+    try:
+        res = await script(keys=keys, args=args)
+    except RedisError as exc:
+        log.warning("rate limiter unavailable: %s", exc)
+        raise ApiError(503, "rate_limiter_unavailable", "The rate limiter is unavailable; retry shortly.",
+                       headers={"Retry-After": "1"}) from None
     if int(res[0]) == 0:
         index, which, r, t = int(res[1]) - 1, int(res[2]), int(res[3]), int(res[4])
         counts = [(0, 0)] * len(buckets)
