@@ -329,6 +329,20 @@ async def fail(adm: Admission, *, error_code: str, attempts: int, route: RouteEn
         log.exception("could not release hold for %s", adm.request_id)
 
 
+async def route_or_release(adm: Admission, call, *, interrupted_code: str) -> router.Routed:
+    """Try the plan's routes; if none answers (or the request is interrupted), release the hold first."""
+    p = adm.plan
+    try:
+        return await router.call(p.routes, call, use_breakers=p.use_breakers)
+    except router.RoutingFailed as exc:
+        await fail(adm, error_code=exc.code, attempts=exc.attempts, route=exc.route)
+        exc.headers = {**adm.headers, **exc.headers}
+        raise
+    except BaseException:
+        await fail(adm, error_code=interrupted_code, attempts=1, route=None)
+        raise
+
+
 def _usage(up) -> pricing.Usage:
     return pricing.Usage(prompt_tokens=up.prompt_tokens, completion_tokens=up.completion_tokens,
                          cached_tokens=up.cached_tokens)
@@ -349,15 +363,7 @@ async def complete(adm: Admission) -> Reply:
         async def call(provider, route):
             return await provider.chat(p.payload, upstream_model=route.upstream_model)
 
-    try:
-        routed = await router.call(p.routes, call, use_breakers=p.use_breakers)
-    except router.RoutingFailed as exc:
-        await fail(adm, error_code=exc.code, attempts=exc.attempts, route=exc.route)
-        exc.headers = {**adm.headers, **exc.headers}
-        raise
-    except BaseException:
-        await fail(adm, error_code="internal_error", attempts=1, route=None)
-        raise
+    routed = await route_or_release(adm, call, interrupted_code="internal_error")
     result = routed.value
     meta = adm.meta(route=routed.route, attempts=routed.attempts, latency_ms=elapsed_ms(adm.started))
     if p.endpoint is EMBEDDINGS:

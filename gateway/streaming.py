@@ -259,15 +259,7 @@ async def open_stream(adm: Admission) -> StreamRelay:
             raise
         return iterator, first
 
-    try:
-        routed = await router.call(p.routes, first_chunk, use_breakers=p.use_breakers)
-    except router.RoutingFailed as exc:
-        await fail(adm, error_code=exc.code, attempts=exc.attempts, route=exc.route)
-        exc.headers = {**adm.headers, **exc.headers}
-        raise
-    except BaseException:
-        await fail(adm, error_code="client_disconnected", attempts=1, route=None)
-        raise
+    routed = await services.route_or_release(adm, first_chunk, interrupted_code="client_disconnected")
     iterator, first = routed.value
     return StreamRelay(adm, iterator, first, routed, ttft_ms=elapsed_ms(adm.started))
 
