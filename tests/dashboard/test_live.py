@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.db import connection
@@ -17,6 +17,15 @@ from dashboard.routing import websocket_urlpatterns
 from tests.dashboard.conftest import make_receipt
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test runs on its own event loop; a layer instance (with channels_redis's per-loop receive
+    state) left over from another test's loop makes receive() refuse to run."""
+    channel_layers.backends.pop("default", None)
+    yield
+    channel_layers.backends.pop("default", None)
 
 
 def communicator(user, team_public_id: str) -> WebsocketCommunicator:
