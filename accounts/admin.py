@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils import timezone
 
+from accounts.auth import client_ip_from_request
 from accounts.keys import KeyActor, revoke_key
 from accounts.models import ApiKey, AuditLog, Invitation, Membership, Team, User
 
@@ -129,7 +130,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request, queryset):
-        ip = request.META.get("REMOTE_ADDR")
+        ip = client_ip_from_request(request)
         count = 0
         for key in queryset.select_related("team").filter(revoked_at=None):
             revoke_key(key, actor=KeyActor.system(key.team, f"admin {request.user.email}", user=request.user, ip=ip))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from allauth.account.adapter import DefaultAccountAdapter
 from django.db import transaction
 
+from accounts.auth import client_ip_from_request
 from accounts.services import create_team
 
 
@@ -26,7 +27,7 @@ class AccountAdapter(DefaultAccountAdapter):
                     user.name = data["name"].strip()[:150]
                     user.save(update_fields=["name"])
                 create_team(name=personal_team_name(user, data.get("team_name", "")), owner=user,
-                            ip=request.META.get("REMOTE_ADDR") if request else None)
+                            ip=client_ip_from_request(request) if request else None)
         return user
 
     def get_login_redirect_url(self, request):
