@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 
 from billing.models import Receipt
-
-NUSD_PER_USD = 1_000_000_000
+from billing.pricing import NUSD_PER_USD
 
 
 def usd_number(amount_nusd: int) -> orjson.Fragment:
