@@ -13,6 +13,7 @@ from accounts.models import ApiKey
 from billing import exactjson, queries
 from billing.models import Receipt
 from billing.pricing import nusd_to_usd, per_million_usd
+from billing.services import unsettled
 from config.errors import ApiError
 
 router = Router(tags=["billing"])
@@ -154,6 +155,7 @@ def receipt_json(receipt: Receipt) -> dict:
 @router.get("/balance", response=BalanceOut, summary="Team balance")
 def balance(request: HttpRequest) -> HttpResponse:
     ctx = authenticate_request(request, SCOPE)
+    unsettled.wait(ctx.team_id)  # this process's replies whose settlement is still being written
     view = queries.balance_of(ctx.team_id)
     return exactjson.response({
         "credits": _usd(view.balance_nusd),
@@ -184,6 +186,7 @@ def list_receipts(
         raise _bad("key", "Invalid value for 'key': expected an API key id (key_…).")
 
     ctx = authenticate_request(request, SCOPE)
+    unsettled.wait(ctx.team_id)
     cursor = None
     if after is not None:
         cursor = queries.receipt_for_team(ctx.team_id, after)
@@ -210,6 +213,7 @@ def list_receipts(
 @router.get("/receipts/{receipt_id}", response=ReceiptOut, summary="One receipt")
 def get_receipt(request: HttpRequest, receipt_id: str) -> HttpResponse:
     ctx = authenticate_request(request, SCOPE)
+    unsettled.wait(ctx.team_id)
     receipt = queries.receipt_for_team(ctx.team_id, receipt_id) if receipt_id.startswith("rcpt_") else None
     if receipt is None:
         raise ApiError(404, "not_found", f"No receipt '{receipt_id[:60]}'.", param="receipt_id")

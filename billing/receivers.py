@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from django.dispatch import receiver
@@ -19,10 +20,24 @@ def check_auto_recharge(sender, receipt=None, wallet=None, **kwargs) -> None:
     if wallet is None:
         return
     from billing import topups
+
+    try:
+        if not topups.needs_auto_recharge(wallet):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _enqueue(wallet.pk)
+        else:  # sent on the gateway's event loop: publishing to the broker blocks, so a thread does it
+            loop.run_in_executor(None, _enqueue, wallet.pk)
+    except Exception:
+        log.exception("auto-recharge check failed for wallet %s", wallet.pk)
+
+
+def _enqueue(wallet_id: int) -> None:
     from billing.tasks import auto_recharge
 
     try:
-        if topups.needs_auto_recharge(wallet):
-            auto_recharge.delay(wallet.pk)
+        auto_recharge.delay(wallet_id)
     except Exception:
-        log.exception("auto-recharge check failed for wallet %s", wallet.pk)
+        log.exception("could not queue an auto-recharge for wallet %s", wallet_id)

@@ -8,15 +8,14 @@ short transaction of a few statements; concurrency safety comes from conditional
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
-import time
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import transaction
 from django.db.models import F, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,6 +25,7 @@ from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, R
 from billing.models import _hold_id as _hold_public_id
 from billing.models import _txn_id as _txn_public_id
 from billing.signals import receipt_settled, wallet_credited
+from config.db import run_db
 from config.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -175,21 +175,14 @@ def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd
     cap, one more query runs after the UPDATE: the wallet row lock then serialises this key's concurrent
     placements, so the cap cannot be raced past either.
     """
-    if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd < 0:
-        raise ValueError("a hold is a non-negative whole number of nano-dollars")
+    _check_hold_amount(amount_nusd)
     if is_test:
         return HoldRef(hold_id=None, public_id=None, team_id=team_id, key_id=key_id, request_id=request_id,
                        amount_nusd=amount_nusd, is_test=True)
-    now = timezone.now()
     if monthly_spend_cap_nusd is None and fastpath.enabled():
-        public_id = _hold_public_id()
-        hold_id = fastpath.place_hold(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd,
-                                      public_id=public_id, now=now,
-                                      expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS))
-        if hold_id is None:
-            raise _insufficient(amount_nusd)
-        return HoldRef(hold_id=hold_id, public_id=public_id, team_id=team_id, key_id=key_id, request_id=request_id,
-                       amount_nusd=amount_nusd, is_test=False)
+        args = _fast_hold_args(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd)
+        return _fast_hold_ref(args, fastpath.place_hold(**args))
+    now = timezone.now()
     with transaction.atomic():
         reserved = Wallet.objects.filter(
             team_id=team_id, balance_nusd__gte=F("held_nusd") + amount_nusd
@@ -213,6 +206,25 @@ def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd
         )
     return HoldRef(hold_id=hold.pk, public_id=hold.public_id, team_id=team_id, key_id=key_id, request_id=request_id,
                    amount_nusd=amount_nusd, is_test=False)
+
+
+def _check_hold_amount(amount_nusd: int) -> None:
+    if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd < 0:
+        raise ValueError("a hold is a non-negative whole number of nano-dollars")
+
+
+def _fast_hold_args(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int) -> dict:
+    now = timezone.now()
+    return {"team_id": team_id, "key_id": key_id, "request_id": request_id, "amount_nusd": amount_nusd,
+            "public_id": _hold_public_id(), "now": now,
+            "expires_at": now + timedelta(seconds=settings.HOLD_TTL_SECONDS)}
+
+
+def _fast_hold_ref(args: dict, hold_id: int | None) -> HoldRef:
+    if hold_id is None:
+        raise _insufficient(args["amount_nusd"])
+    return HoldRef(hold_id=hold_id, public_id=args["public_id"], team_id=args["team_id"], key_id=args["key_id"],
+                   request_id=args["request_id"], amount_nusd=args["amount_nusd"], is_test=False)
 
 
 def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
@@ -256,15 +268,19 @@ def _announce(receipt: Receipt, wallet: Wallet | None) -> None:
     transaction.on_commit(lambda: receipt_settled.send(sender=Receipt, receipt=receipt, wallet=wallet))
 
 
-def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
-           status: str = "succeeded") -> Receipt:
-    """Close the hold, debit the exact cost, write the receipt and its charge entry: one transaction.
+@dataclass(slots=True)
+class Settlement:
+    """A settlement priced but not yet written. Its receipt (public id, tokens, unit prices, exact costs)
+    is final: a reply rendered from it agrees with what record() writes."""
 
-    Five statements for a live key: close the hold (conditional, so a hold the sweeper already expired
-    is not released twice), one UPDATE moving held and balance together, one SELECT for the balance after,
-    the receipt and the ledger entry. A zero-cost settlement writes no ledger entry (nothing moved).
-    On PostgreSQL all of it is one statement (billing.fastpath), with the same outcomes.
-    """
+    hold: HoldRef
+    cost: pricing.Cost
+    receipt: Receipt  # unsaved
+
+
+def price(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
+          status: str = "succeeded") -> Settlement:
+    """Compute the cost (once, never above the hold) and the receipt to write. No I/O."""
     if status not in (ReceiptStatus.SUCCEEDED, ReceiptStatus.PARTIAL):
         raise ValueError("settle records a succeeded or partial request; use release for a failed one")
     computed = pricing.cost_of(usage, prices)  # the one place cost is computed; raises on negative tokens
@@ -272,39 +288,62 @@ def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta:
     if cost != computed:
         log.warning("request %s cost %s nusd but held only %s nusd; charging the hold amount",
                     hold.request_id, computed.total_nusd, hold.amount_nusd)
-    fields = dict(
-        status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
-        completion_tokens=usage.completion_tokens, input_price_nusd=prices.input_nusd,
-        cached_price_nusd=prices.cached_nusd, output_price_nusd=prices.output_nusd,
+    receipt = _receipt(
+        hold, meta, created_at=timezone.now(), status=status, prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
+        input_price_nusd=prices.input_nusd, cached_price_nusd=prices.cached_nusd, output_price_nusd=prices.output_nusd,
         input_cost_nusd=cost.input_nusd, output_cost_nusd=cost.output_nusd, total_cost_nusd=cost.total_nusd,
     )
+    return Settlement(hold=hold, cost=cost, receipt=receipt)
+
+
+def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
+           status: str = "succeeded") -> Receipt:
+    """Close the hold, debit the exact cost, write the receipt and its charge entry: one transaction."""
+    return record(price(hold, usage=usage, prices=prices, meta=meta, status=status))
+
+
+def record(settlement: Settlement) -> Receipt:
+    """Write a priced settlement: one transaction.
+
+    Five statements for a live key: close the hold (conditional, so a hold the sweeper already expired
+    is not released twice), one UPDATE moving held and balance together, one SELECT for the balance after,
+    the receipt and the ledger entry. A zero-cost settlement writes no ledger entry (nothing moved).
+    On PostgreSQL all of it is one statement (billing.fastpath), with the same outcomes.
+    """
+    hold, receipt = settlement.hold, settlement.receipt
     if hold.is_test:
-        receipt = _receipt(hold, meta, **fields)
         with transaction.atomic():
             receipt.save(force_insert=True)
             _announce(receipt, None)
         return receipt
-
-    now = timezone.now()
     if fastpath.enabled():
-        receipt = _receipt(hold, meta, created_at=now, **fields)
         try:
-            prior, wallet = fastpath.settle(hold_id=hold.hold_id, team_id=hold.team_id, amount_nusd=hold.amount_nusd,
-                                            cost_nusd=cost.total_nusd, receipt=receipt, txn_public_id=_txn_public_id(),
-                                            now=now)
+            prior, wallet = fastpath.settle(**_fast_settle_args(settlement))
         except fastpath.Stale:  # a sweeper expired the hold while we waited for its lock: the ORM path sorts it out
-            return _settle_orm(hold, cost=cost, meta=meta, fields=fields)
-        if wallet is None:
-            raise BillingError("hold_closed",
-                               f"Hold {hold.public_id} is {prior or 'missing'}; it cannot be closed twice.")
-        if prior == HoldStatus.EXPIRED:
-            _log_expired(hold)
+            return _settle_orm(settlement)
+        _check_fast_settled(hold, prior, wallet)
         _announce(receipt, wallet)
         return receipt
-    return _settle_orm(hold, cost=cost, meta=meta, fields=fields)
+    return _settle_orm(settlement)
 
 
-def _settle_orm(hold: HoldRef, *, cost: pricing.Cost, meta: ReceiptMeta, fields: dict) -> Receipt:
+def _fast_settle_args(settlement: Settlement) -> dict:
+    hold = settlement.hold
+    return {"hold_id": hold.hold_id, "team_id": hold.team_id, "amount_nusd": hold.amount_nusd,
+            "cost_nusd": settlement.cost.total_nusd, "receipt": settlement.receipt, "txn_public_id": _txn_public_id(),
+            "now": timezone.now()}
+
+
+def _check_fast_settled(hold: HoldRef, prior: str | None, wallet: Wallet | None) -> None:
+    if wallet is None:
+        raise BillingError("hold_closed", f"Hold {hold.public_id} is {prior or 'missing'}; it cannot be closed twice.")
+    if prior == HoldStatus.EXPIRED:
+        _log_expired(hold)
+
+
+def _settle_orm(settlement: Settlement) -> Receipt:
+    hold, cost, receipt = settlement.hold, settlement.cost, settlement.receipt
     now = timezone.now()
     with transaction.atomic():
         releases = _close_hold(hold, HoldStatus.SETTLED, now)
@@ -313,7 +352,6 @@ def _settle_orm(hold: HoldRef, *, cost: pricing.Cost, meta: ReceiptMeta, fields:
             held_nusd=F("held_nusd") - release, balance_nusd=F("balance_nusd") - cost.total_nusd, updated_at=now
         )
         wallet = Wallet.objects.get(team_id=hold.team_id)
-        receipt = _receipt(hold, meta, created_at=now, **fields)
         receipt.save(force_insert=True)
         if cost.total_nusd:
             LedgerEntry.objects.create(
@@ -346,33 +384,109 @@ def release(hold: HoldRef, *, meta: ReceiptMeta, error_code: str) -> Receipt:
     return receipt
 
 
-def _tidy_connection() -> None:
-    """What Django's request cycle does for its own thread: drop a broken or too-old connection. Worker
-    threads of the async wrappers keep theirs between calls (a small per-process pool) otherwise."""
-    conn = connections[DEFAULT_DB_ALIAS]
-    if conn.connection is None or conn.in_atomic_block:
-        return
-    if conn.errors_occurred or (conn.close_at is not None and time.monotonic() >= conn.close_at):
-        conn.close()
+async def aplace_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int, is_test: bool,
+                      monthly_spend_cap_nusd: int | None = None) -> HoldRef:
+    """place_hold from the event loop: the one-statement hold on the loop's own connection (no thread hop)
+    where it applies, otherwise place_hold in a worker thread."""
+    if is_test:  # nothing to write
+        return place_hold(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd,
+                          is_test=True)
+    if monthly_spend_cap_nusd is not None or not fastpath.async_enabled():
+        return await run_db(place_hold, team_id=team_id, key_id=key_id, request_id=request_id,
+                            amount_nusd=amount_nusd, is_test=is_test, monthly_spend_cap_nusd=monthly_spend_cap_nusd)
+    _check_hold_amount(amount_nusd)
+    args = _fast_hold_args(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd)
+    try:
+        hold_id = await fastpath.aplace_hold(**args)
+    except fastpath.UNAVAILABLE as exc:
+        log.warning("could not place a hold for %s: %s", request_id, type(exc).__name__)
+        raise ApiError(503, "billing_unavailable", "Billing is briefly unavailable, so the request was not sent "
+                       "upstream and nothing was charged. Retry in a moment.") from None
+    return _fast_hold_ref(args, hold_id)
 
 
-def _off_loop(func):
-    """Run a short-transaction service in a worker thread, not the single thread-sensitive one: each call
-    is self-contained, so streams for different requests settle in parallel."""
-
-    @functools.wraps(func)
-    def run(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _tidy_connection()
-
-    return sync_to_async(run, thread_sensitive=False)
+async def asettle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
+                  status: str = "succeeded") -> Receipt:
+    return await arecord(price(hold, usage=usage, prices=prices, meta=meta, status=status))
 
 
-aplace_hold = _off_loop(place_hold)
-asettle = _off_loop(settle)
-arelease = _off_loop(release)
+async def arecord(settlement: Settlement) -> Receipt:
+    """record() from the event loop: the one-statement settlement on the loop's own connection where it
+    applies, otherwise record() in a worker thread.
+
+    receipt_settled is then sent on the event loop: its receivers must not block (both of ours hand
+    anything slow to a thread)."""
+    hold, receipt = settlement.hold, settlement.receipt
+    if hold.is_test or not fastpath.async_enabled():
+        return await run_db(record, settlement)
+    try:
+        prior, wallet = await fastpath.asettle(**_fast_settle_args(settlement))
+    except fastpath.Stale:
+        return await run_db(_settle_orm, settlement)
+    _check_fast_settled(hold, prior, wallet)
+    receipt_settled.send(sender=Receipt, receipt=receipt, wallet=wallet)
+    return receipt
+
+
+class Unsettled:
+    """Settlements of this process whose reply went out before they were written (the gateway records a
+    plain request's settlement right after sending its response). Balance and receipt reads wait for the
+    team's to land, so a client reading right after its reply, on the same keep-alive connection and so
+    the same process, sees its charge. Thread-safe: the event loop counts, read views (threads) wait."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._teams: dict[int, int] = {}
+
+    def add(self, team_id: int) -> None:
+        with self._changed:
+            self._teams[team_id] = self._teams.get(team_id, 0) + 1
+
+    def done(self, team_id: int) -> None:
+        with self._changed:
+            left = self._teams.get(team_id, 0) - 1
+            if left > 0:
+                self._teams[team_id] = left
+            else:
+                self._teams.pop(team_id, None)
+            self._changed.notify_all()
+
+    def wait(self, team_id: int | None = None, timeout: float = 2.0) -> bool:
+        """Block until the team's (or, with None, every team's) pending settlements are written. False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not (self._teams.get(team_id) if team_id else self._teams),
+                                          timeout=timeout)
+
+
+unsettled = Unsettled()
+
+
+async def arecord_after_reply(settlement: Settlement) -> Receipt | None:
+    """arecord for a settlement whose reply was already sent (registered in `unsettled` by the caller).
+
+    A database error is retried with backoff; if it persists the request goes unpaid (its hold expires and
+    is released by the sweeper) and an error is logged: the books stay balanced either way."""
+    try:
+        for delay in (0.0, 0.05, 0.25, 1.0, 3.0):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                return await arecord(settlement)
+            except BillingError as exc:  # already written (an earlier attempt committed before failing)
+                log.warning("settlement of %s after the reply: %s", settlement.hold.request_id, exc.message)
+                return None
+            except Exception as exc:  # noqa: BLE001 - retried, then logged below
+                log.warning("settlement of %s after the reply failed (%s); retrying", settlement.hold.request_id,
+                            type(exc).__name__)
+        log.error("could not record the settlement of %s (receipt %s) after its reply; the hold will expire "
+                  "unpaid", settlement.hold.request_id, settlement.receipt.public_id)
+        return None
+    finally:
+        unsettled.done(settlement.hold.team_id)
+
+
+async def arelease(hold: HoldRef, *, meta: ReceiptMeta, error_code: str) -> Receipt:
+    return await run_db(release, hold, meta=meta, error_code=error_code)
 
 
 # --- the sweeper --------------------------------------------------------------------------------------

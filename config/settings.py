@@ -123,6 +123,12 @@ else:
             },
         }
     }
+# The gateway's hold and settlement statements run from the event loop on a small async psycopg pool
+# per worker process (billing.fastpath); 0 sends them through worker threads like other ORM work.
+DB_ASYNC_POOL_SIZE = env_int("DB_ASYNC_POOL_SIZE", 8)
+DB_ASYNC_POOL_TIMEOUT_SECONDS = env_float("DB_ASYNC_POOL_TIMEOUT_SECONDS", 10.0)
+# Whether those two statements wait for the WAL flush (billing.fastpath, "Commit durability").
+HOT_PATH_SYNCHRONOUS_COMMIT = env_bool("HOT_PATH_SYNCHRONOUS_COMMIT", False)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channel layer, Celery -------------------------------------------

@@ -1,7 +1,8 @@
 """Pushes settlements and credits to the open dashboard pages of the team, over the channel layer.
 
-Runs after every settlement commits (on the hot path): one group_send, no queries beyond the team's
-public id, which is cached per process (it never changes); nothing at all while no page listens.
+Runs after every settlement commits (on the hot path, possibly on the gateway's event loop): one
+group_send, no queries beyond the team's public id, which is cached per process (it never changes; on
+the event loop a miss is looked up in a thread); nothing at all while no page listens.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import asyncio
 import logging
 import time
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.core.exceptions import SynchronousOnlyOperation
 
 from billing.signals import receipt_settled, wallet_credited
 from dashboard.templatetags.dashboard_tags import usd
@@ -115,54 +117,74 @@ async def _deliver(layer, group: str, message: dict) -> None:
         log.warning("live update to %s dropped: %s", group, exc)
 
 
-def _spawn(loop: asyncio.AbstractEventLoop, layer, group: str, message: dict) -> None:
-    task = loop.create_task(_deliver(layer, group, message))
+def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
+    task = loop.create_task(coro)
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 
 
-def _send(team_public: str, message: dict) -> None:
-    """Fire and forget. On the gateway's hot path this runs in a sync_to_async worker thread right after
-    the settlement commits; blocking that thread on `async_to_sync` cost ~6 ms CPU per request, so the
-    send is handed to the server's event loop instead. Plain sync callers (tests, commands, admin) block."""
+def _send(team_public: str, build) -> None:
+    """Fire and forget `build(team_public)` to the team's group. On the gateway's hot path this runs on
+    the event loop or in a worker thread right after the settlement commits; blocking that thread on
+    `async_to_sync` cost ~6 ms CPU per request, so the send is handed to the server's event loop instead.
+    Plain sync callers (tests, commands, admin) block."""
     layer = get_channel_layer()
     if layer is None:
         return
     group = group_name(team_public)
     if _nobody_listening(layer, group):
         return
+    message = build(team_public)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
         if loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(_spawn, loop, layer, group, message)
+            loop.call_soon_threadsafe(_spawn, loop, _deliver(layer, group, message))
             return
         async_to_sync(_deliver)(layer, group, message)
         return
-    _spawn(loop, layer, group, message)
+    _spawn(loop, _deliver(layer, group, message))
+
+
+def _publish(team_id: int, build, receipt=None, wallet=None) -> None:
+    try:
+        try:
+            team_public = team_public_id(team_id, receipt, wallet)
+        except SynchronousOnlyOperation:  # on the event loop, and the team's public id is not cached yet
+            _spawn(asyncio.get_running_loop(), _publish_later(team_id, build, receipt, wallet))
+            return
+        _send(team_public, build)
+    except Exception:  # a live-update problem must never disturb the request that was just paid for
+        log.exception("live update failed for team %s", team_id)
+
+
+async def _publish_later(team_id: int, build, receipt, wallet) -> None:
+    try:
+        team_public = await sync_to_async(team_public_id, thread_sensitive=False)(team_id, receipt, wallet)
+        _send(team_public, build)
+    except Exception:
+        log.exception("live update failed for team %s", team_id)
 
 
 def on_receipt_settled(sender, receipt=None, wallet=None, **kwargs) -> None:
-    try:
-        team_public = team_public_id(receipt.team_id, receipt, wallet)
+    def build(team_public: str) -> dict:
         message = {"type": "team.update", "receipt": receipt_payload(receipt, team_public)}
         if wallet is not None:
             message["balance"] = balance_payload(wallet)
-        _send(team_public, message)
-    except Exception:  # a live-update problem must never disturb the request that was just paid for
-        log.exception("live update failed for receipt %s", getattr(receipt, "public_id", "?"))
+        return message
+
+    _publish(receipt.team_id, build, receipt, wallet)
 
 
 def on_wallet_credited(sender, wallet=None, entry=None, **kwargs) -> None:
-    try:
-        team_public = team_public_id(wallet.team_id, None, wallet)
+    def build(team_public: str) -> dict:
         message = {"type": "team.update", "balance": balance_payload(wallet)}
         if entry is not None:
             message["ledger"] = {"id": entry.public_id, "kind": entry.kind, "amount": usd(entry.amount_nusd)}
-        _send(team_public, message)
-    except Exception:
-        log.exception("live update failed for a credit to wallet %s", getattr(wallet, "pk", "?"))
+        return message
+
+    _publish(wallet.team_id, build, None, wallet)
 
 
 def connect() -> None:

@@ -13,9 +13,9 @@ from ninja import Router
 from ninja.security.base import AuthBase
 
 from accounts.auth import KeyContext, client_ip_from_request, extract_key, key_headers
+from config.db import run_db
 from gateway import openapi, schemas, services, sse, streaming
 from gateway.api_limits import counts_own_requests
-from gateway.db import run_db
 
 router = Router(tags=["inference"])
 

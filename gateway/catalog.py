@@ -15,8 +15,8 @@ from decimal import Decimal
 from django.db.models.signals import post_delete, post_save
 
 from billing.pricing import Prices, per_million_usd
+from config.db import run_db
 from gateway import conf
-from gateway.db import run_db
 from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
 from gateway.providers.base import ProviderConfig
 

@@ -21,9 +21,6 @@ DEFAULTS: dict[str, Any] = {
     # Circuit breaker per route: consecutive failures that open it, and how long it stays open.
     "GATEWAY_BREAKER_FAILURES": 5,
     "GATEWAY_BREAKER_COOLDOWN_SECONDS": 30.0,
-    # Database work from the event loop runs in a thread pool; thread-sensitive mode would funnel
-    # every request through one thread. Tests that share the test transaction switch it on.
-    "GATEWAY_DB_THREAD_SENSITIVE": False,
     # Idempotency keys are kept this long per team.
     "GATEWAY_IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
 }

@@ -4,7 +4,11 @@ Measured about twice as cheap as Django's view stack under uvicorn (bench/result
 that advantage by not using the generic machinery it does not need: `__call__` reads the body itself
 instead of dispatching each ASGI message through `await_many_dispatch` (a task per message, a thread
 hop per message for close_old_connections, and a channel-layer channel per request). Database work
-happens in the service's few units, each on the thread pool (gateway.db).
+happens in the service's few units, each on the thread pool (config.db) or,
+for the hold and the settlement, on the event loop's own database connection (billing.fastpath).
+
+A plain non-streaming request is settled right after its response is sent (services.complete): the
+client does not wait for that write; the body already carries the receipt id and exact costs it writes.
 
 Streams: headers go out with the first upstream chunk (until then a failing route can fall back);
 a keep-alive comment is written whenever upstream stays silent for GATEWAY_KEEPALIVE_SECONDS (which
@@ -36,6 +40,15 @@ def _header(scope: dict, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+async def _uncancellable(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class InferenceConsumer(AsyncHttpConsumer):
@@ -96,8 +109,12 @@ class InferenceConsumer(AsyncHttpConsumer):
         elif outcome.plan.stream:
             await self._stream(outcome)
         else:
-            reply = await services.complete(outcome)
-            await self._respond(reply.status, reply.body, reply.headers, _JSON)
+            reply = await services.complete(outcome, settle_after_reply=True)
+            try:
+                await self._respond(reply.status, reply.body, reply.headers, _JSON)
+            finally:
+                if reply.after is not None:  # the settlement, written once the client has its answer
+                    await _uncancellable(reply.after())
 
     # -- plain responses ---------------------------------------------------------------------------------
 

@@ -11,8 +11,10 @@ the catalog come from per-process caches. A test key places no hold and writes o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +23,22 @@ import orjson
 from accounts.auth import KeyContext, aauthenticate, check_model_allowed, key_headers
 from billing import pricing
 from billing.models import Receipt
-from billing.services import HoldRef, ReceiptMeta, place_hold, release, settle
+from billing.services import (
+    HoldRef,
+    ReceiptMeta,
+    aplace_hold,
+    arecord_after_reply,
+    asettle,
+    place_hold,
+    price,
+    release,
+    settle,
+    unsettled,
+)
+from config.db import run_db
 from config.errors import ApiError
 from gateway import conf, idempotency, ratelimit, render, router, schemas
 from gateway.catalog import AUTO_MODEL, ModelEntry, Needs, RouteEntry, asnapshot, order_routes, resolve
-from gateway.db import run_db
 from gateway.models import ModelKind, StoredCompletion
 from gateway.tokens import count_prompt_tokens, estimate_prompt_tokens
 
@@ -59,6 +72,8 @@ class Reply:
     body: bytes
     headers: dict[str, str]
     content_type: str = "application/json"
+    # Work to run once the reply is sent: the settlement, when the caller asked to settle after replying.
+    after: Callable[[], Awaitable[Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -239,10 +254,10 @@ async def admit(ctx: KeyContext, endpoint: Endpoint, body: bytes, *, request_id:
             if replay is not None:
                 return Reply(replay.status, replay.body, {**headers, "Idempotent-Replayed": "true"},
                              replay.content_type)
-        elif ctx.is_test:
-            hold = _hold(ctx, request_id, p.hold_nusd)  # writes nothing
         else:
-            hold = await run_db(_hold, ctx, request_id, p.hold_nusd)
+            hold = await aplace_hold(team_id=ctx.team_id, key_id=ctx.key_id, request_id=request_id,
+                                     amount_nusd=p.hold_nusd, is_test=ctx.is_test,
+                                     monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd)
     except ApiError as exc:
         exc.headers = {**headers, **exc.headers}
         raise
@@ -257,7 +272,7 @@ _team_store: dict[int, tuple[bool, float]] = {}
 
 
 def _team_stores(team_id: int) -> bool:
-    """Team setting `store_completions`, cached per process for a few seconds (read inside a DB unit)."""
+    """Team setting `store_completions`, cached per process for a few seconds."""
     hit = _team_store.get(team_id)
     now = time.monotonic()
     if hit is not None and now - hit[1] < conf.get("GATEWAY_TEAM_TTL_SECONDS"):
@@ -271,18 +286,57 @@ def _team_stores(team_id: int) -> bool:
     return value
 
 
+async def _ateam_stores(team_id: int) -> bool:
+    hit = _team_store.get(team_id)
+    if hit is not None and time.monotonic() - hit[1] < conf.get("GATEWAY_TEAM_TTL_SECONDS"):
+        return hit[0]
+    return await run_db(_team_stores, team_id)
+
+
+async def _stores(adm: Admission) -> bool:
+    """Whether this request's chat completion is stored (the request or the team asks)."""
+    return adm.plan.endpoint is CHAT and (adm.store or await _ateam_stores(adm.ctx.team_id))
+
+
+async def finish(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str,
+                 render_body: Callable[[Receipt], bytes], stored_body: Callable[[Receipt], bytes] | None = None,
+                 content_type: str = "application/json") -> tuple[Receipt, bytes]:
+    """Settle a request that got its answer and render the reply from the receipt.
+
+    A chat completion is stored (its body, or `stored_body` for a stream) when the request or the team
+    asks. The common case, nothing to store and no idempotency key, is the one settlement statement on
+    the event loop's connection; otherwise settlement, stored completion and idempotent reply are one
+    transaction in a worker thread. Shielded: cancelling the caller does not cancel the settlement."""
+    store = await _stores(adm)
+    if store or adm.idempotency_key is not None:
+        work = run_db(finish_ok, adm, usage=usage, meta=meta, status=status, render_body=render_body,
+                      store=store, stored_body=stored_body, content_type=content_type)
+    else:
+        work = _settle_and_render(adm, usage=usage, meta=meta, status=status, render_body=render_body)
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task  # the client is gone; the money must still be right
+        raise
+
+
+async def _settle_and_render(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str,
+                             render_body: Callable[[Receipt], bytes]) -> tuple[Receipt, bytes]:
+    receipt = await asettle(adm.hold, usage=usage, prices=adm.plan.model.prices, meta=meta, status=status)
+    return receipt, render_body(receipt)
+
+
 def finish_ok(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str, render_body,
-              content_type: str = "application/json") -> tuple[Receipt, bytes]:
+              store: bool = False, stored_body=None, content_type: str = "application/json") -> tuple[Receipt, bytes]:
     """One DB unit: settle, render the body from the receipt, store the completion and the idempotent reply."""
     from django.db import transaction
 
-    store = adm.plan.endpoint is CHAT and not adm.plan.stream and (adm.store or _team_stores(adm.ctx.team_id))
-    extra = store or adm.idempotency_key is not None
-    with transaction.atomic() if extra else _nullcontext():
+    with transaction.atomic():
         receipt = settle(adm.hold, usage=usage, prices=adm.plan.model.prices, meta=meta, status=status)
         body = render_body(receipt)
         if store:
-            _store_completion(adm, receipt, body)
+            _store_completion(adm, receipt, stored_body(receipt) if stored_body is not None else body)
         if adm.idempotency_key is not None:
             if status == "succeeded":
                 idempotency.complete(team_id=adm.ctx.team_id, key=adm.idempotency_key, request_id=adm.request_id,
@@ -298,14 +352,6 @@ def _store_completion(adm: Admission, receipt: Receipt, body: bytes) -> None:
         receipt_id=receipt.public_id, model=adm.plan.model.id, request=adm.plan.payload, response=body.decode(),
         metadata=adm.plan.request.metadata or {},
     )
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def finish_failed(adm: Admission, *, meta: ReceiptMeta, error_code: str) -> Receipt:
@@ -348,8 +394,14 @@ def _usage(up) -> pricing.Usage:
                          cached_tokens=up.cached_tokens)
 
 
-async def complete(adm: Admission) -> Reply:
-    """A non-streaming call: route, then settle and render in one DB unit."""
+async def complete(adm: Admission, *, settle_after_reply: bool = False) -> Reply:
+    """A non-streaming call: route, then settle and render.
+
+    With settle_after_reply (the Channels consumer), a plain request (nothing to store, no idempotency
+    key) is priced and rendered now and its settlement returned as the reply's `after`, for the caller to
+    run once the response is sent: the client does not wait for the write. The receipt id and costs in
+    the body are those the settlement writes; reads of the team's balance and receipts in this process
+    wait for it (billing.services.unsettled)."""
     p = adm.plan
     model_id = p.model.id
 
@@ -376,9 +428,13 @@ async def complete(adm: Admission) -> Reply:
             return render.completion_body(result.body, completion_id=adm.completion_id, model=model_id,
                                           receipt=receipt)
 
-    settle_task = asyncio.ensure_future(run_db(finish_ok, adm, usage=_usage(result.usage), meta=meta,
-                                               status="succeeded", render_body=render_body))
-    _receipt, body = await asyncio.shield(settle_task)
+    usage = _usage(result.usage)
+    if settle_after_reply and adm.idempotency_key is None and not await _stores(adm):
+        settlement = price(adm.hold, usage=usage, prices=p.model.prices, meta=meta)
+        body = render_body(settlement.receipt)
+        unsettled.add(adm.ctx.team_id)
+        return Reply(200, body, adm.headers, after=functools.partial(arecord_after_reply, settlement))
+    _receipt, body = await finish(adm, usage=usage, meta=meta, status="succeeded", render_body=render_body)
     return Reply(200, body, adm.headers)
 
 

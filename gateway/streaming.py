@@ -22,15 +22,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from django.db import transaction
 
 from billing import pricing
 from billing.models import Receipt
 from config.errors import ApiError, envelope
 from gateway import render, router, services, sse
-from gateway.db import run_db
 from gateway.providers.base import ProviderError
-from gateway.services import CHAT, Admission, elapsed_ms, fail, finish_ok
+from gateway.services import CHAT, Admission, elapsed_ms, fail, finish
 from gateway.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -169,26 +167,12 @@ class StreamRelay:
                                           completion_id=adm.completion_id, model=adm.plan.model.id, receipt=receipt)
 
         try:
-            receipt, _body = await run_db(_finish_stream, adm, usage=usage, meta=meta, status=outcome,
-                                          render_body=render_body, stored_body=stored_body)
+            receipt, _body = await finish(adm, usage=usage, meta=meta, status=outcome, render_body=render_body,
+                                          stored_body=stored_body, content_type=sse.HEADERS["Content-Type"])
         except Exception:
             log.exception("could not settle stream %s", adm.request_id)
             return None
         return receipt
-
-
-def _finish_stream(adm: Admission, *, usage: pricing.Usage, meta, status: str, render_body,
-                   stored_body: Callable[[Receipt], bytes]) -> tuple[Receipt, bytes]:
-    """finish_ok, plus — for a chat stream with `store: true` or a team that stores completions — the
-    completion assembled from its chunks, in the same transaction as the settlement."""
-    if adm.plan.endpoint is not CHAT or not (adm.store or services._team_stores(adm.ctx.team_id)):
-        return finish_ok(adm, usage=usage, meta=meta, status=status, render_body=render_body,
-                         content_type=sse.HEADERS["Content-Type"])
-    with transaction.atomic():
-        receipt, body = finish_ok(adm, usage=usage, meta=meta, status=status, render_body=render_body,
-                                  content_type=sse.HEADERS["Content-Type"])
-        services._store_completion(adm, receipt, stored_body(receipt))
-    return receipt, body
 
 
 def assemble_chat(chunks, *, created: int) -> dict[str, Any]:

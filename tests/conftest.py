@@ -27,6 +27,13 @@ def _fresh_rate_limit_windows():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_async_db_pool(settings):
+    """The async hold/settle connections (billing.fastpath) cannot see rows of the test transaction: off
+    by default; on for the live server (`live`) and for the tests of the pool itself."""
+    settings.DB_ASYNC_POOL_SIZE = 0
+
+
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 

@@ -66,8 +66,16 @@ def start(app=None) -> LiveASGIServer:
                             timeout_graceful_shutdown=2)
     server = _ThreadServer(config)
 
+    async def serve_then_close_pool() -> None:
+        from billing import fastpath
+
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await fastpath.close_pool()
+
     def serve() -> None:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve_then_close_pool())
 
     thread = threading.Thread(target=serve, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -108,4 +116,5 @@ def live(asgi_live_server, transactional_db, settings) -> LiveASGIServer:
     """The live server, for a test whose committed rows it must see; links it builds point at it."""
     settings.PUBLIC_BASE_URL = asgi_live_server.url
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+    settings.DB_ASYNC_POOL_SIZE = 4  # as in production: holds and settlements on the server loop's own pool
     return asgi_live_server

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from accounts.keys import mint_key
 from billing.pricing import NUSD_PER_USD
-from billing.services import grant_credit
+from billing.services import grant_credit, unsettled
 from gateway import catalog
 from gateway.models import CatalogModel, Provider, Route
 from tests.gateway.conftest import reset_gateway_state
@@ -48,6 +48,11 @@ def sdk(base_url, live_key):
 
     with openai.OpenAI(base_url=base_url, api_key=live_key, max_retries=0, timeout=20) as client:
         yield client
+
+
+def settled() -> None:
+    """Wait until the live server (this process) has written the settlements it records after replying."""
+    assert unsettled.wait(timeout=10), "settlements still pending after 10 s"
 
 
 def flaky_model(upstream: MisbehavingUpstream, mode: str, *, backup: bool = True, timeout: float = 2.0,

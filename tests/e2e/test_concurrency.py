@@ -12,6 +12,7 @@ from billing.models import Receipt, Wallet
 from billing.reconcile import find_discrepancies
 from billing.services import grant_credit
 from tests.conftest import requires_postgres
+from tests.e2e.conftest import settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), requires_postgres]
 MSGS = [{"role": "user", "content": "hello"}]
@@ -44,6 +45,7 @@ def test_concurrent_requests_never_spend_more_than_the_wallet_holds(base_url, tr
     statuses = race(base_url, key, 24, model="demo-chat-mini", messages=MSGS, max_tokens=200)
     assert set(statuses) <= {200, 402}
     assert 200 in statuses and 402 in statuses
+    settled()
     wallet = Wallet.objects.get(team=team)
     assert wallet.balance_nusd >= 0 and wallet.held_nusd == 0
     assert Receipt.objects.filter(status="succeeded").count() == statuses.count(200)

@@ -13,7 +13,7 @@ import pytest
 
 from billing.models import Receipt, Wallet
 from billing.reconcile import find_discrepancies
-from tests.e2e.conftest import flaky_model
+from tests.e2e.conftest import flaky_model, settled
 from tests.live_server import closed_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -31,6 +31,7 @@ def test_a_failing_primary_falls_back_to_the_backup(sdk, upstream, acme, mode):
     routing = completion.model_extra["routing"]
     assert routing["provider"] == "simulator"
     assert routing["attempts"] == (2 if mode == "hang" else 3)  # a timeout is not retried on the same route
+    settled()
     receipt = Receipt.objects.get(public_id=completion.usage.model_extra["receipt_id"])
     assert receipt.attempts == routing["attempts"] and receipt.provider == "simulator"
     assert find_discrepancies() == []

@@ -10,6 +10,7 @@ import pytest
 from accounts.keys import mint_key
 from billing.models import Receipt, Wallet
 from billing.reconcile import find_discrepancies
+from tests.e2e.conftest import settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -28,11 +29,32 @@ def test_chat_with_usage_costs_and_headers(sdk, acme):
     assert raw.headers["x-request-id"].startswith("req_")
     assert raw.headers["x-ratelimit-remaining-requests"] == "59"
     extra = completion.usage.model_extra
+    settled()
     receipt = Receipt.objects.get(public_id=extra["receipt_id"])
     assert receipt.request_id == raw.headers["x-request-id"]
     assert receipt.completion_tokens == completion.usage.completion_tokens
     assert completion.model_extra["routing"]["provider"] == "simulator"
     assert Wallet.objects.get(team=acme).balance_nusd == 10 * 10**9 - receipt.total_cost_nusd
+    assert find_discrepancies() == []
+
+
+def test_the_charge_is_readable_right_after_the_reply(base_url, live_key, acme):
+    """The settlement is written just after the response goes out; a client that reads its receipt and
+    balance at once (same connection, so same server process) still sees the charge, every time."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {live_key}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=20) as http:
+        balance = 10 * 10**9
+        for _ in range(20):
+            reply = http.post("/chat/completions", json={"model": "demo-chat", "max_tokens": 5,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+            usage = reply.json()["usage"]
+            receipt = http.get(f"/receipts/{usage['receipt_id']}")
+            assert receipt.status_code == 200
+            assert receipt.json()["total_cost_usd"] == usage["total_cost_usd"]
+            balance -= Receipt.objects.get(public_id=usage["receipt_id"]).total_cost_nusd
+            assert http.get("/balance").json()["credits"] == balance / 10**9
     assert find_discrepancies() == []
 
 

@@ -26,7 +26,7 @@ def reset_gateway_state() -> None:
 @pytest.fixture(autouse=True)
 def _fresh_gateway_state(settings):
     # DB units run on the test's own thread/connection (the test transaction), as with thread_sensitive.
-    settings.GATEWAY_DB_THREAD_SENSITIVE = True
+    settings.DB_THREAD_SENSITIVE = True
     settings.GATEWAY_RETRY_BACKOFF_SECONDS = 0
     reset_gateway_state()
     yield

@@ -1,7 +1,9 @@
-"""The one way the async gateway reaches the ORM: a few small sync units run in a thread pool.
+"""The one way async code (the gateway, billing's async entry points) reaches the ORM: small, self-contained
+sync units run in a thread pool.
 
 Django's default (thread-sensitive) mode would run every request's database work on one shared
-thread; the gateway's units are independent transactions, so they run on the loop's pool instead.
+thread; these units are independent transactions, so they run on the loop's pool instead. Tests whose
+rows live in the test transaction set DB_THREAD_SENSITIVE so the units run on the test's own connection.
 Each pool thread keeps its own persistent connection; Django's request_started/finished hooks never
 run there, so the unit itself drops a connection that broke or outlived CONN_MAX_AGE.
 """
@@ -13,9 +15,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
-
-from gateway import conf
 
 T = TypeVar("T")
 
@@ -34,5 +35,5 @@ def _hygienic(fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
 
 
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    thread_sensitive = conf.get("GATEWAY_DB_THREAD_SENSITIVE")
+    thread_sensitive = getattr(settings, "DB_THREAD_SENSITIVE", False)
     return await sync_to_async(_hygienic, thread_sensitive=thread_sensitive)(fn, args, kwargs)
