@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from accounts.keys import mint_key
 from billing.models import Receipt, Wallet
 from billing.reconcile import find_discrepancies
+from tests.conftest import requires_postgres
 from tests.e2e.conftest import settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -142,3 +144,39 @@ async def test_the_async_sdk_chats_and_streams(base_url, live_key):
                                                       messages=[{"role": "user", "content": "hi"}], max_tokens=8)
         pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         assert "".join(pieces)
+
+
+@requires_postgres
+def test_one_request_costs_two_database_statements_on_the_event_loop(sdk, acme, monkeypatch):
+    """The production path (live server, PostgreSQL, the loop's pool): after the caches are warm, one plain
+    request makes exactly two statements — the hold and the settlement — and no ORM query at all."""
+    import psycopg
+    from django.db.backends.utils import CursorWrapper
+
+    def chat():
+        sdk.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        settled()
+
+    chat()  # warms the key, catalog and team caches and opens the pool
+    from dashboard import live
+
+    deadline = time.monotonic() + 5  # the live-update hook looks the team up once per process, in a thread
+    while acme.id not in live._public_ids and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pooled, orm = [], []
+    real_execute, real_orm = psycopg.AsyncConnection.execute, CursorWrapper._execute
+
+    async def count_pooled(self, query, *args, **kwargs):
+        pooled.append(str(query))
+        return await real_execute(self, query, *args, **kwargs)
+
+    def count_orm(self, sql, *args, **kwargs):
+        orm.append(sql)
+        return real_orm(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", count_pooled)
+    monkeypatch.setattr(CursorWrapper, "_execute", count_orm)
+    chat()
+    monkeypatch.undo()
+    assert [q.split(" AS (")[0] for q in pooled] == ["WITH w", "WITH h"], pooled
+    assert orm == []
