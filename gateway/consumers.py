@@ -42,15 +42,6 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-async def _uncancellable(coro) -> None:
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
-
-
 class InferenceConsumer(AsyncHttpConsumer):
     endpoint: services.Endpoint = services.CHAT
 
@@ -114,7 +105,7 @@ class InferenceConsumer(AsyncHttpConsumer):
                 await self._respond(reply.status, reply.body, reply.headers, _JSON)
             finally:
                 if reply.after is not None:  # the settlement, written once the client has its answer
-                    await _uncancellable(reply.after())
+                    await services.uncancellable(reply.after())
 
     # -- plain responses ---------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -43,6 +43,7 @@ from gateway.models import ModelKind, StoredCompletion
 from gateway.tokens import count_prompt_tokens, estimate_prompt_tokens
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INFERENCE = "inference"
 MODELS_READ = "models:read"
@@ -116,6 +117,17 @@ class Admission:
             attempts=attempts, streamed=streamed, latency_ms=latency_ms, ttft_ms=ttft_ms,
             idempotency_key=self.idempotency_key or "", key_label=f"{self.ctx.name} ({self.ctx.masked})",
         )
+
+
+async def uncancellable(coro: Awaitable[T]) -> T:
+    """Run `coro` to the end even if the caller is cancelled (a client that leaves must not skip the money
+    work); the cancellation is re-raised once it is done."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def elapsed_ms(started: float) -> int:
@@ -271,31 +283,27 @@ async def admit(ctx: KeyContext, endpoint: Endpoint, body: bytes, *, request_id:
 _team_store: dict[int, tuple[bool, float]] = {}
 
 
-def _team_stores(team_id: int) -> bool:
-    """Team setting `store_completions`, cached per process for a few seconds."""
-    hit = _team_store.get(team_id)
-    now = time.monotonic()
-    if hit is not None and now - hit[1] < conf.get("GATEWAY_TEAM_TTL_SECONDS"):
-        return hit[0]
+def _load_team_stores(team_id: int) -> bool:
     from accounts.models import Team
 
     value = bool(Team.objects.filter(pk=team_id).values_list("store_completions", flat=True).first())
     if len(_team_store) > 50_000:
         _team_store.clear()
-    _team_store[team_id] = (value, now)
+    _team_store[team_id] = (value, time.monotonic())
     return value
 
 
-async def _ateam_stores(team_id: int) -> bool:
+async def _team_stores(team_id: int) -> bool:
+    """Team setting `store_completions`, cached per process for a few seconds."""
     hit = _team_store.get(team_id)
     if hit is not None and time.monotonic() - hit[1] < conf.get("GATEWAY_TEAM_TTL_SECONDS"):
         return hit[0]
-    return await run_db(_team_stores, team_id)
+    return await run_db(_load_team_stores, team_id)
 
 
 async def _stores(adm: Admission) -> bool:
     """Whether this request's chat completion is stored (the request or the team asks)."""
-    return adm.plan.endpoint is CHAT and (adm.store or await _ateam_stores(adm.ctx.team_id))
+    return adm.plan.endpoint is CHAT and (adm.store or await _team_stores(adm.ctx.team_id))
 
 
 async def finish(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str,
@@ -313,12 +321,7 @@ async def finish(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, sta
                       store=store, stored_body=stored_body, content_type=content_type)
     else:
         work = _settle_and_render(adm, usage=usage, meta=meta, status=status, render_body=render_body)
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task  # the client is gone; the money must still be right
-        raise
+    return await uncancellable(work)
 
 
 async def _settle_and_render(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str,
@@ -365,12 +368,8 @@ def finish_failed(adm: Admission, *, meta: ReceiptMeta, error_code: str) -> Rece
 async def fail(adm: Admission, *, error_code: str, attempts: int, route: RouteEntry | None) -> None:
     """Release, shielded from cancellation: a request that dies still frees its hold."""
     meta = adm.meta(route=route, attempts=attempts, latency_ms=elapsed_ms(adm.started), streamed=adm.plan.stream)
-    task = asyncio.ensure_future(run_db(finish_failed, adm, meta=meta, error_code=error_code))
     try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+        await uncancellable(run_db(finish_failed, adm, meta=meta, error_code=error_code))
     except Exception:
         log.exception("could not release hold for %s", adm.request_id)
 

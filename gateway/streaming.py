@@ -9,7 +9,7 @@ relays every chunk as an SSE frame the moment it arrives and always ends in exac
   counted and settled "partial";
 - upstream broke mid-stream: an error frame is sent and the hold released (failed attempts cost nothing).
 
-The settlement runs in its own task awaited through asyncio.shield, so cancellation cannot skip it.
+The settlement runs through services.uncancellable, so cancellation cannot skip it.
 """
 
 from __future__ import annotations
@@ -105,12 +105,7 @@ class StreamRelay:
             log.warning("stream %s broke mid-way: %s", self.adm.request_id, exc.message)
         finally:
             await self._close_upstream()
-            settle = asyncio.ensure_future(self._settle(outcome, error))
-            try:
-                receipt = await asyncio.shield(settle)
-            except asyncio.CancelledError:
-                await settle  # the client is gone; the money must still be right
-                raise
+            receipt = await services.uncancellable(self._settle(outcome, error))  # even if the client left
         if outcome == "failed":
             body = envelope("The upstream provider failed in the middle of the stream.", kind="upstream_error",
                             code="upstream_error", param=None, request_id=self.adm.request_id)
