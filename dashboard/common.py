@@ -9,12 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import TeamAccess, team_for_user
-from accounts.auth import client_ip_from_request
 from accounts.permissions import Action
-
-
-def client_ip(request) -> str | None:
-    return client_ip_from_request(request)
 
 
 def forbidden(request, access: TeamAccess, message: str = "Your role in this team does not allow that."):

@@ -8,10 +8,11 @@ from django.shortcuts import get_object_or_404, redirect
 
 from accounts import services as account_services
 from accounts.access import TeamAccess
+from accounts.auth import client_ip_from_request as client_ip
 from accounts.models import Membership
 from accounts.permissions import Action
 from accounts.services import AccountsError, PermissionDenied
-from dashboard.common import client_ip, forbidden, page, team_page
+from dashboard.common import forbidden, page, team_page
 from dashboard.forms import DeleteTeamForm, TeamSettingsForm, TransferOwnershipForm
 
 

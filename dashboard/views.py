@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods
 from accounts import keys as key_services
 from accounts import services as account_services
 from accounts.access import TeamAccess, teams_for_user
+from accounts.auth import client_ip_from_request as client_ip
 from accounts.keys import KeyActor
 from accounts.models import ApiKey, Invitation, Membership, Role
 from accounts.permissions import Action, can_assign
@@ -27,7 +28,7 @@ from billing.models import Receipt
 from billing.pricing import nusd_to_usd
 from billing.services import month_start
 from dashboard import catalog
-from dashboard.common import client_ip, forbidden, page, team_page
+from dashboard.common import forbidden, page, team_page
 from dashboard.forms import (
     InvitationSignupForm,
     InviteForm,

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     # Circuit breaker per route: consecutive failures that open it, and how long it stays open.
     "GATEWAY_BREAKER_FAILURES": 5,
     "GATEWAY_BREAKER_COOLDOWN_SECONDS": 30.0,
+    # The Channels consumer sends a plain completion's response before writing its settlement.
+    "GATEWAY_SETTLE_AFTER_REPLY": True,
     # Idempotency keys are kept this long per team.
     "GATEWAY_IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
 }

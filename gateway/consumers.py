@@ -100,7 +100,7 @@ class InferenceConsumer(AsyncHttpConsumer):
         elif outcome.plan.stream:
             await self._stream(outcome)
         else:
-            reply = await services.complete(outcome, settle_after_reply=True)
+            reply = await services.complete(outcome, settle_after_reply=conf.get("GATEWAY_SETTLE_AFTER_REPLY"))
             try:
                 await self._respond(reply.status, reply.body, reply.headers, _JSON)
             finally:

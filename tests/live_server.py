@@ -117,4 +117,10 @@ def live(asgi_live_server, transactional_db, settings) -> LiveASGIServer:
     settings.PUBLIC_BASE_URL = asgi_live_server.url
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
     settings.DB_ASYNC_POOL_SIZE = 4  # as in production: holds and settlements on the server loop's own pool
+    # pytest-django's SQLite test database is in memory with a shared cache, where a write that meets
+    # another answers "table is locked" at once instead of waiting (a file database, as `make run` uses,
+    # waits): there, a settlement written after the reply could collide with the client's next request.
+    from django.db import connection
+
+    settings.GATEWAY_SETTLE_AFTER_REPLY = connection.vendor == "postgresql"
     return asgi_live_server

@@ -60,6 +60,39 @@ def test_the_charge_is_readable_right_after_the_reply(base_url, live_key, acme):
     assert find_discrepancies() == []
 
 
+@requires_postgres  # where the live server settles after replying (tests/live_server.py)
+def test_the_response_does_not_wait_for_its_settlement(sdk, acme, monkeypatch):
+    """The reply goes out first; the receipt it names is written right after (here: once we let it)."""
+    import asyncio
+    import threading
+
+    from billing import services as billing_services
+
+    gate, started = threading.Event(), threading.Event()
+    record = billing_services.arecord
+
+    async def held_back(settlement):
+        started.set()
+        for _ in range(1000):  # bounded: 10 s
+            if gate.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return await record(settlement)
+
+    monkeypatch.setattr(billing_services, "arecord", held_back)
+    completion = sdk.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "hi"}],
+                                             max_tokens=5)
+    receipt_id = completion.usage.model_extra["receipt_id"]
+    assert started.wait(5)
+    assert not Receipt.objects.filter(public_id=receipt_id).exists()  # answered before the write
+    gate.set()
+    settled()
+    receipt = Receipt.objects.get(public_id=receipt_id)
+    assert receipt.total_cost_nusd == round(completion.usage.model_extra["total_cost_usd"] * 10**9)
+    assert Wallet.objects.get(team=acme).balance_nusd == 10 * 10**9 - receipt.total_cost_nusd
+    assert find_discrepancies() == []
+
+
 def test_streaming_with_usage_ends_with_the_cost_chunk(sdk):
     stream = sdk.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "Tell a story"}],
                                          max_tokens=30, stream=True, stream_options={"include_usage": True})
