@@ -11,11 +11,12 @@ import asyncio
 import logging
 import time
 
-from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import SynchronousOnlyOperation
 
 from billing.signals import receipt_settled, wallet_credited
+from config.db import run_db
 from dashboard.templatetags.dashboard_tags import usd
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def _publish(team_id: int, build, receipt=None, wallet=None) -> None:
 
 async def _publish_later(team_id: int, build, receipt, wallet) -> None:
     try:
-        team_public = await sync_to_async(team_public_id, thread_sensitive=False)(team_id, receipt, wallet)
+        team_public = await run_db(team_public_id, team_id, receipt, wallet)
         _send(team_public, build)
     except Exception:
         log.exception("live update failed for team %s", team_id)
