@@ -25,9 +25,7 @@ class TeamAccess:
 def team_for_user(user: User, team_public_id: str) -> TeamAccess:
     if not user.is_authenticated:
         raise Http404("No such team.")
-    membership = (
-        Membership.objects.select_related("team").filter(user=user, team__public_id=team_public_id).first()
-    )
+    membership = Membership.objects.select_related("team").filter(user=user, team__public_id=team_public_id).first()
     if membership is None:
         raise Http404("No such team.")
     return TeamAccess(membership.team, membership.role)

@@ -51,8 +51,17 @@ class InvitationAdmin(admin.ModelAdmin):
     list_filter = ["role", "created_at"]
     search_fields = ["email", "team__slug"]
     exclude = ["token_hash"]
-    readonly_fields = ["team", "email", "role", "invited_by", "created_at", "expires_at", "accepted_at",
-                       "accepted_by", "revoked_at"]
+    readonly_fields = [
+        "team",
+        "email",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "accepted_by",
+        "revoked_at",
+    ]
 
     def has_add_permission(self, request):
         return False  # invitations are sent from the dashboard so the token reaches the invitee
@@ -80,8 +89,12 @@ class KeyStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return [("active", "Active"), ("rotating", "Rotating (old secret in grace)"), ("expired", "Expired"),
-                ("revoked", "Revoked")]
+        return [
+            ("active", "Active"),
+            ("rotating", "Rotating (old secret in grace)"),
+            ("expired", "Expired"),
+            ("revoked", "Revoked"),
+        ]
 
     def queryset(self, request, queryset):
         now = timezone.now()
@@ -107,14 +120,41 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     list_display = ["masked", "name", "team", "mode", "key_status", "last_used_at", "created_at", "public_id"]
     list_filter = [KeyStatusFilter, "mode", "team__plan", "created_at"]
-    search_fields = ["public_id", "name", "display_prefix", "last4", "team__slug", "team__public_id",
-                     "created_by__email"]
+    search_fields = [
+        "public_id",
+        "name",
+        "display_prefix",
+        "last4",
+        "team__slug",
+        "team__public_id",
+        "created_by__email",
+    ]
     list_select_related = ["team"]
     exclude = ["secret_hash", "previous_secret_hash"]
-    readonly_fields = ["public_id", "team", "name", "mode", "masked", "scopes", "created_by", "created_at",
-                       "rotated_at", "last_used_at", "revoked_at", "display_prefix", "last4", "previous_display_prefix",
-                       "previous_last4", "previous_expires_at", "expires_at", "allowed_models", "rpm_limit",
-                       "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist"]
+    readonly_fields = [
+        "public_id",
+        "team",
+        "name",
+        "mode",
+        "masked",
+        "scopes",
+        "created_by",
+        "created_at",
+        "rotated_at",
+        "last_used_at",
+        "revoked_at",
+        "display_prefix",
+        "last4",
+        "previous_display_prefix",
+        "previous_last4",
+        "previous_expires_at",
+        "expires_at",
+        "allowed_models",
+        "rpm_limit",
+        "tpm_limit",
+        "monthly_spend_cap_nusd",
+        "ip_allowlist",
+    ]
     actions = ["revoke_selected"]
 
     @admin.display(description="key")

@@ -53,13 +53,22 @@ async def current_key(request: HttpRequest, response: HttpResponse):
     row = await sync_to_async(_row)(ctx.key_id)
     for name, value in key_headers(ctx).items():
         response[name] = value
-    return {"data": {
-        "id": ctx.public_id, "name": ctx.name, "label": ctx.masked,
-        "team": {"id": ctx.team_public_id, "plan": ctx.team_plan},
-        "mode": ctx.mode, "scopes": sorted(ctx.scopes),
-        "limits": {
-            "allowed_models": list(ctx.allowed_models), "rpm_limit": ctx.rpm_limit, "tpm_limit": ctx.tpm_limit,
-            "monthly_spend_cap_nusd": ctx.monthly_spend_cap_nusd, "ip_allowlist": row["ip_allowlist"],
-        },
-        "expires_at": row["expires_at"], "grace_ends_at": ctx.grace_ends_at,
-    }}
+    return {
+        "data": {
+            "id": ctx.public_id,
+            "name": ctx.name,
+            "label": ctx.masked,
+            "team": {"id": ctx.team_public_id, "plan": ctx.team_plan},
+            "mode": ctx.mode,
+            "scopes": sorted(ctx.scopes),
+            "limits": {
+                "allowed_models": list(ctx.allowed_models),
+                "rpm_limit": ctx.rpm_limit,
+                "tpm_limit": ctx.tpm_limit,
+                "monthly_spend_cap_nusd": ctx.monthly_spend_cap_nusd,
+                "ip_allowlist": row["ip_allowlist"],
+            },
+            "expires_at": row["expires_at"],
+            "grace_ends_at": ctx.grace_ends_at,
+        }
+    }

@@ -218,10 +218,28 @@ def _store(h: str, entry: _Entry | None) -> None:
 
 
 _FIELDS = (
-    "id", "public_id", "name", "mode", "display_prefix", "last4", "secret_hash", "previous_secret_hash",
-    "previous_display_prefix", "previous_last4", "previous_expires_at", "scopes", "expires_at", "revoked_at",
-    "allowed_models", "rpm_limit", "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist",
-    "team_id", "team__public_id", "team__plan",
+    "id",
+    "public_id",
+    "name",
+    "mode",
+    "display_prefix",
+    "last4",
+    "secret_hash",
+    "previous_secret_hash",
+    "previous_display_prefix",
+    "previous_last4",
+    "previous_expires_at",
+    "scopes",
+    "expires_at",
+    "revoked_at",
+    "allowed_models",
+    "rpm_limit",
+    "tpm_limit",
+    "monthly_spend_cap_nusd",
+    "ip_allowlist",
+    "team_id",
+    "team__public_id",
+    "team__plan",
 )
 
 
@@ -244,17 +262,28 @@ def _load(h: str) -> _Entry | None:
         log.error("API key %s has an unparsable IP allow-list; refusing every address", row["public_id"])
         networks = (ipaddress.ip_network("0.0.0.0/32"),)
     ctx = KeyContext(
-        key_id=row["id"], public_id=row["public_id"], name=row["name"], masked=masked,
-        team_id=row["team_id"], team_public_id=row["team__public_id"], team_plan=row["team__plan"],
-        mode=row["mode"], scopes=frozenset(row["scopes"] or ()), allowed_models=tuple(row["allowed_models"] or ()),
-        rpm_limit=effective_limit(row["rpm_limit"], plan_rpm), tpm_limit=effective_limit(row["tpm_limit"], plan_tpm),
+        key_id=row["id"],
+        public_id=row["public_id"],
+        name=row["name"],
+        masked=masked,
+        team_id=row["team_id"],
+        team_public_id=row["team__public_id"],
+        team_plan=row["team__plan"],
+        mode=row["mode"],
+        scopes=frozenset(row["scopes"] or ()),
+        allowed_models=tuple(row["allowed_models"] or ()),
+        rpm_limit=effective_limit(row["rpm_limit"], plan_rpm),
+        tpm_limit=effective_limit(row["tpm_limit"], plan_tpm),
         monthly_spend_cap_nusd=row["monthly_spend_cap_nusd"],
         grace_ends_at=row["previous_expires_at"] if is_previous else None,
     )
     return _Entry(
-        ctx=ctx, revoked=row["revoked_at"] is not None, expires_at=row["expires_at"],
+        ctx=ctx,
+        revoked=row["revoked_at"] is not None,
+        expires_at=row["expires_at"],
         previous_expires_at=row["previous_expires_at"] if is_previous else None,
-        is_previous=is_previous, networks=networks,
+        is_previous=is_previous,
+        networks=networks,
     )
 
 
@@ -274,8 +303,11 @@ def _check(entry: _Entry | None, *, client_ip: str | None, scope: str) -> KeyCon
         except ValueError:
             address = None
         if address is None or not any(address in net for net in entry.networks):
-            raise ApiError(403, "ip_not_allowed", f"Requests from {client_ip or 'an unknown address'} are not "
-                           "allowed for this API key.")
+            raise ApiError(
+                403,
+                "ip_not_allowed",
+                f"Requests from {client_ip or 'an unknown address'} are not allowed for this API key.",
+            )
     if scope and scope not in entry.ctx.scopes:
         raise ApiError(403, "insufficient_scope", f"This API key lacks the '{scope}' scope.", param=None)
     return entry.ctx

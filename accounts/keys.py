@@ -74,9 +74,14 @@ class KeyBounds:
 
     @classmethod
     def of(cls, ctx: auth.KeyContext, row: ApiKey) -> KeyBounds:
-        return cls(allowed_models=frozenset(ctx.allowed_models), rpm_limit=ctx.rpm_limit, tpm_limit=ctx.tpm_limit,
-                   monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
-                   ip_allowlist=auth.parse_networks(row.ip_allowlist), expires_at=row.expires_at)
+        return cls(
+            allowed_models=frozenset(ctx.allowed_models),
+            rpm_limit=ctx.rpm_limit,
+            tpm_limit=ctx.tpm_limit,
+            monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
+            ip_allowlist=auth.parse_networks(row.ip_allowlist),
+            expires_at=row.expires_at,
+        )
 
     def check(self, team: Team, name: str, value) -> None:
         """`value` is already validated; raises LooserThanActor when it is looser than this key's own."""
@@ -88,8 +93,9 @@ class KeyBounds:
     def _allowed_models_problem(self, team: Team, name: str, value) -> str | None:
         outside = sorted(set(value) - self.allowed_models)
         if self.allowed_models and (not value or outside):
-            return ("A key limited to models can only give keys a subset of them: "
-                    + (f"{', '.join(outside)} not allowed." if outside else "set allowed_models."))
+            return "A key limited to models can only give keys a subset of them: " + (
+                f"{', '.join(outside)} not allowed." if outside else "set allowed_models."
+            )
         return None
 
     def _rate_problem(self, team: Team, name: str, value) -> str | None:
@@ -111,11 +117,15 @@ class KeyBounds:
         if not self.ip_allowlist:
             return None
         networks = auth.parse_networks(value)
-        outside = [str(n) for n in networks
-                   if not any(n.version == own.version and n.subnet_of(own) for own in self.ip_allowlist)]
+        outside = [
+            str(n)
+            for n in networks
+            if not any(n.version == own.version and n.subnet_of(own) for own in self.ip_allowlist)
+        ]
         if not networks or outside:
-            return ("A key with an IP allow-list can only give keys an allow-list inside its own: "
-                    + (f"{', '.join(outside)} is outside it." if outside else "set ip_allowlist."))
+            return "A key with an IP allow-list can only give keys an allow-list inside its own: " + (
+                f"{', '.join(outside)} is outside it." if outside else "set ip_allowlist."
+            )
         return None
 
     def _expires_at_problem(self, team: Team, name: str, value) -> str | None:
@@ -229,16 +239,18 @@ def _validate_cap(value: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise KeyFieldError("invalid_limit", "monthly_spend_cap_nusd must be a whole number ≥ 0 or null.",
-                            "monthly_spend_cap_nusd")
+        raise KeyFieldError(
+            "invalid_limit", "monthly_spend_cap_nusd must be a whole number ≥ 0 or null.", "monthly_spend_cap_nusd"
+        )
     return value
 
 
 def _validate_models(models: Iterable[str]) -> list[str]:
     models = list(dict.fromkeys(models or ()))
     if len(models) > MAX_ALLOWED_MODELS or any(not isinstance(m, str) or not m.strip() for m in models):
-        raise KeyFieldError("invalid_models", f"allowed_models must be up to {MAX_ALLOWED_MODELS} model ids.",
-                            "allowed_models")
+        raise KeyFieldError(
+            "invalid_models", f"allowed_models must be up to {MAX_ALLOWED_MODELS} model ids.", "allowed_models"
+        )
     return [m.strip() for m in models]
 
 
@@ -251,8 +263,9 @@ def _validate_ips(entries: Iterable[str]) -> list[str]:
         try:
             normalised.append(str(auth.parse_networks([entry])[0]))
         except ValueError:
-            raise KeyFieldError("invalid_ip_allowlist", f"'{entry}' is not an IPv4/IPv6 address or CIDR.",
-                                "ip_allowlist")
+            raise KeyFieldError(
+                "invalid_ip_allowlist", f"'{entry}' is not an IPv4/IPv6 address or CIDR.", "ip_allowlist"
+            )
     return list(dict.fromkeys(normalised))
 
 
@@ -329,16 +342,32 @@ def mint_key(
     plaintext = keyformat.generate(mode)
     prefix, last4 = keyformat.display_parts(plaintext)
     key = ApiKey.objects.create(
-        team=team, name=name, mode=mode, scopes=scopes, created_by=created_by,
-        secret_hash=keyformat.lookup_hash(plaintext), display_prefix=prefix, last4=last4,
+        team=team,
+        name=name,
+        mode=mode,
+        scopes=scopes,
+        created_by=created_by,
+        secret_hash=keyformat.lookup_hash(plaintext),
+        display_prefix=prefix,
+        last4=last4,
         allowed_models=_validate_models(allowed_models),
         rpm_limit=_validate_rate(team, rpm_limit, "rpm_limit"),
         tpm_limit=_validate_rate(team, tpm_limit, "tpm_limit"),
         monthly_spend_cap_nusd=_validate_cap(monthly_spend_cap_nusd),
-        ip_allowlist=_validate_ips(ip_allowlist), expires_at=_validate_expiry(expires_at),
+        ip_allowlist=_validate_ips(ip_allowlist),
+        expires_at=_validate_expiry(expires_at),
     )
-    audit("key.created", team=team, actor=created_by if audit_actor is _UNSET else audit_actor,
-          actor_label=actor_label, target=key.masked, ip=ip, key=key.public_id, mode=mode, scopes=scopes)
+    audit(
+        "key.created",
+        team=team,
+        actor=created_by if audit_actor is _UNSET else audit_actor,
+        actor_label=actor_label,
+        target=key.masked,
+        ip=ip,
+        key=key.public_id,
+        mode=mode,
+        scopes=scopes,
+    )
     return MintedKey(key, plaintext)
 
 
@@ -359,8 +388,15 @@ def create_key(actor: KeyActor, *, name: str, mode: str = KeyMode.LIVE, scopes=N
         for name in LIMITS:  # what is not passed is the loosest value, and is checked as such
             actor.bounds.check(actor.team, name, _VALIDATORS[name](actor.team, limits.get(name, _LOOSEST[name])))
     return mint_key(
-        team=actor.team, name=name, mode=mode, scopes=scopes, created_by=actor.user, actor_label=actor.label,
-        ip=actor.ip, audit_actor=actor.audit_user, **limits,
+        team=actor.team,
+        name=name,
+        mode=mode,
+        scopes=scopes,
+        created_by=actor.user,
+        actor_label=actor.label,
+        ip=actor.ip,
+        audit_actor=actor.audit_user,
+        **limits,
     )
 
 
@@ -381,8 +417,7 @@ def rotate_key(key: ApiKey, *, actor: KeyActor, grace_seconds: int | None = None
     """
     grace = DEFAULT_GRACE if grace_seconds is None else timedelta(seconds=grace_seconds)
     if isinstance(grace_seconds, bool) or grace < timedelta(0) or grace > MAX_GRACE:
-        raise KeyFieldError("invalid_grace", "grace_seconds must be between 0 and 604800 (7 days).",
-                            "grace_seconds")
+        raise KeyFieldError("invalid_grace", "grace_seconds must be between 0 and 604800 (7 days).", "grace_seconds")
     key = _lock(key)
     actor.require_manage(key)
     _require_live(key)
@@ -392,18 +427,37 @@ def rotate_key(key: ApiKey, *, actor: KeyActor, grace_seconds: int | None = None
     prefix, last4 = keyformat.display_parts(plaintext)
     old_masked = key.masked
     key.previous_secret_hash, key.previous_display_prefix, key.previous_last4 = (
-        key.secret_hash, key.display_prefix, key.last4,
+        key.secret_hash,
+        key.display_prefix,
+        key.last4,
     )
     key.previous_expires_at = now + grace
     key.secret_hash, key.display_prefix, key.last4 = keyformat.lookup_hash(plaintext), prefix, last4
     key.rotated_at = now
-    key.save(update_fields=[
-        "previous_secret_hash", "previous_display_prefix", "previous_last4", "previous_expires_at",
-        "secret_hash", "display_prefix", "last4", "rotated_at",
-    ])
-    audit("key.rotated", team=key.team, actor=actor.audit_user, actor_label=actor.label, target=key.masked,
-          ip=actor.ip, key=key.public_id, previous=old_masked, grace_seconds=int(grace.total_seconds()),
-          old_secret_expires_at=key.previous_expires_at.isoformat())
+    key.save(
+        update_fields=[
+            "previous_secret_hash",
+            "previous_display_prefix",
+            "previous_last4",
+            "previous_expires_at",
+            "secret_hash",
+            "display_prefix",
+            "last4",
+            "rotated_at",
+        ]
+    )
+    audit(
+        "key.rotated",
+        team=key.team,
+        actor=actor.audit_user,
+        actor_label=actor.label,
+        target=key.masked,
+        ip=actor.ip,
+        key=key.public_id,
+        previous=old_masked,
+        grace_seconds=int(grace.total_seconds()),
+        old_secret_expires_at=key.previous_expires_at.isoformat(),
+    )
     _forget_on_commit(key.previous_secret_hash, dropped)
     return MintedKey(key, plaintext)
 
@@ -417,17 +471,29 @@ def revoke_key(key: ApiKey, *, actor: KeyActor) -> ApiKey:
         return key  # revoking twice changes nothing
     key.revoked_at = timezone.now()
     key.save(update_fields=["revoked_at"])
-    audit("key.revoked", team=key.team, actor=actor.audit_user, actor_label=actor.label, target=key.masked,
-          ip=actor.ip, key=key.public_id)
+    audit(
+        "key.revoked",
+        team=key.team,
+        actor=actor.audit_user,
+        actor_label=actor.label,
+        target=key.masked,
+        ip=actor.ip,
+        key=key.public_id,
+    )
     _forget_on_commit(key.secret_hash, key.previous_secret_hash)
     return key
 
 
-UPDATABLE = ("name", "allowed_models", "rpm_limit", "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist",
-             "expires_at")
+UPDATABLE = ("name", "allowed_models", "rpm_limit", "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist", "expires_at")
 LIMITS = UPDATABLE[1:]
-_LOOSEST = {"allowed_models": (), "rpm_limit": None, "tpm_limit": None, "monthly_spend_cap_nusd": None,
-            "ip_allowlist": (), "expires_at": None}
+_LOOSEST = {
+    "allowed_models": (),
+    "rpm_limit": None,
+    "tpm_limit": None,
+    "monthly_spend_cap_nusd": None,
+    "ip_allowlist": (),
+    "expires_at": None,
+}
 _VALIDATORS = {
     "name": lambda team, v: _validate_name(v),
     "allowed_models": lambda team, v: _validate_models(v),
@@ -459,8 +525,16 @@ def update_key_limits(key: ApiKey, *, actor: KeyActor, **changes) -> ApiKey:
             setattr(key, name, value)
     if diff:
         key.save(update_fields=list(diff))
-        audit("key.updated", team=key.team, actor=actor.audit_user, actor_label=actor.label, target=key.masked,
-              ip=actor.ip, key=key.public_id, changes=diff)
+        audit(
+            "key.updated",
+            team=key.team,
+            actor=actor.audit_user,
+            actor_label=actor.label,
+            target=key.masked,
+            ip=actor.ip,
+            key=key.public_id,
+            changes=diff,
+        )
         _forget_on_commit(key.secret_hash, key.previous_secret_hash)
     return key
 

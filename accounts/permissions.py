@@ -27,13 +27,9 @@ _READ = frozenset({Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.BILLING_VIEW, A
 MATRIX: dict[str, frozenset[Action]] = {
     Role.OWNER: _ALL,
     Role.ADMIN: _ALL - {Action.TEAM_DELETE, Action.TEAM_TRANSFER},
-    Role.DEVELOPER: frozenset(
-        {Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.KEYS_MANAGE_OWN, Action.USAGE_VIEW}
-    ),
+    Role.DEVELOPER: frozenset({Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.KEYS_MANAGE_OWN, Action.USAGE_VIEW}),
     Role.VIEWER: _READ,
-    Role.BILLING: frozenset(
-        {Action.MEMBERS_VIEW, Action.BILLING_VIEW, Action.BILLING_MANAGE, Action.USAGE_VIEW}
-    ),
+    Role.BILLING: frozenset({Action.MEMBERS_VIEW, Action.BILLING_VIEW, Action.BILLING_MANAGE, Action.USAGE_VIEW}),
 }
 
 # Roles an admin may hand out; only an owner may make another owner.

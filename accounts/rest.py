@@ -93,8 +93,23 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiKey
-        fields = ["id", "team", "name", "prefix", "mode", "scopes", "status", "created_by", "created_at",
-                  "last_used_at", "expires_at", "rotated_at", "revoked_at", "grace_ends_at", "limits"]
+        fields = [
+            "id",
+            "team",
+            "name",
+            "prefix",
+            "mode",
+            "scopes",
+            "status",
+            "created_by",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "rotated_at",
+            "revoked_at",
+            "grace_ends_at",
+            "limits",
+        ]
         read_only_fields = fields
 
     def get_status(self, key: ApiKey) -> str:
@@ -110,9 +125,13 @@ class ApiKeySerializer(serializers.ModelSerializer):
     @extend_schema(responses=LimitsSerializer)
     def get_limits(self, key: ApiKey) -> dict:
         return {
-            "allowed_models": key.allowed_models, "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit,
-            "monthly_spend_cap_nusd": key.monthly_spend_cap_nusd, "ip_allowlist": key.ip_allowlist,
-            "plan_rpm_limit": key.team.rpm_limit, "plan_tpm_limit": key.team.tpm_limit,
+            "allowed_models": key.allowed_models,
+            "rpm_limit": key.rpm_limit,
+            "tpm_limit": key.tpm_limit,
+            "monthly_spend_cap_nusd": key.monthly_spend_cap_nusd,
+            "ip_allowlist": key.ip_allowlist,
+            "plan_rpm_limit": key.team.rpm_limit,
+            "plan_tpm_limit": key.team.tpm_limit,
         }
 
 
@@ -149,7 +168,9 @@ class UpdateKeySerializer(LimitsSerializer):
 
 class RotateKeySerializer(serializers.Serializer):
     grace_seconds = serializers.IntegerField(
-        min_value=0, max_value=int(keys.MAX_GRACE.total_seconds()), default=int(keys.DEFAULT_GRACE.total_seconds()),
+        min_value=0,
+        max_value=int(keys.MAX_GRACE.total_seconds()),
+        default=int(keys.DEFAULT_GRACE.total_seconds()),
         help_text="How long the old secret keeps working: 0 to 604800 seconds (default 24 h).",
     )
 
@@ -190,8 +211,11 @@ class TeamKeysView(_KeysView):
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
-    @extend_schema(summary="Create an API key (the secret is in the response, once)",
-                   request=CreateKeySerializer, responses={201: MintedKeySerializer})
+    @extend_schema(
+        summary="Create an API key (the secret is in the response, once)",
+        request=CreateKeySerializer,
+        responses={201: MintedKeySerializer},
+    )
     def post(self, request, team_public_id: str):
         actor = self.team_actor(team_public_id)
         data = CreateKeySerializer(data=request.data)
@@ -217,8 +241,11 @@ class KeyDetailView(_KeysView):
 
 
 class KeyRotateView(_KeysView):
-    @extend_schema(summary="Rotate: a new secret now; the old one works until the grace end",
-                   request=RotateKeySerializer, responses=MintedKeySerializer)
+    @extend_schema(
+        summary="Rotate: a new secret now; the old one works until the grace end",
+        request=RotateKeySerializer,
+        responses=MintedKeySerializer,
+    )
     def post(self, request, key_public_id: str):
         key, actor = self.key_and_actor(key_public_id)
         data = RotateKeySerializer(data=request.data)

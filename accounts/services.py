@@ -45,8 +45,13 @@ def audit(
     **metadata,
 ) -> AuditLog:
     return AuditLog.objects.create(
-        team=team, actor=actor, actor_label=actor_label or (actor.email if actor else "system"),
-        action=action, target=target, ip=ip or None, metadata=metadata,
+        team=team,
+        actor=actor,
+        actor_label=actor_label or (actor.email if actor else "system"),
+        action=action,
+        target=target,
+        ip=ip or None,
+        metadata=metadata,
     )
 
 
@@ -76,8 +81,9 @@ def unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def create_team(*, name: str, owner: User, slug: str | None = None, plan: str = "starter",
-                ip: str | None = None) -> Team:
+def create_team(
+    *, name: str, owner: User, slug: str | None = None, plan: str = "starter", ip: str | None = None
+) -> Team:
     """A team with its owner membership and an empty wallet."""
     from billing.services import ensure_wallet  # billing owns the wallet row
 
@@ -113,8 +119,9 @@ def change_role(*, actor: User, membership: Membership, role: str, ip: str | Non
     old = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
-    audit("member.role_changed", team=team, actor=actor, target=membership.user.email, ip=ip,
-          old_role=old, new_role=role)
+    audit(
+        "member.role_changed", team=team, actor=actor, target=membership.user.email, ip=ip, old_role=old, new_role=role
+    )
     return membership
 
 
@@ -151,8 +158,7 @@ def transfer_ownership(*, actor: User, team: Team, to: Membership, ip: str | Non
 
 
 @transaction.atomic
-def update_team_settings(*, actor: User, team: Team, name: str, store_completions: bool,
-                         ip: str | None = None) -> Team:
+def update_team_settings(*, actor: User, team: Team, name: str, store_completions: bool, ip: str | None = None) -> Team:
     """Rename the team and set whether full completions are kept; audited with what changed."""
     require(actor, team, Action.TEAM_SETTINGS)
     name = name.strip()
@@ -177,8 +183,9 @@ def delete_team(*, actor: User, team: Team, ip: str | None = None) -> None:
     try:
         team.delete()
     except ProtectedError:  # the ledger is append-only (PROTECT): money history outlives no team silently
-        raise AccountsError("team_has_ledger", "This team has billing history, which must be kept; "
-                                               "contact support to close it.") from None
+        raise AccountsError(
+            "team_has_ledger", "This team has billing history, which must be kept; contact support to close it."
+        ) from None
 
 
 # --- invitations ------------------------------------------------------------------------
@@ -274,8 +281,15 @@ def accept_invitation(*, token: str, user: User, ip: str | None = None) -> Membe
         invitation.accepted_at = timezone.now()
         invitation.accepted_by = user
         invitation.save(update_fields=["accepted_at", "accepted_by"])
-        audit("invitation.accepted", team=invitation.team, actor=user, target=user.email, ip=ip,
-              role=membership.role, new_member=created)
+        audit(
+            "invitation.accepted",
+            team=invitation.team,
+            actor=user,
+            target=user.email,
+            ip=ip,
+            role=membership.role,
+            new_member=created,
+        )
         return membership
 
 

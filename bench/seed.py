@@ -37,21 +37,32 @@ def main() -> None:
     with transaction.atomic():
         provider, _ = Provider.objects.update_or_create(
             slug="bench-upstream",
-            defaults={"kind": ProviderKind.OPENAI, "name": "Benchmark fake upstream", "base_url": a.upstream,
-                      "timeout_seconds": 60, "enabled": True},
+            defaults={
+                "kind": ProviderKind.OPENAI,
+                "name": "Benchmark fake upstream",
+                "base_url": a.upstream,
+                "timeout_seconds": 60,
+                "enabled": True,
+            },
         )
         for name in MODELS:
             model, _ = CatalogModel.objects.update_or_create(
                 public_id=name,
-                defaults={"input_price_nusd": per_m("0.50"), "cached_price_nusd": per_m("0.25"),
-                          "output_price_nusd": per_m("1.50"), "max_output_tokens": 4096, "enabled": True},
+                defaults={
+                    "input_price_nusd": per_m("0.50"),
+                    "cached_price_nusd": per_m("0.25"),
+                    "output_price_nusd": per_m("1.50"),
+                    "max_output_tokens": 4096,
+                    "enabled": True,
+                },
             )
             Route.objects.get_or_create(model=model, provider=provider, upstream_model=name)
         owner, _ = User.objects.get_or_create(email="bench@tollgate.localhost")
         team = create_team(name="Benchmark", slug="bench", owner=owner, plan="enterprise")
         grant_credit(team, amount_nusd=usd_to_nusd(a.credits_usd), reason="benchmark")
-        minted = mint_key(team=team, name="bench", rpm_limit=1_000_000_000, tpm_limit=2_000_000_000,
-                          actor_label="bench/seed.py")
+        minted = mint_key(
+            team=team, name="bench", rpm_limit=1_000_000_000, tpm_limit=2_000_000_000, actor_label="bench/seed.py"
+        )
     print(minted.plaintext)
 
 

@@ -23,8 +23,7 @@ from django.core.management import call_command  # noqa: E402
 
 from billing.models import Hold, HoldStatus, Receipt  # noqa: E402
 
-BODY = {"model": "fake", "messages": [{"role": "user", "content": "Say hello in five words please."}],
-        "max_tokens": 20}
+BODY = {"model": "fake", "messages": [{"role": "user", "content": "Say hello in five words please."}], "max_tokens": 20}
 
 
 async def fire(base: str, key: str, total: int, concurrency: int) -> dict[str, int]:
@@ -34,6 +33,7 @@ async def fire(base: str, key: str, total: int, concurrency: int) -> dict[str, i
     timeout = aiohttp.ClientTimeout(total=60)
 
     async with aiohttp.ClientSession(timeout=timeout) as session:
+
         async def worker() -> None:
             for i in queue:
                 body = dict(BODY, stream=bool(i % 2))

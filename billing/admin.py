@@ -39,11 +39,16 @@ def _usd(field: str, label: str):
 
 class AdjustBalanceForm(forms.Form):
     amount_usd = forms.DecimalField(
-        label="Amount (USD)", max_digits=20, decimal_places=9,
+        label="Amount (USD)",
+        max_digits=20,
+        decimal_places=9,
         help_text="Positive credits the wallet, negative debits it. Exact to the nano-dollar.",
     )
-    reason = forms.CharField(max_length=300, widget=forms.Textarea(attrs={"rows": 3}),
-                             help_text="Required; recorded on the ledger entry and in the audit log.")
+    reason = forms.CharField(
+        max_length=300,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Required; recorded on the ledger entry and in the audit log.",
+    )
 
     def clean_amount_usd(self) -> int:
         amount = self.cleaned_data["amount_usd"]
@@ -98,8 +103,9 @@ class WalletAdmin(ReadOnlyAdmin):
                     else:
                         done += 1
                 if done:
-                    self.message_user(request, f"Adjusted {done} wallet(s) by {format_usd(amount, places=9)}.",
-                                      messages.SUCCESS)
+                    self.message_user(
+                        request, f"Adjusted {done} wallet(s) by {format_usd(amount, places=9)}.", messages.SUCCESS
+                    )
                 return None
         else:
             form = AdjustBalanceForm()
@@ -129,12 +135,38 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 @admin.register(Receipt)
 class ReceiptAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "public_id", "team", "key_label", "model_requested", "provider", "status",
-                    "is_test", "prompt_tokens", "completion_tokens", "total_cost"]
-    list_filter = ["status", "is_test", "endpoint", "model_requested", "provider", "created_at",
-                   ("team", admin.RelatedOnlyFieldListFilter), ("api_key", admin.RelatedOnlyFieldListFilter)]
-    search_fields = ["public_id", "request_id", "team__slug", "key_label", "api_key__public_id", "model_requested",
-                     "idempotency_key"]
+    list_display = [
+        "created_at",
+        "public_id",
+        "team",
+        "key_label",
+        "model_requested",
+        "provider",
+        "status",
+        "is_test",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_cost",
+    ]
+    list_filter = [
+        "status",
+        "is_test",
+        "endpoint",
+        "model_requested",
+        "provider",
+        "created_at",
+        ("team", admin.RelatedOnlyFieldListFilter),
+        ("api_key", admin.RelatedOnlyFieldListFilter),
+    ]
+    search_fields = [
+        "public_id",
+        "request_id",
+        "team__slug",
+        "key_label",
+        "api_key__public_id",
+        "model_requested",
+        "idempotency_key",
+    ]
     date_hierarchy = "created_at"
     list_select_related = ["team", "api_key"]
     total_cost = _usd("total_cost_nusd", "cost")
@@ -143,8 +175,12 @@ class ReceiptAdmin(ReadOnlyAdmin):
 @admin.register(Hold)
 class HoldAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "public_id", "wallet", "request_id", "amount", "status", "expires_at", "closed_at"]
-    list_filter = ["status", "created_at", ("wallet__team", admin.RelatedOnlyFieldListFilter),
-                   ("api_key", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "status",
+        "created_at",
+        ("wallet__team", admin.RelatedOnlyFieldListFilter),
+        ("api_key", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["public_id", "request_id", "wallet__team__slug"]
     date_hierarchy = "created_at"
     list_select_related = ["wallet__team"]
@@ -168,4 +204,3 @@ class StripeEventAdmin(ReadOnlyAdmin):
     list_filter = ["status", "type", "received_at"]
     search_fields = ["event_id", "type", "error"]
     date_hierarchy = "received_at"
-

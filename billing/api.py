@@ -99,8 +99,11 @@ def _moment(param: str, raw: str | None, *, end: bool) -> datetime | None:
             return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise _bad(param, f"Invalid value for '{param}': expected an ISO date (2025-01-31) or datetime "
-                          f"(2025-01-31T12:00:00Z), got {raw[:40]!r}.") from None
+        raise _bad(
+            param,
+            f"Invalid value for '{param}': expected an ISO date (2025-01-31) or datetime "
+            f"(2025-01-31T12:00:00Z), got {raw[:40]!r}.",
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -157,23 +160,28 @@ def balance(request: HttpRequest) -> HttpResponse:
     ctx = authenticate_request(request, SCOPE)
     unsettled.wait(ctx.team_id)  # this process's replies whose settlement is still being written
     view = queries.balance_of(ctx.team_id)
-    return exactjson.response({
-        "credits": _usd(view.balance_nusd),
-        "held_credits": _usd(view.held_nusd),
-        "available_credits": _usd(view.available_nusd),
-        "currency": "usd",
-    }, headers=key_headers(ctx))
+    return exactjson.response(
+        {
+            "credits": _usd(view.balance_nusd),
+            "held_credits": _usd(view.held_nusd),
+            "available_credits": _usd(view.available_nusd),
+            "currency": "usd",
+        },
+        headers=key_headers(ctx),
+    )
 
 
 @router.get("/receipts", response=ReceiptListOut, summary="List receipts, newest first")
 def list_receipts(
     request: HttpRequest,
     limit: int = Query(20, ge=1, le=100, description="Page size, 1 to 100."),
-    after: str | None = Query(None, description="A receipt id: return the receipts older than it (the previous "
-                                                "page's last_id)."),
+    after: str | None = Query(
+        None, description="A receipt id: return the receipts older than it (the previous page's last_id)."
+    ),
     since: str | None = Query(None, description="ISO date or datetime: receipts created at or after it."),
-    until: str | None = Query(None, description="ISO date (that whole day included) or datetime: receipts "
-                                                "created before it."),
+    until: str | None = Query(
+        None, description="ISO date (that whole day included) or datetime: receipts created before it."
+    ),
     key: str | None = Query(None, description="An API key id (key_…) of this team."),
 ) -> HttpResponse:
     since_at = _moment("since", since, end=False)
@@ -198,16 +206,18 @@ def list_receipts(
         if key_id is None:
             raise _bad("key", f"No API key '{key[:60]}' in this team.")
 
-    page = queries.receipt_page(ctx.team_id, limit=limit, after=cursor, since=since_at, until=until_at,
-                                key_id=key_id)
+    page = queries.receipt_page(ctx.team_id, limit=limit, after=cursor, since=since_at, until=until_at, key_id=key_id)
     data = [receipt_json(r) for r in page.receipts]
-    return exactjson.response({
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": page.has_more,
-    }, headers=key_headers(ctx))
+    return exactjson.response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        },
+        headers=key_headers(ctx),
+    )
 
 
 @router.get("/receipts/{receipt_id}", response=ReceiptOut, summary="One receipt")

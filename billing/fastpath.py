@@ -86,8 +86,20 @@ def _receipt_fields() -> list:
 @functools.cache
 def _hold_sql() -> str:
     w, h = Wallet, Hold
-    cols = ", ".join(_col(h, f) for f in ("public_id", "wallet", "api_key", "request_id", "amount_nusd", "status",
-                                          "created_at", "expires_at", "closed_at"))
+    cols = ", ".join(
+        _col(h, f)
+        for f in (
+            "public_id",
+            "wallet",
+            "api_key",
+            "request_id",
+            "amount_nusd",
+            "status",
+            "created_at",
+            "expires_at",
+            "closed_at",
+        )
+    )
     # Identifiers come from _meta and are quoted; every value is a bound parameter.
     return (
         f"WITH w AS (UPDATE {_table(w)} SET {_col(w, 'held_nusd')} = {_col(w, 'held_nusd')} + %(amount)s, "  # noqa: S608
@@ -100,10 +112,26 @@ def _hold_sql() -> str:
     )
 
 
-def _hold_params(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int, public_id: str,
-                 now: datetime, expires_at: datetime) -> dict[str, Any]:
-    return {"amount": amount_nusd, "now": now, "team": team_id, "public_id": public_id, "key": key_id,
-            "request_id": request_id, "open": HoldStatus.OPEN.value, "expires": expires_at}
+def _hold_params(
+    *,
+    team_id: int,
+    key_id: int | None,
+    request_id: str,
+    amount_nusd: int,
+    public_id: str,
+    now: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "amount": amount_nusd,
+        "now": now,
+        "team": team_id,
+        "public_id": public_id,
+        "key": key_id,
+        "request_id": request_id,
+        "open": HoldStatus.OPEN.value,
+        "expires": expires_at,
+    }
 
 
 def place_hold(**hold) -> int | None:
@@ -130,8 +158,20 @@ def _settle_sql() -> str:
     receipt_fields = _receipt_fields()
     receipt_cols = ", ".join(_qn(f.column) for f in receipt_fields)
     receipt_vals = ", ".join(f"%(r_{f.attname})s" for f in receipt_fields)
-    ledger_cols = ", ".join(_col(le, f) for f in ("public_id", "wallet", "kind", "amount_nusd", "balance_after_nusd",
-                                                  "reference", "actor", "reason", "created_at"))
+    ledger_cols = ", ".join(
+        _col(le, f)
+        for f in (
+            "public_id",
+            "wallet",
+            "kind",
+            "amount_nusd",
+            "balance_after_nusd",
+            "reference",
+            "actor",
+            "reason",
+            "created_at",
+        )
+    )
     held, balance, status = _col(w, "held_nusd"), _col(w, "balance_nusd"), _col(h, "status")
     # Identifiers come from _meta and are quoted; every value is a bound parameter.
     return (
@@ -160,12 +200,22 @@ class Stale(Exception):
     """The hold changed under us between snapshot and lock (a concurrent sweeper): redo it the ORM way."""
 
 
-def _settle_params(*, hold_id: int, team_id: int, amount_nusd: int, cost_nusd: int, receipt: Receipt,
-                   txn_public_id: str, now: datetime) -> dict[str, Any]:
+def _settle_params(
+    *, hold_id: int, team_id: int, amount_nusd: int, cost_nusd: int, receipt: Receipt, txn_public_id: str, now: datetime
+) -> dict[str, Any]:
     params = {f"r_{f.attname}": _value(getattr(receipt, f.attname)) for f in _receipt_fields()}
-    params.update(settled=HoldStatus.SETTLED.value, open=HoldStatus.OPEN.value, expired=HoldStatus.EXPIRED.value,
-                  now=now, hold=hold_id, amount=amount_nusd, cost=cost_nusd, team=team_id, txn=txn_public_id,
-                  charge=LedgerKind.CHARGE.value)
+    params.update(
+        settled=HoldStatus.SETTLED.value,
+        open=HoldStatus.OPEN.value,
+        expired=HoldStatus.EXPIRED.value,
+        now=now,
+        hold=hold_id,
+        amount=amount_nusd,
+        cost=cost_nusd,
+        team=team_id,
+        txn=txn_public_id,
+        charge=LedgerKind.CHARGE.value,
+    )
     return params
 
 
@@ -243,8 +293,15 @@ async def _open_pool():
     # parsing and planning them was most of PostgreSQL's work per request.
     kwargs.update(autocommit=True, prepare_threshold=5)
     timeout = settings.DB_ASYNC_POOL_TIMEOUT_SECONDS
-    pool = psycopg_pool.AsyncConnectionPool(kwargs=kwargs, min_size=1, max_size=settings.DB_ASYNC_POOL_SIZE, open=False,
-                               configure=_configure, timeout=timeout, name=f"tollgate-{DEFAULT_DB_ALIAS}")
+    pool = psycopg_pool.AsyncConnectionPool(
+        kwargs=kwargs,
+        min_size=1,
+        max_size=settings.DB_ASYNC_POOL_SIZE,
+        open=False,
+        configure=_configure,
+        timeout=timeout,
+        name=f"tollgate-{DEFAULT_DB_ALIAS}",
+    )
     try:
         await pool.open(wait=True, timeout=timeout)
     except BaseException:

@@ -220,8 +220,9 @@ class TopUpStatus(models.TextChoices):
 class TopUp(models.Model):
     public_id = models.CharField(max_length=40, unique=True, default=_topup_id, editable=False)
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="topups")
-    kind = models.CharField(max_length=20, choices=[("checkout", "Checkout"), ("auto_recharge", "Auto-recharge")],
-                            default="checkout")
+    kind = models.CharField(
+        max_length=20, choices=[("checkout", "Checkout"), ("auto_recharge", "Auto-recharge")], default="checkout"
+    )
     amount_nusd = models.BigIntegerField()
     refunded_nusd = models.BigIntegerField(default=0)
     stripe_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)

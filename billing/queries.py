@@ -41,8 +41,13 @@ def receipt_for_team(team_id: int, public_id: str) -> Receipt | None:
 
 
 def receipt_page(
-    team_id: int, *, limit: int, after: Receipt | None = None, since: datetime | None = None,
-    until: datetime | None = None, key_id: int | None = None,
+    team_id: int,
+    *,
+    limit: int,
+    after: Receipt | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    key_id: int | None = None,
 ) -> ReceiptPage:
     """Newest first. `after` is the last receipt of the previous page; `until` is exclusive."""
     qs = receipts_for_team(team_id).order_by("-created_at", "-id")

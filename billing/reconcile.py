@@ -24,11 +24,15 @@ class Discrepancy:
     def problems(self) -> list[str]:
         found = []
         if self.balance_nusd != self.ledger_sum_nusd:
-            found.append(f"balance {self.balance_nusd} != ledger sum {self.ledger_sum_nusd} "
-                         f"(off by {self.balance_nusd - self.ledger_sum_nusd} nusd)")
+            found.append(
+                f"balance {self.balance_nusd} != ledger sum {self.ledger_sum_nusd} "
+                f"(off by {self.balance_nusd - self.ledger_sum_nusd} nusd)"
+            )
         if self.held_nusd != self.open_holds_nusd:
-            found.append(f"held {self.held_nusd} != open holds {self.open_holds_nusd} "
-                         f"(off by {self.held_nusd - self.open_holds_nusd} nusd)")
+            found.append(
+                f"held {self.held_nusd} != open holds {self.open_holds_nusd} "
+                f"(off by {self.held_nusd - self.open_holds_nusd} nusd)"
+            )
         return found
 
     def describe(self) -> str:

@@ -73,15 +73,21 @@ def ensure_wallet(team) -> Wallet:
     return wallet
 
 
-def _post(wallet_id: int, *, kind: str, amount_nusd: int, reference: str = "", actor=None,
-          reason: str = "") -> LedgerEntry:
+def _post(
+    wallet_id: int, *, kind: str, amount_nusd: int, reference: str = "", actor=None, reason: str = ""
+) -> LedgerEntry:
     """Move `amount_nusd` (signed) into the wallet and append the ledger entry. Caller holds a transaction."""
     assert transaction.get_connection().in_atomic_block, "_post must run inside a transaction"
     Wallet.objects.filter(pk=wallet_id).update(balance_nusd=F("balance_nusd") + amount_nusd, updated_at=timezone.now())
     balance_after = Wallet.objects.filter(pk=wallet_id).values_list("balance_nusd", flat=True).get()
     return LedgerEntry.objects.create(
-        wallet_id=wallet_id, kind=kind, amount_nusd=amount_nusd, balance_after_nusd=balance_after,
-        reference=reference, actor=actor, reason=reason,
+        wallet_id=wallet_id,
+        kind=kind,
+        amount_nusd=amount_nusd,
+        balance_after_nusd=balance_after,
+        reference=reference,
+        actor=actor,
+        reason=reason,
     )
 
 
@@ -106,14 +112,22 @@ def adjust_balance(team, amount_nusd: int, actor, reason: str) -> LedgerEntry:
     if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd == 0:
         raise BillingError("invalid_amount", "An adjustment must be a non-zero whole number of nano-dollars.")
     if abs(amount_nusd) > MAX_ADJUSTMENT_NUSD:
-        raise BillingError("invalid_amount",
-                           f"One adjustment is limited to {pricing.format_usd(MAX_ADJUSTMENT_NUSD)} either way.")
+        raise BillingError(
+            "invalid_amount", f"One adjustment is limited to {pricing.format_usd(MAX_ADJUSTMENT_NUSD)} either way."
+        )
     with transaction.atomic():
         wallet = ensure_wallet(team)
         entry = _post(wallet.pk, kind=LedgerKind.ADJUSTMENT, amount_nusd=amount_nusd, actor=actor, reason=reason)
-        audit("billing.adjusted", team=team, actor=actor, target=entry.public_id, amount_nusd=amount_nusd,
-              amount_usd=str(pricing.nusd_to_usd(amount_nusd)), reason=reason,
-              balance_after_nusd=entry.balance_after_nusd)
+        audit(
+            "billing.adjusted",
+            team=team,
+            actor=actor,
+            target=entry.public_id,
+            amount_nusd=amount_nusd,
+            amount_usd=str(pricing.nusd_to_usd(amount_nusd)),
+            reason=reason,
+            balance_after_nusd=entry.balance_after_nusd,
+        )
         transaction.on_commit(lambda: _send_wallet_credited(wallet.pk, entry))
     return entry
 
@@ -137,17 +151,22 @@ def key_month_spend_nusd(key_id: int, *, now: datetime | None = None) -> int:
     now = now or timezone.now()
     spent = (
         Receipt.objects.filter(api_key_id=OuterRef("pk"), is_test=False, created_at__gte=month_start(now))
-        .values("api_key_id").annotate(s=Sum("total_cost_nusd")).values("s")
+        .values("api_key_id")
+        .annotate(s=Sum("total_cost_nusd"))
+        .values("s")
     )
     held = (
         Hold.objects.filter(api_key_id=OuterRef("pk"), status=HoldStatus.OPEN)
-        .values("api_key_id").annotate(s=Sum("amount_nusd")).values("s")
+        .values("api_key_id")
+        .annotate(s=Sum("amount_nusd"))
+        .values("s")
     )
     zero = Value(0, output_field=IntegerField())
     row = (
         ApiKey.objects.filter(pk=key_id)
         .annotate(spent=Coalesce(Subquery(spent), zero), held=Coalesce(Subquery(held), zero))
-        .values_list("spent", "held").first()
+        .values_list("spent", "held")
+        .first()
     )
     return sum(row) if row else 0
 
@@ -157,15 +176,23 @@ def key_month_spend_nusd(key_id: int, *, now: datetime | None = None) -> int:
 
 def _insufficient(amount_nusd: int) -> ApiError:
     return ApiError(
-        402, "insufficient_balance",
+        402,
+        "insufficient_balance",
         f"Your team's available credit does not cover this request (it needs up to "
         f"{pricing.format_usd(amount_nusd, places=6)}). Top up to continue.",
         kind="insufficient_balance",
     )
 
 
-def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int, is_test: bool,
-               monthly_spend_cap_nusd: int | None = None) -> HoldRef:
+def place_hold(
+    *,
+    team_id: int,
+    key_id: int | None,
+    request_id: str,
+    amount_nusd: int,
+    is_test: bool,
+    monthly_spend_cap_nusd: int | None = None,
+) -> HoldRef:
     """Reserve `amount_nusd` before the upstream call.
 
     Two statements: the conditional UPDATE (which both checks and reserves, so two processes can never
@@ -177,23 +204,31 @@ def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd
     """
     _check_hold_amount(amount_nusd)
     if is_test:
-        return HoldRef(hold_id=None, public_id=None, team_id=team_id, key_id=key_id, request_id=request_id,
-                       amount_nusd=amount_nusd, is_test=True)
+        return HoldRef(
+            hold_id=None,
+            public_id=None,
+            team_id=team_id,
+            key_id=key_id,
+            request_id=request_id,
+            amount_nusd=amount_nusd,
+            is_test=True,
+        )
     if monthly_spend_cap_nusd is None and fastpath.enabled():
         args = _fast_hold_args(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd)
         return _fast_hold_ref(args, fastpath.place_hold(**args))
     now = timezone.now()
     with transaction.atomic():
-        reserved = Wallet.objects.filter(
-            team_id=team_id, balance_nusd__gte=F("held_nusd") + amount_nusd
-        ).update(held_nusd=F("held_nusd") + amount_nusd, updated_at=now)
+        reserved = Wallet.objects.filter(team_id=team_id, balance_nusd__gte=F("held_nusd") + amount_nusd).update(
+            held_nusd=F("held_nusd") + amount_nusd, updated_at=now
+        )
         if not reserved:
             raise _insufficient(amount_nusd)
         if monthly_spend_cap_nusd is not None and key_id is not None:
             used = key_month_spend_nusd(key_id, now=now)
             if used + amount_nusd > monthly_spend_cap_nusd:
                 raise ApiError(  # raising inside the block rolls the reservation back
-                    402, "spend_cap_exceeded",
+                    402,
+                    "spend_cap_exceeded",
                     f"This API key's monthly spend cap of {pricing.format_usd(monthly_spend_cap_nusd)} would be "
                     f"exceeded ({pricing.format_usd(used)} used or reserved this month).",
                     kind="insufficient_balance",
@@ -201,11 +236,21 @@ def place_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd
         hold = Hold.objects.create(
             # Resolved inside the INSERT, so placing a hold needs no separate wallet lookup.
             wallet_id=Subquery(Wallet.objects.filter(team_id=team_id).values("pk")[:1]),
-            api_key_id=key_id, request_id=request_id, amount_nusd=amount_nusd, created_at=now,
+            api_key_id=key_id,
+            request_id=request_id,
+            amount_nusd=amount_nusd,
+            created_at=now,
             expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
         )
-    return HoldRef(hold_id=hold.pk, public_id=hold.public_id, team_id=team_id, key_id=key_id, request_id=request_id,
-                   amount_nusd=amount_nusd, is_test=False)
+    return HoldRef(
+        hold_id=hold.pk,
+        public_id=hold.public_id,
+        team_id=team_id,
+        key_id=key_id,
+        request_id=request_id,
+        amount_nusd=amount_nusd,
+        is_test=False,
+    )
 
 
 def _check_hold_amount(amount_nusd: int) -> None:
@@ -215,16 +260,29 @@ def _check_hold_amount(amount_nusd: int) -> None:
 
 def _fast_hold_args(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int) -> dict:
     now = timezone.now()
-    return {"team_id": team_id, "key_id": key_id, "request_id": request_id, "amount_nusd": amount_nusd,
-            "public_id": _hold_public_id(), "now": now,
-            "expires_at": now + timedelta(seconds=settings.HOLD_TTL_SECONDS)}
+    return {
+        "team_id": team_id,
+        "key_id": key_id,
+        "request_id": request_id,
+        "amount_nusd": amount_nusd,
+        "public_id": _hold_public_id(),
+        "now": now,
+        "expires_at": now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
+    }
 
 
 def _fast_hold_ref(args: dict, hold_id: int | None) -> HoldRef:
     if hold_id is None:
         raise _insufficient(args["amount_nusd"])
-    return HoldRef(hold_id=hold_id, public_id=args["public_id"], team_id=args["team_id"], key_id=args["key_id"],
-                   request_id=args["request_id"], amount_nusd=args["amount_nusd"], is_test=False)
+    return HoldRef(
+        hold_id=hold_id,
+        public_id=args["public_id"],
+        team_id=args["team_id"],
+        key_id=args["key_id"],
+        request_id=args["request_id"],
+        amount_nusd=args["amount_nusd"],
+        is_test=False,
+    )
 
 
 def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
@@ -240,18 +298,33 @@ def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
 
 
 def _log_expired(hold: HoldRef) -> None:
-    log.warning("hold %s for request %s was already expired by the sweeper; settling without releasing it",
-                hold.public_id, hold.request_id)
+    log.warning(
+        "hold %s for request %s was already expired by the sweeper; settling without releasing it",
+        hold.public_id,
+        hold.request_id,
+    )
 
 
 def _receipt(hold: HoldRef, meta: ReceiptMeta, **fields) -> Receipt:
     return Receipt(
-        request_id=hold.request_id, team_id=hold.team_id, api_key_id=hold.key_id, key_label=meta.key_label[:60],
-        mode="test" if hold.is_test else "live", is_test=hold.is_test, endpoint=meta.endpoint,
-        model_requested=meta.model_requested, model_routed=meta.model_routed, provider=meta.provider,
-        upstream_model=meta.upstream_model, attempts=meta.attempts, streamed=meta.streamed,
-        latency_ms=max(0, meta.latency_ms), ttft_ms=None if meta.ttft_ms is None else max(0, meta.ttft_ms),
-        idempotency_key=meta.idempotency_key, hold_amount_nusd=hold.amount_nusd, **fields,
+        request_id=hold.request_id,
+        team_id=hold.team_id,
+        api_key_id=hold.key_id,
+        key_label=meta.key_label[:60],
+        mode="test" if hold.is_test else "live",
+        is_test=hold.is_test,
+        endpoint=meta.endpoint,
+        model_requested=meta.model_requested,
+        model_routed=meta.model_routed,
+        provider=meta.provider,
+        upstream_model=meta.upstream_model,
+        attempts=meta.attempts,
+        streamed=meta.streamed,
+        latency_ms=max(0, meta.latency_ms),
+        ttft_ms=None if meta.ttft_ms is None else max(0, meta.ttft_ms),
+        idempotency_key=meta.idempotency_key,
+        hold_amount_nusd=hold.amount_nusd,
+        **fields,
     )
 
 
@@ -278,27 +351,42 @@ class Settlement:
     receipt: Receipt  # unsaved
 
 
-def price(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
-          status: str = "succeeded") -> Settlement:
+def price(
+    hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta, status: str = "succeeded"
+) -> Settlement:
     """Compute the cost (once, never above the hold) and the receipt to write. No I/O."""
     if status not in (ReceiptStatus.SUCCEEDED, ReceiptStatus.PARTIAL):
         raise ValueError("settle records a succeeded or partial request; use release for a failed one")
     computed = pricing.cost_of(usage, prices)  # the one place cost is computed; raises on negative tokens
     cost = _clamp(computed, hold.amount_nusd)
     if cost != computed:
-        log.warning("request %s cost %s nusd but held only %s nusd; charging the hold amount",
-                    hold.request_id, computed.total_nusd, hold.amount_nusd)
+        log.warning(
+            "request %s cost %s nusd but held only %s nusd; charging the hold amount",
+            hold.request_id,
+            computed.total_nusd,
+            hold.amount_nusd,
+        )
     receipt = _receipt(
-        hold, meta, created_at=timezone.now(), status=status, prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
-        input_price_nusd=prices.input_nusd, cached_price_nusd=prices.cached_nusd, output_price_nusd=prices.output_nusd,
-        input_cost_nusd=cost.input_nusd, output_cost_nusd=cost.output_nusd, total_cost_nusd=cost.total_nusd,
+        hold,
+        meta,
+        created_at=timezone.now(),
+        status=status,
+        prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_tokens,
+        completion_tokens=usage.completion_tokens,
+        input_price_nusd=prices.input_nusd,
+        cached_price_nusd=prices.cached_nusd,
+        output_price_nusd=prices.output_nusd,
+        input_cost_nusd=cost.input_nusd,
+        output_cost_nusd=cost.output_nusd,
+        total_cost_nusd=cost.total_nusd,
     )
     return Settlement(hold=hold, cost=cost, receipt=receipt)
 
 
-def settle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
-           status: str = "succeeded") -> Receipt:
+def settle(
+    hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta, status: str = "succeeded"
+) -> Receipt:
     """Close the hold, debit the exact cost, write the receipt and its charge entry: one transaction."""
     return record(price(hold, usage=usage, prices=prices, meta=meta, status=status))
 
@@ -330,9 +418,15 @@ def record(settlement: Settlement) -> Receipt:
 
 def _fast_settle_args(settlement: Settlement) -> dict:
     hold = settlement.hold
-    return {"hold_id": hold.hold_id, "team_id": hold.team_id, "amount_nusd": hold.amount_nusd,
-            "cost_nusd": settlement.cost.total_nusd, "receipt": settlement.receipt, "txn_public_id": _txn_public_id(),
-            "now": timezone.now()}
+    return {
+        "hold_id": hold.hold_id,
+        "team_id": hold.team_id,
+        "amount_nusd": hold.amount_nusd,
+        "cost_nusd": settlement.cost.total_nusd,
+        "receipt": settlement.receipt,
+        "txn_public_id": _txn_public_id(),
+        "now": timezone.now(),
+    }
 
 
 def _check_fast_settled(hold: HoldRef, prior: str | None, wallet: Wallet | None) -> None:
@@ -355,8 +449,12 @@ def _settle_orm(settlement: Settlement) -> Receipt:
         receipt.save(force_insert=True)
         if cost.total_nusd:
             LedgerEntry.objects.create(
-                wallet_id=wallet.pk, kind=LedgerKind.CHARGE, amount_nusd=-cost.total_nusd,
-                balance_after_nusd=wallet.balance_nusd, reference=receipt.public_id, created_at=now,
+                wallet_id=wallet.pk,
+                kind=LedgerKind.CHARGE,
+                amount_nusd=-cost.total_nusd,
+                balance_after_nusd=wallet.balance_nusd,
+                reference=receipt.public_id,
+                created_at=now,
             )
         _announce(receipt, wallet)
     return receipt
@@ -378,35 +476,55 @@ def release(hold: HoldRef, *, meta: ReceiptMeta, error_code: str) -> Receipt:
             )
         receipt.created_at = now
         receipt.save(force_insert=True)
-        transaction.on_commit(lambda: receipt_settled.send(
-            sender=Receipt, receipt=receipt, wallet=Wallet.objects.get(team_id=hold.team_id)
-        ))
+        transaction.on_commit(
+            lambda: receipt_settled.send(
+                sender=Receipt, receipt=receipt, wallet=Wallet.objects.get(team_id=hold.team_id)
+            )
+        )
     return receipt
 
 
-async def aplace_hold(*, team_id: int, key_id: int | None, request_id: str, amount_nusd: int, is_test: bool,
-                      monthly_spend_cap_nusd: int | None = None) -> HoldRef:
+async def aplace_hold(
+    *,
+    team_id: int,
+    key_id: int | None,
+    request_id: str,
+    amount_nusd: int,
+    is_test: bool,
+    monthly_spend_cap_nusd: int | None = None,
+) -> HoldRef:
     """place_hold from the event loop: the one-statement hold on the loop's own connection (no thread hop)
     where it applies, otherwise place_hold in a worker thread."""
     if is_test:  # nothing to write
-        return place_hold(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd,
-                          is_test=True)
+        return place_hold(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd, is_test=True)
     if monthly_spend_cap_nusd is not None or not fastpath.async_enabled():
-        return await run_db(place_hold, team_id=team_id, key_id=key_id, request_id=request_id,
-                            amount_nusd=amount_nusd, is_test=is_test, monthly_spend_cap_nusd=monthly_spend_cap_nusd)
+        return await run_db(
+            place_hold,
+            team_id=team_id,
+            key_id=key_id,
+            request_id=request_id,
+            amount_nusd=amount_nusd,
+            is_test=is_test,
+            monthly_spend_cap_nusd=monthly_spend_cap_nusd,
+        )
     _check_hold_amount(amount_nusd)
     args = _fast_hold_args(team_id=team_id, key_id=key_id, request_id=request_id, amount_nusd=amount_nusd)
     try:
         hold_id = await fastpath.aplace_hold(**args)
     except fastpath.UNAVAILABLE as exc:
         log.warning("could not place a hold for %s: %s", request_id, type(exc).__name__)
-        raise ApiError(503, "billing_unavailable", "Billing is briefly unavailable, so the request was not sent "
-                       "upstream and nothing was charged. Retry in a moment.") from None
+        raise ApiError(
+            503,
+            "billing_unavailable",
+            "Billing is briefly unavailable, so the request was not sent "
+            "upstream and nothing was charged. Retry in a moment.",
+        ) from None
     return _fast_hold_ref(args, hold_id)
 
 
-async def asettle(hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta,
-                  status: str = "succeeded") -> Receipt:
+async def asettle(
+    hold: HoldRef, *, usage: pricing.Usage, prices: pricing.Prices, meta: ReceiptMeta, status: str = "succeeded"
+) -> Receipt:
     return await arecord(price(hold, usage=usage, prices=prices, meta=meta, status=status))
 
 
@@ -454,8 +572,9 @@ class Unsettled:
     def wait(self, team_id: int | None = None, timeout: float = 2.0) -> bool:
         """Block until the team's (or, with None, every team's) pending settlements are written. False on timeout."""
         with self._changed:
-            return self._changed.wait_for(lambda: not (self._teams.get(team_id) if team_id else self._teams),
-                                          timeout=timeout)
+            return self._changed.wait_for(
+                lambda: not (self._teams.get(team_id) if team_id else self._teams), timeout=timeout
+            )
 
 
 unsettled = Unsettled()
@@ -476,10 +595,16 @@ async def arecord_after_reply(settlement: Settlement) -> Receipt | None:
                 log.warning("settlement of %s after the reply: %s", settlement.hold.request_id, exc.message)
                 return None
             except Exception as exc:  # noqa: BLE001 - retried, then logged below
-                log.warning("settlement of %s after the reply failed (%s); retrying", settlement.hold.request_id,
-                            type(exc).__name__)
-        log.error("could not record the settlement of %s (receipt %s) after its reply; the hold will expire "
-                  "unpaid", settlement.hold.request_id, settlement.receipt.public_id)
+                log.warning(
+                    "settlement of %s after the reply failed (%s); retrying",
+                    settlement.hold.request_id,
+                    type(exc).__name__,
+                )
+        log.error(
+            "could not record the settlement of %s (receipt %s) after its reply; the hold will expire unpaid",
+            settlement.hold.request_id,
+            settlement.receipt.public_id,
+        )
         return None
     finally:
         unsettled.done(settlement.hold.team_id)
@@ -503,7 +628,8 @@ def release_expired_holds(*, now: datetime | None = None, limit: int = 10_000) -
     while expired < limit:
         batch = list(
             Hold.objects.filter(status=HoldStatus.OPEN, expires_at__lte=now)
-            .order_by("expires_at").values_list("pk", "wallet_id", "amount_nusd")[: min(SWEEP_BATCH, limit - expired)]
+            .order_by("expires_at")
+            .values_list("pk", "wallet_id", "amount_nusd")[: min(SWEEP_BATCH, limit - expired)]
         )
         if not batch:
             break

@@ -22,8 +22,10 @@ CURRENCY = "usd"
 
 class StripeNotConfigured(Exception):
     def __init__(self) -> None:
-        super().__init__("Card payments are not configured on this server (STRIPE_SECRET_KEY is unset). "
-                         "Ask an operator to grant credit.")
+        super().__init__(
+            "Card payments are not configured on this server (STRIPE_SECRET_KEY is unset). "
+            "Ask an operator to grant credit."
+        )
 
 
 class StripeUnavailable(Exception):
@@ -100,28 +102,35 @@ def create_customer(*, name: str, email: str, team_public_id: str, idempotency_k
     if email:
         params["email"] = email
     try:
-        customer = _client().v1.customers.create(
-            params=params, options={"idempotency_key": idempotency_key}
-        )
+        customer = _client().v1.customers.create(params=params, options={"idempotency_key": idempotency_key})
     except stripe.StripeError as exc:
         raise _unavailable(exc)
     return str(customer["id"])
 
 
-def create_checkout_session(*, customer_id: str, amount_cents: int, metadata: dict[str, str], success_url: str,
-                            cancel_url: str, idempotency_key: str) -> CheckoutSession:
+def create_checkout_session(
+    *,
+    customer_id: str,
+    amount_cents: int,
+    metadata: dict[str, str],
+    success_url: str,
+    cancel_url: str,
+    idempotency_key: str,
+) -> CheckoutSession:
     params: dict[str, Any] = {
         "mode": "payment",
         "customer": customer_id,
         "client_reference_id": metadata.get("tollgate_team", ""),
-        "line_items": [{
-            "quantity": 1,
-            "price_data": {
-                "currency": CURRENCY,
-                "unit_amount": amount_cents,
-                "product_data": {"name": "Tollgate credit"},
-            },
-        }],
+        "line_items": [
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": CURRENCY,
+                    "unit_amount": amount_cents,
+                    "product_data": {"name": "Tollgate credit"},
+                },
+            }
+        ],
         # Save the card on the customer so auto-recharge can charge it later without the buyer present.
         "payment_intent_data": {"setup_future_usage": "off_session", "metadata": metadata},
         "metadata": metadata,
@@ -142,8 +151,9 @@ def retrieve_payment_intent(payment_intent_id: str) -> dict[str, Any]:
         raise _unavailable(exc)
 
 
-def charge_off_session(*, customer_id: str, payment_method_id: str, amount_cents: int, metadata: dict[str, str],
-                       idempotency_key: str) -> OffSessionCharge:
+def charge_off_session(
+    *, customer_id: str, payment_method_id: str, amount_cents: int, metadata: dict[str, str], idempotency_key: str
+) -> OffSessionCharge:
     """Charge a saved card with nobody present. Declines and 3-D Secure requests raise PaymentDeclined."""
     params: dict[str, Any] = {
         "amount": amount_cents,
@@ -155,14 +165,16 @@ def charge_off_session(*, customer_id: str, payment_method_id: str, amount_cents
         "metadata": metadata,
     }
     try:
-        intent = to_plain(_client().v1.payment_intents.create(
-            params=params, options={"idempotency_key": idempotency_key}))
+        intent = to_plain(
+            _client().v1.payment_intents.create(params=params, options={"idempotency_key": idempotency_key})
+        )
     except stripe.CardError as exc:
         # Real Stripe returns the intent inside the error; keep its id so the later webhook matches.
         err = to_plain(exc.error) or {}
         pi_id = id_of(err.get("payment_intent")) if isinstance(err, dict) else ""
-        raise PaymentDeclined(exc.user_message or "The card was declined.", code=str(exc.code or "card_declined"),
-                              payment_intent_id=pi_id)
+        raise PaymentDeclined(
+            exc.user_message or "The card was declined.", code=str(exc.code or "card_declined"), payment_intent_id=pi_id
+        )
     except stripe.StripeError as exc:
         raise _unavailable(exc)
     status = str(intent.get("status") or "")
@@ -170,11 +182,17 @@ def charge_off_session(*, customer_id: str, payment_method_id: str, amount_cents
     if status in ("succeeded", "processing"):
         return OffSessionCharge(payment_intent_id=pi_id, status=status)
     if status == "requires_action":
-        raise PaymentDeclined("The bank asked for the cardholder to authenticate this payment, which cannot "
-                              "happen off-session.", code="authentication_required", payment_intent_id=pi_id)
+        raise PaymentDeclined(
+            "The bank asked for the cardholder to authenticate this payment, which cannot happen off-session.",
+            code="authentication_required",
+            payment_intent_id=pi_id,
+        )
     error = intent.get("last_payment_error") or {}
-    raise PaymentDeclined(str(error.get("message") or f"The payment did not go through ({status})."),
-                          code=str(error.get("code") or status), payment_intent_id=pi_id)
+    raise PaymentDeclined(
+        str(error.get("message") or f"The payment did not go through ({status})."),
+        code=str(error.get("code") or status),
+        payment_intent_id=pi_id,
+    )
 
 
 def construct_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
@@ -183,8 +201,9 @@ def construct_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
     if not secret:
         raise SignatureError("STRIPE_WEBHOOK_SECRET is not set; webhooks cannot be verified.")
     try:
-        event = stripe.Webhook.construct_event(payload, sig_header, secret,
-                                               api_key=settings.STRIPE_SECRET_KEY or "sk_unset")
+        event = stripe.Webhook.construct_event(
+            payload, sig_header, secret, api_key=settings.STRIPE_SECRET_KEY or "sk_unset"
+        )
     except stripe.SignatureVerificationError:
         raise SignatureError("Invalid Stripe signature.")
     except ValueError:  # signed, but not JSON

@@ -90,8 +90,12 @@ def parse_usd_to_cents(text: Any, *, field: str = "amount") -> int:
 def _customer_for(team: Team, wallet: Wallet, actor: User) -> str:
     if wallet.stripe_customer_id:
         return wallet.stripe_customer_id
-    customer_id = stripe_client.create_customer(name=team.name, email=actor.email, team_public_id=team.public_id,
-                                                idempotency_key=f"tollgate-customer-{team.public_id}-{actor.pk}")
+    customer_id = stripe_client.create_customer(
+        name=team.name,
+        email=actor.email,
+        team_public_id=team.public_id,
+        idempotency_key=f"tollgate-customer-{team.public_id}-{actor.pk}",
+    )
     # Two concurrent first top-ups: the first stored customer wins (Stripe's idempotency key makes them one anyway).
     Wallet.objects.filter(pk=wallet.pk, stripe_customer_id="").update(stripe_customer_id=customer_id)
     return Wallet.objects.values_list("stripe_customer_id", flat=True).get(pk=wallet.pk)
@@ -110,7 +114,9 @@ def start_checkout(team: Team, amount_cents: int, actor: User, *, ip: str | None
     try:
         customer_id = _customer_for(team, wallet, actor)
         session = stripe_client.create_checkout_session(
-            customer_id=customer_id, amount_cents=amount_cents, metadata=metadata,
+            customer_id=customer_id,
+            amount_cents=amount_cents,
+            metadata=metadata,
             success_url=f"{base}{reverse('billing:topup_success')}?session_id={{CHECKOUT_SESSION_ID}}",
             cancel_url=f"{base}{reverse('billing:topup_cancel')}?topup={topup_id}",
             idempotency_key=f"tollgate-checkout-{topup_id}",
@@ -118,10 +124,22 @@ def start_checkout(team: Team, amount_cents: int, actor: User, *, ip: str | None
     except stripe_client.StripeUnavailable as exc:
         raise TopUpError("stripe_unavailable", str(exc))
     with transaction.atomic():
-        TopUp.objects.create(public_id=topup_id, team=team, kind="checkout", amount_nusd=amount_cents * NUSD_PER_CENT,
-                             stripe_session_id=session.id, created_by=actor)
-        audit("billing.topup_started", team=team, actor=actor, target=topup_id, ip=ip,
-              amount_usd=format_usd(amount_cents * NUSD_PER_CENT))
+        TopUp.objects.create(
+            public_id=topup_id,
+            team=team,
+            kind="checkout",
+            amount_nusd=amount_cents * NUSD_PER_CENT,
+            stripe_session_id=session.id,
+            created_by=actor,
+        )
+        audit(
+            "billing.topup_started",
+            team=team,
+            actor=actor,
+            target=topup_id,
+            ip=ip,
+            amount_usd=format_usd(amount_cents * NUSD_PER_CENT),
+        )
     return session.url
 
 
@@ -140,8 +158,16 @@ def _credit(topup: TopUp, *, amount_nusd: int, payment_intent_id: str, kind: str
         return None
     wallet = ensure_wallet(topup.team)
     entry = _post(wallet.pk, kind=kind, amount_nusd=amount_nusd, reference=topup.public_id, reason=reason)
-    audit("billing.topup_credited", team=topup.team, actor=None, actor_label="stripe", target=topup.public_id,
-          amount_usd=format_usd(amount_nusd), kind=topup.kind, payment_intent=payment_intent_id)
+    audit(
+        "billing.topup_credited",
+        team=topup.team,
+        actor=None,
+        actor_label="stripe",
+        target=topup.public_id,
+        amount_usd=format_usd(amount_nusd),
+        kind=topup.kind,
+        payment_intent=payment_intent_id,
+    )
     _after_commit_credit(topup.team_id, entry.pk, topup.public_id)
     return entry
 
@@ -150,9 +176,15 @@ def _after_commit_credit(team_id: int, entry_id: int, topup_public_id: str) -> N
     def notify() -> None:
         entry = LedgerEntry.objects.select_related("wallet__team").get(pk=entry_id)
         signals.wallet_credited.send(sender=Wallet, wallet=entry.wallet, entry=entry)
-        _email(billing_contacts(entry.wallet.team), "topup_credited", team=entry.wallet.team,
-               amount=format_usd(entry.amount_nusd), balance=format_usd(entry.balance_after_nusd),
-               topup_id=topup_public_id, auto=entry.kind == LedgerKind.AUTO_RECHARGE)
+        _email(
+            billing_contacts(entry.wallet.team),
+            "topup_credited",
+            team=entry.wallet.team,
+            amount=format_usd(entry.amount_nusd),
+            balance=format_usd(entry.balance_after_nusd),
+            topup_id=topup_public_id,
+            auto=entry.kind == LedgerKind.AUTO_RECHARGE,
+        )
 
     transaction.on_commit(notify)
 
@@ -174,8 +206,14 @@ def _topup_for_session(session: dict) -> TopUp | None:
         amount = int(session.get("amount_total") or 0) * NUSD_PER_CENT
         if team is None or amount <= 0:
             return None
-        topup, _ = TopUp.objects.get_or_create(stripe_session_id=session_id, defaults={
-            "team": team, "amount_nusd": amount, "public_id": metadata.get("tollgate_topup") or new_id("topup")})
+        topup, _ = TopUp.objects.get_or_create(
+            stripe_session_id=session_id,
+            defaults={
+                "team": team,
+                "amount_nusd": amount,
+                "public_id": metadata.get("tollgate_topup") or new_id("topup"),
+            },
+        )
         topup = TopUp.objects.select_for_update().get(pk=topup.pk)
     return topup
 
@@ -198,8 +236,13 @@ def credit_checkout_session(session: dict) -> str:
     amount_nusd = int(session.get("amount_total") or 0) * NUSD_PER_CENT
     if amount_nusd <= 0:
         raise EventRejected("paid session without an amount")
-    entry = _credit(topup, amount_nusd=amount_nusd, payment_intent_id=pi_id, kind=LedgerKind.TOPUP,
-                    reason=f"Stripe Checkout {session.get('id')}")
+    entry = _credit(
+        topup,
+        amount_nusd=amount_nusd,
+        payment_intent_id=pi_id,
+        kind=LedgerKind.TOPUP,
+        reason=f"Stripe Checkout {session.get('id')}",
+    )
     if isinstance(pi, dict) and pi.get("payment_method"):
         _save_payment_method(wallet.pk, customer_id, stripe_client.id_of(pi["payment_method"]))
     elif pi_id and stripe_client.is_configured():
@@ -227,14 +270,16 @@ def sync_payment_method(wallet_id: int, payment_intent_id: str) -> str:
     intent = stripe_client.retrieve_payment_intent(payment_intent_id)
     if intent.get("setup_future_usage") not in (None, "off_session") or intent.get("status") != "succeeded":
         return "skipped"
-    _save_payment_method(wallet_id, stripe_client.id_of(intent.get("customer")),
-                         stripe_client.id_of(intent.get("payment_method")))
+    _save_payment_method(
+        wallet_id, stripe_client.id_of(intent.get("customer")), stripe_client.id_of(intent.get("payment_method"))
+    )
     return "saved"
 
 
 def fail_checkout_session(session: dict) -> str:
-    n = TopUp.objects.filter(stripe_session_id=str(session.get("id") or ""),
-                             status=TopUpStatus.PENDING).update(status=TopUpStatus.FAILED)
+    n = TopUp.objects.filter(stripe_session_id=str(session.get("id") or ""), status=TopUpStatus.PENDING).update(
+        status=TopUpStatus.FAILED
+    )
     return "marked failed" if n else "ignored: nothing pending"
 
 
@@ -252,14 +297,20 @@ def payment_intent_succeeded(intent: dict) -> str:
     if metadata.get("tollgate_kind") != "auto_recharge":
         return "payment method saved"
     pi_id = str(intent.get("id") or "")
-    topup = (TopUp.objects.select_for_update().filter(stripe_payment_intent_id=pi_id).first()
-             or TopUp.objects.select_for_update().filter(public_id=metadata.get("tollgate_topup") or "",
-                                                         team=team).first())
+    topup = (
+        TopUp.objects.select_for_update().filter(stripe_payment_intent_id=pi_id).first()
+        or TopUp.objects.select_for_update().filter(public_id=metadata.get("tollgate_topup") or "", team=team).first()
+    )
     if topup is None:
         return "ignored: unknown auto-recharge"
     amount_nusd = int(intent.get("amount_received") or intent.get("amount") or 0) * NUSD_PER_CENT
-    entry = _credit(topup, amount_nusd=amount_nusd, payment_intent_id=pi_id, kind=LedgerKind.AUTO_RECHARGE,
-                    reason=f"Auto-recharge {pi_id}")
+    entry = _credit(
+        topup,
+        amount_nusd=amount_nusd,
+        payment_intent_id=pi_id,
+        kind=LedgerKind.AUTO_RECHARGE,
+        reason=f"Auto-recharge {pi_id}",
+    )
     Wallet.objects.filter(pk=wallet.pk).update(auto_recharge_in_flight_since=None, auto_recharge_last_error="")
     return "credited" if entry else "already credited"
 
@@ -271,12 +322,16 @@ def apply_refund(charge: dict) -> str:
     """charge.refunded: debit what was refunded beyond what we already debited (`amount_refunded` is cumulative,
     so repeated and partial refund events net out)."""
     pi_id = stripe_client.id_of(charge.get("payment_intent"))
-    topup = TopUp.objects.select_for_update().select_related("team").filter(
-        stripe_payment_intent_id=pi_id).first() if pi_id else None
+    topup = (
+        TopUp.objects.select_for_update().select_related("team").filter(stripe_payment_intent_id=pi_id).first()
+        if pi_id
+        else None
+    )
     if topup is None or topup.status not in (TopUpStatus.PAID, TopUpStatus.PARTIALLY_REFUNDED, TopUpStatus.REFUNDED):
         customer_id = stripe_client.id_of(charge.get("customer"))
         ours = bool((charge.get("metadata") or {}).get("tollgate_team")) or (
-            customer_id and Wallet.objects.filter(stripe_customer_id=customer_id).exists())
+            customer_id and Wallet.objects.filter(stripe_customer_id=customer_id).exists()
+        )
         if ours:
             raise Deferred("refund for a payment that is not credited yet")
         return "ignored: not a Tollgate payment"
@@ -287,12 +342,24 @@ def apply_refund(charge: dict) -> str:
     status = TopUpStatus.REFUNDED if refunded_nusd >= topup.amount_nusd else TopUpStatus.PARTIALLY_REFUNDED
     TopUp.objects.filter(pk=topup.pk).update(refunded_nusd=refunded_nusd, status=status)
     wallet = ensure_wallet(topup.team)
-    entry = _post(wallet.pk, kind=LedgerKind.REFUND, amount_nusd=-delta, reference=topup.public_id,
-                  reason=f"Stripe refund on {pi_id}")
-    audit("billing.topup_refunded", team=topup.team, actor_label="stripe", target=topup.public_id,
-          amount_usd=format_usd(delta), refunded_total_usd=format_usd(refunded_nusd))
-    transaction.on_commit(lambda: signals.wallet_credited.send(sender=Wallet, wallet=Wallet.objects.get(
-        pk=wallet.pk), entry=entry))
+    entry = _post(
+        wallet.pk,
+        kind=LedgerKind.REFUND,
+        amount_nusd=-delta,
+        reference=topup.public_id,
+        reason=f"Stripe refund on {pi_id}",
+    )
+    audit(
+        "billing.topup_refunded",
+        team=topup.team,
+        actor_label="stripe",
+        target=topup.public_id,
+        amount_usd=format_usd(delta),
+        refunded_total_usd=format_usd(refunded_nusd),
+    )
+    transaction.on_commit(
+        lambda: signals.wallet_credited.send(sender=Wallet, wallet=Wallet.objects.get(pk=wallet.pk), entry=entry)
+    )
     return f"debited {format_usd(delta)}"
 
 
@@ -355,7 +422,8 @@ def _record_unfinished(event_id: str, event_type: str, status: str, error: str) 
     try:
         with transaction.atomic():
             StripeEvent.objects.update_or_create(
-                event_id=event_id, defaults={"type": event_type[:100], "status": status, "error": error[:1000]})
+                event_id=event_id, defaults={"type": event_type[:100], "status": status, "error": error[:1000]}
+            )
     except IntegrityError:  # a concurrent delivery of the same event got there first
         pass
 
@@ -363,8 +431,9 @@ def _record_unfinished(event_id: str, event_type: str, status: str, error: str) 
 # --- auto-recharge -----------------------------------------------------------------------------------
 
 
-def update_auto_recharge(team: Team, *, actor: User, enabled: bool, threshold_cents: int, amount_cents: int,
-                         ip: str | None = None) -> Wallet:
+def update_auto_recharge(
+    team: Team, *, actor: User, enabled: bool, threshold_cents: int, amount_cents: int, ip: str | None = None
+) -> Wallet:
     require(actor, team, Action.BILLING_MANAGE)
     if not isinstance(enabled, bool):
         raise TopUpError("invalid_request", "enabled must be true or false.")
@@ -380,13 +449,20 @@ def update_auto_recharge(team: Team, *, actor: User, enabled: bool, threshold_ce
         raise TopUpError("no_saved_card", "Top up once by card first; auto-recharge charges the card saved then.")
     with transaction.atomic():
         Wallet.objects.filter(pk=wallet.pk).update(
-            auto_recharge_enabled=enabled, auto_recharge_threshold_nusd=threshold_cents * NUSD_PER_CENT,
+            auto_recharge_enabled=enabled,
+            auto_recharge_threshold_nusd=threshold_cents * NUSD_PER_CENT,
             auto_recharge_amount_nusd=amount_cents * NUSD_PER_CENT,
             **({"auto_recharge_last_error": ""} if enabled else {}),
         )
-        audit("billing.auto_recharge_updated", team=team, actor=actor, ip=ip, enabled=enabled,
-              threshold_usd=format_usd(threshold_cents * NUSD_PER_CENT),
-              amount_usd=format_usd(amount_cents * NUSD_PER_CENT))
+        audit(
+            "billing.auto_recharge_updated",
+            team=team,
+            actor=actor,
+            ip=ip,
+            enabled=enabled,
+            threshold_usd=format_usd(threshold_cents * NUSD_PER_CENT),
+            amount_usd=format_usd(amount_cents * NUSD_PER_CENT),
+        )
     wallet.refresh_from_db()
     return wallet
 
@@ -404,11 +480,17 @@ def needs_auto_recharge(wallet: Wallet, *, now: datetime | None = None) -> bool:
 def _claim(wallet_id: int, now: datetime) -> bool:
     """At most one attempt in flight per team: whoever flips in_flight_since first runs the charge."""
     return bool(
-        Wallet.objects.filter(pk=wallet_id, auto_recharge_enabled=True, balance_nusd__lt=F("held_nusd")
-                              + F("auto_recharge_threshold_nusd"))
-        .exclude(stripe_payment_method_id="").exclude(stripe_customer_id="")
-        .filter(Q(auto_recharge_in_flight_since__isnull=True)
-                | Q(auto_recharge_in_flight_since__lt=now - AUTO_RECHARGE_STALE_AFTER))
+        Wallet.objects.filter(
+            pk=wallet_id,
+            auto_recharge_enabled=True,
+            balance_nusd__lt=F("held_nusd") + F("auto_recharge_threshold_nusd"),
+        )
+        .exclude(stripe_payment_method_id="")
+        .exclude(stripe_customer_id="")
+        .filter(
+            Q(auto_recharge_in_flight_since__isnull=True)
+            | Q(auto_recharge_in_flight_since__lt=now - AUTO_RECHARGE_STALE_AFTER)
+        )
         .update(auto_recharge_in_flight_since=now)
     )
 
@@ -420,12 +502,19 @@ def run_auto_recharge(wallet_id: int, *, now: datetime | None = None) -> str:
     wallet = Wallet.objects.select_related("team").get(pk=wallet_id)
     amount_cents = wallet.auto_recharge_amount_nusd // NUSD_PER_CENT
     topup = TopUp.objects.create(team=wallet.team, kind="auto_recharge", amount_nusd=amount_cents * NUSD_PER_CENT)
-    metadata = {"tollgate_team": wallet.team.public_id, "tollgate_topup": topup.public_id,
-                "tollgate_kind": "auto_recharge"}
+    metadata = {
+        "tollgate_team": wallet.team.public_id,
+        "tollgate_topup": topup.public_id,
+        "tollgate_kind": "auto_recharge",
+    }
     try:
         charge = stripe_client.charge_off_session(
-            customer_id=wallet.stripe_customer_id, payment_method_id=wallet.stripe_payment_method_id,
-            amount_cents=amount_cents, metadata=metadata, idempotency_key=f"tollgate-auto-recharge-{topup.public_id}")
+            customer_id=wallet.stripe_customer_id,
+            payment_method_id=wallet.stripe_payment_method_id,
+            amount_cents=amount_cents,
+            metadata=metadata,
+            idempotency_key=f"tollgate-auto-recharge-{topup.public_id}",
+        )
     except stripe_client.PaymentDeclined as exc:
         _auto_recharge_failed(wallet, topup, str(exc), exc.payment_intent_id)
         return "declined"
@@ -440,8 +529,13 @@ def run_auto_recharge(wallet_id: int, *, now: datetime | None = None) -> str:
             TopUp.objects.filter(pk=topup.pk).update(stripe_payment_intent_id=charge.payment_intent_id)
             return "processing"
         topup = TopUp.objects.select_for_update().select_related("team").get(pk=topup.pk)
-        _credit(topup, amount_nusd=amount_cents * NUSD_PER_CENT, payment_intent_id=charge.payment_intent_id,
-                kind=LedgerKind.AUTO_RECHARGE, reason=f"Auto-recharge {charge.payment_intent_id}")
+        _credit(
+            topup,
+            amount_nusd=amount_cents * NUSD_PER_CENT,
+            payment_intent_id=charge.payment_intent_id,
+            kind=LedgerKind.AUTO_RECHARGE,
+            reason=f"Auto-recharge {charge.payment_intent_id}",
+        )
         Wallet.objects.filter(pk=wallet.pk).update(auto_recharge_in_flight_since=None, auto_recharge_last_error="")
     return "charged"
 
@@ -453,12 +547,21 @@ def _auto_recharge_failed(wallet: Wallet, topup: TopUp, message: str, payment_in
             changes["stripe_payment_intent_id"] = payment_intent_id
         TopUp.objects.filter(pk=topup.pk, status=TopUpStatus.PENDING).update(**changes)
         Wallet.objects.filter(pk=wallet.pk).update(
-            auto_recharge_enabled=False, auto_recharge_in_flight_since=None, auto_recharge_last_error=message[:300])
-        audit("billing.auto_recharge_failed", team=wallet.team, actor_label="auto-recharge", target=topup.public_id,
-              error=message[:300])
+            auto_recharge_enabled=False, auto_recharge_in_flight_since=None, auto_recharge_last_error=message[:300]
+        )
+        audit(
+            "billing.auto_recharge_failed",
+            team=wallet.team,
+            actor_label="auto-recharge",
+            target=topup.public_id,
+            error=message[:300],
+        )
         team = wallet.team
-        transaction.on_commit(lambda: _email(owners(team), "auto_recharge_failed", team=team, error=message,
-                                             amount=format_usd(topup.amount_nusd)))
+        transaction.on_commit(
+            lambda: _email(
+                owners(team), "auto_recharge_failed", team=team, error=message, amount=format_usd(topup.amount_nusd)
+            )
+        )
 
 
 # --- email ---------------------------------------------------------------------------------------------
@@ -473,8 +576,11 @@ def owners(team: Team) -> list[str]:
 
 
 def _emails(team: Team, roles) -> list[str]:
-    return list(Membership.objects.filter(team=team, role__in=roles, user__is_active=True)
-                .order_by("user__email").values_list("user__email", flat=True))
+    return list(
+        Membership.objects.filter(team=team, role__in=roles, user__is_active=True)
+        .order_by("user__email")
+        .values_list("user__email", flat=True)
+    )
 
 
 def _email(recipients: list[str], template: str, **context) -> None:

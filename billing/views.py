@@ -34,16 +34,16 @@ def topup_start(request: HttpRequest, team_public_id: str) -> HttpResponse:
     except PermissionDenied as exc:
         return _error(request, exc.message, status=403)
     except topups.TopUpError as exc:
-        return _error(request, exc.message, status=503 if exc.code in ("stripe_not_configured",
-                                                                     "stripe_unavailable") else 400)
+        return _error(
+            request, exc.message, status=503 if exc.code in ("stripe_not_configured", "stripe_unavailable") else 400
+        )
     return HttpResponseRedirect(url, status=303)
 
 
 @login_required
 @require_GET
 def topup_success(request: HttpRequest) -> HttpResponse:
-    topup = TopUp.objects.select_related("team").filter(
-        stripe_session_id=request.GET.get("session_id", "")).first()
+    topup = TopUp.objects.select_related("team").filter(stripe_session_id=request.GET.get("session_id", "")).first()
     if topup is None:
         raise Http404("No such top-up.")
     # 404 when it is not the user's team; the access also gives the page the dashboard's sidebar.
@@ -77,7 +77,9 @@ def auto_recharge_update(request: HttpRequest, team_public_id: str) -> HttpRespo
     access = request.team_access = team_for_user(request.user, team_public_id)  # the error page's sidebar
     try:
         topups.update_auto_recharge(
-            access.team, actor=request.user, enabled=request.POST.get("enabled") in ("on", "true", "1"),
+            access.team,
+            actor=request.user,
+            enabled=request.POST.get("enabled") in ("on", "true", "1"),
             threshold_cents=topups.parse_usd_to_cents(request.POST.get("threshold_usd", ""), field="threshold"),
             amount_cents=topups.parse_usd_to_cents(request.POST.get("amount_usd", ""), field="recharge amount"),
             ip=client_ip_from_request(request),

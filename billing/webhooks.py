@@ -23,5 +23,6 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         log.warning("refused a Stripe webhook: %s", exc)
         return JsonResponse({"error": str(exc)}, status=400)
     outcome = topups.process_event(event)
-    return JsonResponse({"received": True, "status": outcome.status, "detail": outcome.detail},
-                        status=outcome.http_status)
+    return JsonResponse(
+        {"received": True, "status": outcome.status, "detail": outcome.detail}, status=outcome.http_status
+    )

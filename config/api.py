@@ -44,8 +44,13 @@ def _validation_error(request: HttpRequest, exc: ValidationError):
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError):
-    return error_response(401, "Missing or invalid API key.", kind="invalid_request_error", code="invalid_api_key",
-                          request_id=_rid(request))
+    return error_response(
+        401,
+        "Missing or invalid API key.",
+        kind="invalid_request_error",
+        code="invalid_api_key",
+        request_id=_rid(request),
+    )
 
 
 @api.exception_handler(HttpError)

@@ -64,7 +64,10 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> HttpResponse:
     body = envelope(
-        message, kind=kind or ERROR_TYPES.get(status, "invalid_request_error"), code=code, param=param,
+        message,
+        kind=kind or ERROR_TYPES.get(status, "invalid_request_error"),
+        code=code,
+        param=param,
         request_id=request_id,
     )
     response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
@@ -76,6 +79,11 @@ def error_response(
 
 def api_error_response(exc: ApiError, request_id: str) -> HttpResponse:
     return error_response(
-        exc.status, exc.message, kind=exc.kind, code=exc.code, param=exc.param, request_id=request_id,
+        exc.status,
+        exc.message,
+        kind=exc.kind,
+        code=exc.code,
+        param=exc.param,
+        request_id=request_id,
         headers=exc.headers,
     )

@@ -51,4 +51,3 @@ class RequestIdMiddleware:
     async def __acall__(self, request: HttpRequest):
         request.request_id = request_id()  # type: ignore[attr-defined]
         return _finish(request, await self.get_response(request))
-

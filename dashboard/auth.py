@@ -26,8 +26,11 @@ class AccountAdapter(DefaultAccountAdapter):
                 if data.get("name"):
                     user.name = data["name"].strip()[:150]
                     user.save(update_fields=["name"])
-                create_team(name=personal_team_name(user, data.get("team_name", "")), owner=user,
-                            ip=client_ip_from_request(request) if request else None)
+                create_team(
+                    name=personal_team_name(user, data.get("team_name", "")),
+                    owner=user,
+                    ip=client_ip_from_request(request) if request else None,
+                )
         return user
 
     def get_login_redirect_url(self, request):

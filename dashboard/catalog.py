@@ -25,9 +25,16 @@ def price_rows() -> list[ModelRow]:
 
     rows = [
         ModelRow(
-            id=m.id, kind=m.kind, input_nusd=m.prices.input_nusd, cached_nusd=m.prices.cached_nusd,
-            output_nusd=m.prices.output_nusd, context_window=m.context_window, max_output_tokens=m.max_output_tokens,
-            supports_tools=m.supports_tools, supports_vision=m.supports_vision, supports_json=m.supports_json,
+            id=m.id,
+            kind=m.kind,
+            input_nusd=m.prices.input_nusd,
+            cached_nusd=m.prices.cached_nusd,
+            output_nusd=m.prices.output_nusd,
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            supports_tools=m.supports_tools,
+            supports_vision=m.supports_vision,
+            supports_json=m.supports_json,
         )
         for m in list_models()
     ]

@@ -40,8 +40,9 @@ def bar_chart(rows: Sequence[Row], metric: str, fmt: Callable[[int], str], *, ti
         value = top * i // 4
         y = PAD_TOP + plot_h - plot_h * i / 4
         parts.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - 8}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f"{escape(fmt(value))}</text>")
+        parts.append(
+            f'<text class="axis" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(fmt(value))}</text>'
+        )
     label_every = max(1, n // 8)
     for i, (row, value) in enumerate(zip(rows, values, strict=True)):
         h = plot_h * value / top if top else 0
@@ -52,8 +53,10 @@ def bar_chart(rows: Sequence[Row], metric: str, fmt: Callable[[int], str], *, ti
             f"<title>{escape(row.label)}: {escape(fmt(value))}</title></rect>"
         )
         if i % label_every == 0:
-            parts.append(f'<text class="axis" x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
-                         f"{escape(row.label)}</text>")
+            parts.append(
+                f'<text class="axis" x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
+                f"{escape(row.label)}</text>"
+            )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 — every interpolated text is escaped above
 
@@ -70,19 +73,31 @@ def hbar_chart(rows: Sequence[Row], metric: str, fmt: Callable[[int], str], *, t
     row_h, label_w, width = 30, 150, 520
     height = max(row_h * len(rows) + 8, 36)
     top = max((getattr(r, metric) for r in rows), default=0) or 1
-    parts = [f'<svg class="chart hchart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
-             f'xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart hchart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+    ]
     for i, row in enumerate(rows):
         value = getattr(row, metric)
         y = 4 + i * row_h
         w = (width - label_w - 110) * value / top
         label = row.label if len(row.label) <= 24 else row.label[:23] + "…"
-        parts.append(format_html(
-            '<text class="axis label" x="0" y="{}">{}</text>'
-            '<rect class="bar" x="{}" y="{}" width="{}" height="18" rx="3"><title>{}: {}</title></rect>'
-            '<text class="axis" x="{}" y="{}">{}</text>',
-            f"{y + 13:.0f}", label, label_w, f"{y:.0f}", f"{max(w, 1):.1f}", row.label, fmt(value),
-            f"{label_w + w + 6:.1f}", f"{y + 13:.0f}", fmt(value),
-        ))
+        parts.append(
+            format_html(
+                '<text class="axis label" x="0" y="{}">{}</text>'
+                '<rect class="bar" x="{}" y="{}" width="{}" height="18" rx="3"><title>{}: {}</title></rect>'
+                '<text class="axis" x="{}" y="{}">{}</text>',
+                f"{y + 13:.0f}",
+                label,
+                label_w,
+                f"{y:.0f}",
+                f"{max(w, 1):.1f}",
+                row.label,
+                fmt(value),
+                f"{label_w + w + 6:.1f}",
+                f"{y + 13:.0f}",
+                fmt(value),
+            )
+        )
     parts.append("</svg>")
     return mark_safe("".join(str(p) for p in parts))  # noqa: S308 — format_html escaped each value

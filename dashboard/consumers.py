@@ -14,9 +14,7 @@ from dashboard.live import group_name
 def _role(user, team_public_id: str) -> str | None:
     if user is None or not user.is_authenticated:
         return None
-    return (
-        Membership.objects.filter(user=user, team__public_id=team_public_id).values_list("role", flat=True).first()
-    )
+    return Membership.objects.filter(user=user, team__public_id=team_public_id).values_list("role", flat=True).first()
 
 
 class TeamConsumer(AsyncJsonWebsocketConsumer):

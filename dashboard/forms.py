@@ -31,10 +31,12 @@ def usd_amount_to_nusd(value: Decimal, *, field: str = "amount") -> int:
 class SignupExtraForm(forms.Form):
     """Extra sign-up fields for allauth; the adapter creates the team from them."""
 
-    name = forms.CharField(label="Your name", max_length=150, required=False,
-                           widget=forms.TextInput(attrs={"autocomplete": "name"}))
-    team_name = forms.CharField(label="Team name", max_length=120, required=False,
-                                help_text="You can rename it or create more teams later.")
+    name = forms.CharField(
+        label="Your name", max_length=150, required=False, widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+    team_name = forms.CharField(
+        label="Team name", max_length=120, required=False, help_text="You can rename it or create more teams later."
+    )
 
     def signup(self, request, user) -> None:  # allauth hook; the adapter already did the work
         return None
@@ -51,11 +53,13 @@ class TeamCreateForm(forms.Form):
 
 
 class InvitationSignupForm(forms.Form):
-    name = forms.CharField(label="Your name", max_length=150, required=False,
-                           widget=forms.TextInput(attrs={"autocomplete": "name"}))
+    name = forms.CharField(
+        label="Your name", max_length=150, required=False, widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
     password1 = forms.CharField(label="Password", widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
-    password2 = forms.CharField(label="Password (again)",
-                                widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    password2 = forms.CharField(
+        label="Password (again)", widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
 
     def __init__(self, *args, email: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -83,18 +87,39 @@ class InvitationSignupForm(forms.Form):
 
 class KeyLimitsForm(forms.Form):
     allowed_models = forms.MultipleChoiceField(
-        label="Allowed models", required=False, widget=forms.CheckboxSelectMultiple,
+        label="Allowed models",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         help_text="Leave all unticked to allow every model.",
     )
-    rpm_limit = forms.IntegerField(label="Requests per minute", required=False, min_value=1, max_value=10_000_000,
-                                   help_text="Empty: the plan's limit.")
-    tpm_limit = forms.IntegerField(label="Tokens per minute", required=False, min_value=1, max_value=10_000_000_000,
-                                   help_text="Empty: the plan's limit.")
-    monthly_spend_cap_usd = forms.DecimalField(label="Monthly spend cap (USD)", required=False, min_value=0,
-                                               max_value=1_000_000, decimal_places=6,
-                                               help_text="Empty: no cap.")
-    ip_allowlist = forms.CharField(label="IP allow-list", required=False, widget=forms.Textarea(attrs={"rows": 2}),
-                                   help_text="One address or CIDR range per line. Empty: any address.")
+    rpm_limit = forms.IntegerField(
+        label="Requests per minute",
+        required=False,
+        min_value=1,
+        max_value=10_000_000,
+        help_text="Empty: the plan's limit.",
+    )
+    tpm_limit = forms.IntegerField(
+        label="Tokens per minute",
+        required=False,
+        min_value=1,
+        max_value=10_000_000_000,
+        help_text="Empty: the plan's limit.",
+    )
+    monthly_spend_cap_usd = forms.DecimalField(
+        label="Monthly spend cap (USD)",
+        required=False,
+        min_value=0,
+        max_value=1_000_000,
+        decimal_places=6,
+        help_text="Empty: no cap.",
+    )
+    ip_allowlist = forms.CharField(
+        label="IP allow-list",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One address or CIDR range per line. Empty: any address.",
+    )
 
     def __init__(self, *args, model_choices: list[tuple[str, str]] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -132,15 +157,37 @@ class KeyLimitsForm(forms.Form):
 
 class KeyCreateForm(KeyLimitsForm):
     name = forms.CharField(label="Name", max_length=100, help_text="e.g. “production backend”.")
-    mode = forms.ChoiceField(label="Mode", choices=KeyMode.choices, initial=KeyMode.LIVE, widget=forms.RadioSelect,
-                             help_text="Test keys run on the simulator and never spend credit.")
-    scopes = forms.MultipleChoiceField(label="Scopes", choices=Scope.choices, widget=forms.CheckboxSelectMultiple,
-                                       initial=[Scope.INFERENCE, Scope.MODELS_READ, Scope.BILLING_READ])
-    expires_on = forms.DateField(label="Expires on", required=False, widget=forms.DateInput(attrs={"type": "date"}),
-                                 help_text="Empty: never expires.")
+    mode = forms.ChoiceField(
+        label="Mode",
+        choices=KeyMode.choices,
+        initial=KeyMode.LIVE,
+        widget=forms.RadioSelect,
+        help_text="Test keys run on the simulator and never spend credit.",
+    )
+    scopes = forms.MultipleChoiceField(
+        label="Scopes",
+        choices=Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[Scope.INFERENCE, Scope.MODELS_READ, Scope.BILLING_READ],
+    )
+    expires_on = forms.DateField(
+        label="Expires on",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Empty: never expires.",
+    )
 
-    field_order = ["name", "mode", "scopes", "allowed_models", "rpm_limit", "tpm_limit",
-                   "monthly_spend_cap_usd", "ip_allowlist", "expires_on"]
+    field_order = [
+        "name",
+        "mode",
+        "scopes",
+        "allowed_models",
+        "rpm_limit",
+        "tpm_limit",
+        "monthly_spend_cap_usd",
+        "ip_allowlist",
+        "expires_on",
+    ]
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -158,8 +205,9 @@ class KeyCreateForm(KeyLimitsForm):
 
 
 class KeyRotateForm(forms.Form):
-    grace_seconds = forms.TypedChoiceField(label="Keep the old secret working for", choices=ROTATION_GRACE_CHOICES,
-                                           coerce=int, initial="86400")
+    grace_seconds = forms.TypedChoiceField(
+        label="Keep the old secret working for", choices=ROTATION_GRACE_CHOICES, coerce=int, initial="86400"
+    )
 
     def grace(self) -> timedelta:
         return timedelta(seconds=self.cleaned_data["grace_seconds"])
@@ -174,8 +222,9 @@ class ReceiptFilterForm(forms.Form):
     key = forms.ChoiceField(label="Key", required=False)
     model = forms.ChoiceField(label="Model", required=False)
     status = forms.ChoiceField(label="Status", required=False)
-    mode = forms.ChoiceField(label="Mode", required=False,
-                             choices=[("", "Live and test"), ("live", "Live"), ("test", "Test")])
+    mode = forms.ChoiceField(
+        label="Mode", required=False, choices=[("", "Live and test"), ("live", "Live"), ("test", "Test")]
+    )
 
     def __init__(self, *args, keys=(), models=(), statuses=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -239,7 +288,8 @@ class RoleForm(forms.Form):
 
 class TeamSettingsForm(TeamCreateForm):
     store_completions = forms.BooleanField(
-        label="Store completions", required=False,
+        label="Store completions",
+        required=False,
         help_text="Keep the full text of every chat completion, as if each request set store: true.",
     )
 
@@ -255,8 +305,11 @@ class TransferOwnershipForm(forms.Form):
 
 
 class DeleteTeamForm(forms.Form):
-    confirm = forms.CharField(label="Type the team's slug to confirm", max_length=60,
-                              widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
+    confirm = forms.CharField(
+        label="Type the team's slug to confirm",
+        max_length=60,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
 
     def __init__(self, *args, slug: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -90,10 +90,26 @@ def receipts(request, access: TeamAccess):
 
 
 CSV_COLUMNS = [
-    "receipt_id", "request_id", "created_at", "key", "mode", "endpoint", "model_requested", "model_routed",
-    "provider", "status", "prompt_tokens", "cached_tokens", "completion_tokens",
-    "input_price_usd_per_million", "cached_price_usd_per_million", "output_price_usd_per_million",
-    "input_cost_usd", "output_cost_usd", "total_cost_usd", "total_cost_nusd",
+    "receipt_id",
+    "request_id",
+    "created_at",
+    "key",
+    "mode",
+    "endpoint",
+    "model_requested",
+    "model_routed",
+    "provider",
+    "status",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "input_price_usd_per_million",
+    "cached_price_usd_per_million",
+    "output_price_usd_per_million",
+    "input_cost_usd",
+    "output_cost_usd",
+    "total_cost_usd",
+    "total_cost_nusd",
 ]
 
 
@@ -107,15 +123,30 @@ def _csv_rows(qs):
     yield writer.writerow(CSV_COLUMNS)
     million = 1_000_000
     for r in qs.iterator(chunk_size=500):
-        yield writer.writerow([
-            r.public_id, r.request_id, r.created_at.isoformat(), r.key_label or (r.api_key.name if r.api_key else ""),
-            "test" if r.is_test else "live", r.endpoint, r.model_requested, r.model_routed, r.provider, r.status,
-            r.prompt_tokens, r.cached_tokens, r.completion_tokens,
-            f"{nusd_to_usd(r.input_price_nusd * million):f}", f"{nusd_to_usd(r.cached_price_nusd * million):f}",
-            f"{nusd_to_usd(r.output_price_nusd * million):f}",
-            f"{nusd_to_usd(r.input_cost_nusd):f}", f"{nusd_to_usd(r.output_cost_nusd):f}",
-            f"{nusd_to_usd(r.total_cost_nusd):f}", r.total_cost_nusd,
-        ])
+        yield writer.writerow(
+            [
+                r.public_id,
+                r.request_id,
+                r.created_at.isoformat(),
+                r.key_label or (r.api_key.name if r.api_key else ""),
+                "test" if r.is_test else "live",
+                r.endpoint,
+                r.model_requested,
+                r.model_routed,
+                r.provider,
+                r.status,
+                r.prompt_tokens,
+                r.cached_tokens,
+                r.completion_tokens,
+                f"{nusd_to_usd(r.input_price_nusd * million):f}",
+                f"{nusd_to_usd(r.cached_price_nusd * million):f}",
+                f"{nusd_to_usd(r.output_price_nusd * million):f}",
+                f"{nusd_to_usd(r.input_cost_nusd):f}",
+                f"{nusd_to_usd(r.output_cost_nusd):f}",
+                f"{nusd_to_usd(r.total_cost_nusd):f}",
+                r.total_cost_nusd,
+            ]
+        )
 
 
 @team_page(Action.BILLING_VIEW)
@@ -151,16 +182,19 @@ def usage(request, access: TeamAccess):
         report = usage_report(access.team, d["start"], d["end"], d["mode"])
     ctx = {"form": form, "report": report}
     if form_ok:
+
         def count(v):
             return f"{v:,}"
 
-        ctx.update({
-            "spend_chart": charts.bar_chart(report.days, "cost_nusd", usd, title="Spend per day"),
-            "requests_chart": charts.bar_chart(report.days, "requests", count, title="Requests per day"),
-            "tokens_chart": charts.bar_chart(report.days, "tokens", count, title="Tokens per day"),
-            "model_chart": charts.hbar_chart(report.by_model, "cost_nusd", usd, title="Spend by model"),
-            "key_chart": charts.hbar_chart(report.by_key, "cost_nusd", usd, title="Spend by key"),
-            "can_see_receipts": access.can(Action.BILLING_VIEW),
-            "recent": Receipt.objects.filter(team=access.team).select_related("api_key")[:8],
-        })
+        ctx.update(
+            {
+                "spend_chart": charts.bar_chart(report.days, "cost_nusd", usd, title="Spend per day"),
+                "requests_chart": charts.bar_chart(report.days, "requests", count, title="Requests per day"),
+                "tokens_chart": charts.bar_chart(report.days, "tokens", count, title="Tokens per day"),
+                "model_chart": charts.hbar_chart(report.by_model, "cost_nusd", usd, title="Spend by model"),
+                "key_chart": charts.hbar_chart(report.by_key, "cost_nusd", usd, title="Spend by key"),
+                "can_see_receipts": access.can(Action.BILLING_VIEW),
+                "recent": Receipt.objects.filter(team=access.team).select_related("api_key")[:8],
+            }
+        )
     return page(request, "dashboard/usage.html", access, "usage", ctx, status=200 if form_ok else 400)

@@ -17,17 +17,19 @@ from dashboard.forms import DeleteTeamForm, TeamSettingsForm, TransferOwnershipF
 
 
 def _others(access: TeamAccess, user) -> list[Membership]:
-    return list(Membership.objects.filter(team=access.team).exclude(user=user).select_related("user")
-                .order_by("user__email"))
+    return list(
+        Membership.objects.filter(team=access.team).exclude(user=user).select_related("user").order_by("user__email")
+    )
 
 
-def _settings_page(request, access: TeamAccess, *, settings_form=None, transfer_form=None, delete_form=None,
-                   status: int = 200):
+def _settings_page(
+    request, access: TeamAccess, *, settings_form=None, transfer_form=None, delete_form=None, status: int = 200
+):
     team = access.team
     others = _others(access, request.user)
     ctx = {
-        "settings_form": settings_form or TeamSettingsForm(
-            initial={"name": team.name, "store_completions": team.store_completions}),
+        "settings_form": settings_form
+        or TeamSettingsForm(initial={"name": team.name, "store_completions": team.store_completions}),
         "transfer_form": transfer_form or TransferOwnershipForm(members=others),
         "delete_form": delete_form or DeleteTeamForm(slug=team.slug),
         "has_others": bool(others),
@@ -53,8 +55,9 @@ def team_settings(request, access: TeamAccess):
     if not form.is_valid():
         return _settings_page(request, access, settings_form=form, status=400)
     try:
-        account_services.update_team_settings(actor=request.user, team=access.team, ip=client_ip(request),
-                                              **form.cleaned_data)
+        account_services.update_team_settings(
+            actor=request.user, team=access.team, ip=client_ip(request), **form.cleaned_data
+        )
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     except AccountsError as exc:
@@ -71,8 +74,9 @@ def team_transfer(request, access: TeamAccess):
     form = TransferOwnershipForm(request.POST, members=_others(access, request.user))
     if not form.is_valid():
         return _settings_page(request, access, transfer_form=form, status=400)
-    to = get_object_or_404(Membership.objects.select_related("user"), team=access.team,
-                           pk=form.cleaned_data["membership"])
+    to = get_object_or_404(
+        Membership.objects.select_related("user"), team=access.team, pk=form.cleaned_data["membership"]
+    )
     try:
         account_services.transfer_ownership(actor=request.user, team=access.team, to=to, ip=client_ip(request))
     except PermissionDenied as exc:

@@ -57,18 +57,23 @@ def usage_report(team, start: date, end: date, mode: str = "live") -> UsageRepor
     day = start
     while day <= end:
         r = per_day.get(day, {})
-        report.days.append(Row(day.strftime("%b %-d"), r.get("requests", 0), r.get("tokens", 0), r.get("cost", 0),
-                               key=day.isoformat()))
+        report.days.append(
+            Row(day.strftime("%b %-d"), r.get("requests", 0), r.get("tokens", 0), r.get("cost", 0), key=day.isoformat())
+        )
         day += timedelta(days=1)
     report.by_model = [
         Row(r["model_requested"], r["requests"], r["tokens"], r["cost"], key=r["model_requested"])
         for r in qs.values("model_requested").annotate(**_sums()).order_by("-cost", "-requests", "model_requested")
     ]
     report.by_key = [
-        Row(r["api_key__name"] or "(deleted key)", r["requests"], r["tokens"], r["cost"],
-            key=r["api_key__public_id"] or "")
-        for r in qs.values("api_key__public_id", "api_key__name").annotate(**_sums())
-        .order_by("-cost", "-requests")
+        Row(
+            r["api_key__name"] or "(deleted key)",
+            r["requests"],
+            r["tokens"],
+            r["cost"],
+            key=r["api_key__public_id"] or "",
+        )
+        for r in qs.values("api_key__public_id", "api_key__name").annotate(**_sums()).order_by("-cost", "-requests")
     ]
     totals = qs.aggregate(**_sums())
     report.total = Row("Total", totals["requests"], totals["tokens"], totals["cost"])

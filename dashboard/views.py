@@ -72,8 +72,11 @@ def invitation_accept(request, token: str):
     invitation = account_services.find_invitation(token)
     ctx = {"invitation": invitation, "token": token}
     if invitation is None or invitation.status != "pending":
-        ctx["problem"] = ("This invitation link is not valid." if invitation is None
-                          else f"This invitation has been {invitation.status}.")
+        ctx["problem"] = (
+            "This invitation link is not valid."
+            if invitation is None
+            else f"This invitation has been {invitation.status}."
+        )
         return render(request, "dashboard/invitation.html", ctx, status=404 if invitation is None else 410)
     user = request.user
     if user.is_authenticated:
@@ -95,7 +98,9 @@ def invitation_accept(request, token: str):
     if request.method == "POST" and not ctx["has_account"] and form.is_valid():
         try:
             membership = account_services.sign_up_with_invitation(
-                token=token, password=form.cleaned_data["password1"], name=form.cleaned_data["name"],
+                token=token,
+                password=form.cleaned_data["password1"],
+                name=form.cleaned_data["name"],
                 ip=client_ip(request),
             )
         except AccountsError as exc:
@@ -111,9 +116,7 @@ def invitation_accept(request, token: str):
 def _mark_email_verified(user) -> None:
     from allauth.account.models import EmailAddress
 
-    EmailAddress.objects.update_or_create(
-        user=user, email=user.email, defaults={"verified": True, "primary": True}
-    )
+    EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"verified": True, "primary": True})
 
 
 # --- overview ---------------------------------------------------------------------------------------
@@ -125,8 +128,7 @@ def overview(request, access: TeamAccess):
     request.session["last_team"] = team.public_id
     now = timezone.now()
     receipts = Receipt.objects.filter(team=team)
-    month = receipts.filter(created_at__gte=month_start(now), is_test=False).aggregate(
-        spend=Sum("total_cost_nusd"))
+    month = receipts.filter(created_at__gte=month_start(now), is_test=False).aggregate(spend=Sum("total_cost_nusd"))
     ctx = {
         "wallet": getattr(team, "wallet", None) if access.can(Action.BILLING_VIEW) else None,
         "month_spend_nusd": month["spend"] or 0,
@@ -168,12 +170,19 @@ def _key_rows(request, access: TeamAccess):
     keys = list(key_services.list_keys(actor))
     spend = dict(
         Receipt.objects.filter(team=team, is_test=False, created_at__gte=month_start(timezone.now()))
-        .values_list("api_key_id").annotate(s=Sum("total_cost_nusd")).values_list("api_key_id", "s")
+        .values_list("api_key_id")
+        .annotate(s=Sum("total_cost_nusd"))
+        .values_list("api_key_id", "s")
     )
     now = timezone.now()
     return [
-        {"key": k, "status": k.status(now), "grace_ends_at": key_services.grace_ends_at(k, now),
-         "spend_nusd": spend.get(k.pk, 0), "can_manage": _may_manage(actor, k)}
+        {
+            "key": k,
+            "status": k.status(now),
+            "grace_ends_at": key_services.grace_ends_at(k, now),
+            "spend_nusd": spend.get(k.pk, 0),
+            "can_manage": _may_manage(actor, k),
+        }
         for k in keys
     ]
 
@@ -208,8 +217,14 @@ def key_create(request, access: TeamAccess):
         return _keys_page(request, access, create_form=form, status=400)
     d = form.cleaned_data
     try:
-        minted = key_services.create_key(_key_actor(request, access), name=d["name"], mode=d["mode"],
-                                         scopes=d["scopes"], expires_at=d["expires_on"], **form.limits())
+        minted = key_services.create_key(
+            _key_actor(request, access),
+            name=d["name"],
+            mode=d["mode"],
+            scopes=d["scopes"],
+            expires_at=d["expires_on"],
+            **form.limits(),
+        )
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     except AccountsError as exc:
@@ -230,8 +245,9 @@ def key_rotate(request, access: TeamAccess, key_id: str):
         messages.error(request, "Choose how long the old secret keeps working.")
         return redirect("dashboard:keys", team_id=access.team.public_id)
     try:
-        minted = key_services.rotate_key(key, actor=_key_actor(request, access),
-                                         grace_seconds=form.cleaned_data["grace_seconds"])
+        minted = key_services.rotate_key(
+            key, actor=_key_actor(request, access), grace_seconds=form.cleaned_data["grace_seconds"]
+        )
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     except AccountsError as exc:
@@ -261,9 +277,12 @@ def key_limits(request, access: TeamAccess, key_id: str):
     if not _may_manage(actor, key):
         return forbidden(request, access, "You can only change API keys you created.")
     initial = {
-        "allowed_models": key.allowed_models, "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit,
-        "monthly_spend_cap_usd": (None if key.monthly_spend_cap_nusd is None
-                                  else nusd_to_usd(key.monthly_spend_cap_nusd)),
+        "allowed_models": key.allowed_models,
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "monthly_spend_cap_usd": (
+            None if key.monthly_spend_cap_nusd is None else nusd_to_usd(key.monthly_spend_cap_nusd)
+        ),
         "ip_allowlist": "\n".join(key.ip_allowlist),
     }
     form = KeyLimitsForm(request.POST or None, initial=initial, model_choices=catalog.model_choices(key.allowed_models))
@@ -277,8 +296,14 @@ def key_limits(request, access: TeamAccess, key_id: str):
         else:
             messages.success(request, f"Limits of “{key.name}” saved.")
             return redirect("dashboard:keys", team_id=access.team.public_id)
-    return page(request, "dashboard/key_limits.html", access, "keys", {"key": key, "form": form},
-                status=400 if form.errors else 200)
+    return page(
+        request,
+        "dashboard/key_limits.html",
+        access,
+        "keys",
+        {"key": key, "form": form},
+        status=400 if form.errors else 200,
+    )
 
 
 # --- members ----------------------------------------------------------------------------------------
@@ -287,8 +312,11 @@ def key_limits(request, access: TeamAccess, key_id: str):
 def _members_page(request, access, *, invite_form=None, status=200):
     team = access.team
     members = list(Membership.objects.filter(team=team).select_related("user").order_by("created_at"))
-    invitations = [i for i in Invitation.objects.filter(team=team, accepted_at=None, revoked_at=None)
-                   .select_related("invited_by") if i.status == "pending"]
+    invitations = [
+        i
+        for i in Invitation.objects.filter(team=team, accepted_at=None, revoked_at=None).select_related("invited_by")
+        if i.status == "pending"
+    ]
     can_manage = access.can(Action.MEMBERS_MANAGE)
     ctx = {
         "members": members,
@@ -332,8 +360,13 @@ def member_invite(request, access: TeamAccess):
     if not form.is_valid():
         return _members_page(request, access, invite_form=form, status=400)
     try:
-        issued = account_services.invite_member(actor=request.user, team=access.team, email=form.cleaned_data["email"],
-                                                role=form.cleaned_data["role"], ip=client_ip(request))
+        issued = account_services.invite_member(
+            actor=request.user,
+            team=access.team,
+            email=form.cleaned_data["email"],
+            role=form.cleaned_data["role"],
+            ip=client_ip(request),
+        )
     except AccountsError as exc:
         form.add_error(None, exc.message)
         return _members_page(request, access, invite_form=form, status=400)
@@ -365,9 +398,14 @@ def member_role(request, access: TeamAccess, membership_id: int):
         messages.error(request, "Choose one of the roles.")
         return redirect("dashboard:members", team_id=access.team.public_id)
     role = form.cleaned_data["role"]
-    return _members_action(request, access, lambda: account_services.change_role(
-        actor=request.user, membership=membership, role=role, ip=client_ip(request)),
-        f"{membership.user.email} is now {Role(role).label.lower()}.")
+    return _members_action(
+        request,
+        access,
+        lambda: account_services.change_role(
+            actor=request.user, membership=membership, role=role, ip=client_ip(request)
+        ),
+        f"{membership.user.email} is now {Role(role).label.lower()}.",
+    )
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -376,10 +414,13 @@ def member_remove(request, access: TeamAccess, membership_id: int):
     leaving = membership.user_id == request.user.pk
     if not leaving and (refused := _refuse_unless_manager(request, access)):
         return refused
-    return _members_action(request, access, lambda: account_services.remove_member(
-        actor=request.user, membership=membership, ip=client_ip(request)),
+    return _members_action(
+        request,
+        access,
+        lambda: account_services.remove_member(actor=request.user, membership=membership, ip=client_ip(request)),
         "You left the team." if leaving else f"{membership.user.email} was removed.",
-        then="dashboard:home" if leaving else "dashboard:members")
+        then="dashboard:home" if leaving else "dashboard:members",
+    )
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -389,9 +430,12 @@ def invitation_resend(request, access: TeamAccess, invitation_id: int):
         return refused
     if invitation.status != "pending":
         raise Http404("No such pending invitation.")
-    return _members_action(request, access, lambda: account_services.resend_invitation(
-        actor=request.user, invitation=invitation, ip=client_ip(request)),
-        f"A fresh invitation was sent to {invitation.email}.")
+    return _members_action(
+        request,
+        access,
+        lambda: account_services.resend_invitation(actor=request.user, invitation=invitation, ip=client_ip(request)),
+        f"A fresh invitation was sent to {invitation.email}.",
+    )
 
 
 @team_page(Action.MEMBERS_VIEW, methods=("POST",))
@@ -399,9 +443,12 @@ def invitation_revoke(request, access: TeamAccess, invitation_id: int):
     invitation = _invitation(access, invitation_id)
     if refused := _refuse_unless_manager(request, access):
         return refused
-    return _members_action(request, access, lambda: account_services.revoke_invitation(
-        actor=request.user, invitation=invitation, ip=client_ip(request)),
-        f"The invitation to {invitation.email} was revoked.")
+    return _members_action(
+        request,
+        access,
+        lambda: account_services.revoke_invitation(actor=request.user, invitation=invitation, ip=client_ip(request)),
+        f"The invitation to {invitation.email} was revoked.",
+    )
 
 
 # --- catalog and quickstart ---------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, Sto
 class ProviderForm(forms.ModelForm):
     base_url = forms.URLField(required=False, assume_scheme="https", max_length=300)
     new_api_key = forms.CharField(
-        label="API key", required=False, strip=True,
+        label="API key",
+        required=False,
+        strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only: leave empty to keep the stored key. Stored encrypted; never shown again.",
     )
@@ -22,8 +24,16 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["slug", "name", "kind", "base_url", "timeout_seconds", "connect_timeout_seconds", "enabled",
-                  "options"]
+        fields = [
+            "slug",
+            "name",
+            "kind",
+            "base_url",
+            "timeout_seconds",
+            "connect_timeout_seconds",
+            "enabled",
+            "options",
+        ]
 
     def save(self, commit=True):
         provider = super().save(commit=False)
@@ -54,21 +64,36 @@ class RouteInline(admin.TabularInline):
     fields = ["provider", "upstream_model", "priority", "order", "weight", "enabled"]
 
 
-PRICE_FIELDS = {"input_price_nusd": "input_per_million", "cached_price_nusd": "cached_per_million",
-                "output_price_nusd": "output_per_million"}
+PRICE_FIELDS = {
+    "input_price_nusd": "input_per_million",
+    "cached_price_nusd": "cached_per_million",
+    "output_price_nusd": "output_per_million",
+}
 
 
 class CatalogModelForm(forms.ModelForm):
     input_per_million = forms.DecimalField(label="Input $ / 1M tokens", min_value=Decimal(0), decimal_places=9)
-    cached_per_million = forms.DecimalField(label="Cached input $ / 1M tokens", min_value=Decimal(0),
-                                            decimal_places=9, initial=Decimal(0))
-    output_per_million = forms.DecimalField(label="Output $ / 1M tokens", min_value=Decimal(0), decimal_places=9,
-                                            initial=Decimal(0))
+    cached_per_million = forms.DecimalField(
+        label="Cached input $ / 1M tokens", min_value=Decimal(0), decimal_places=9, initial=Decimal(0)
+    )
+    output_per_million = forms.DecimalField(
+        label="Output $ / 1M tokens", min_value=Decimal(0), decimal_places=9, initial=Decimal(0)
+    )
 
     class Meta:
         model = CatalogModel
-        fields = ["public_id", "kind", "owned_by", "description", "context_window", "max_output_tokens",
-                  "supports_tools", "supports_vision", "supports_json", "enabled"]
+        fields = [
+            "public_id",
+            "kind",
+            "owned_by",
+            "description",
+            "context_window",
+            "max_output_tokens",
+            "supports_tools",
+            "supports_vision",
+            "supports_json",
+            "enabled",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -85,8 +110,10 @@ class CatalogModelForm(forms.ModelForm):
             try:
                 data[field] = per_million_to_per_token_nusd(value)
             except ValueError:
-                self.add_error(form_field, "Must be a whole number of nano-dollars per token "
-                                           "(multiples of $0.001 per million tokens).")
+                self.add_error(
+                    form_field,
+                    "Must be a whole number of nano-dollars per token (multiples of $0.001 per million tokens).",
+                )
         return data
 
     def save(self, commit=True):

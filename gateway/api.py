@@ -31,8 +31,9 @@ class KeyAuth(AuthBase):
         super().__init__()
 
     async def authenticate(self, request: HttpRequest) -> KeyContext:
-        return await services.authenticate(extract_key(request.headers), client_ip=client_ip_from_request(request),
-                                           scope=self.scope)
+        return await services.authenticate(
+            extract_key(request.headers), client_ip=client_ip_from_request(request), scope=self.scope
+        )
 
     async def __call__(self, request: HttpRequest) -> KeyContext:
         return await self.authenticate(request)
@@ -56,9 +57,14 @@ def _response(status: int, body: bytes, headers: dict[str, str], content_type: s
 
 async def _run(request: HttpRequest, endpoint: services.Endpoint):
     ctx: KeyContext = request.auth  # type: ignore[attr-defined]
-    outcome = await services.admit(ctx, endpoint, request.body, request_id=request.request_id,  # type: ignore[attr-defined]
-                                   started=time.perf_counter(),
-                                   idempotency_key=request.headers.get("Idempotency-Key"))
+    outcome = await services.admit(
+        ctx,
+        endpoint,
+        request.body,
+        request_id=request.request_id,  # type: ignore[attr-defined]
+        started=time.perf_counter(),
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
     if isinstance(outcome, services.Reply):
         return _response(outcome.status, outcome.body, outcome.headers, outcome.content_type)
     if not outcome.plan.stream:
@@ -90,61 +96,102 @@ async def _frames(relay: streaming.StreamRelay):
                 await task
 
 
-@router.post("/chat/completions", auth=INFERENCE, response={200: openapi.ChatCompletionOut, **openapi.INFERENCE_ERRORS},
-             summary="Create a chat completion (with stream: true, server-sent chat.completion.chunk events)")
+@router.post(
+    "/chat/completions",
+    auth=INFERENCE,
+    response={200: openapi.ChatCompletionOut, **openapi.INFERENCE_ERRORS},
+    summary="Create a chat completion (with stream: true, server-sent chat.completion.chunk events)",
+)
 @counts_own_requests
 async def chat_completions(request: HttpRequest, payload: schemas.ChatCompletionRequest):
     return await _run(request, services.CHAT)
 
 
-@router.post("/completions", auth=INFERENCE, response={200: openapi.CompletionOut, **openapi.INFERENCE_ERRORS},
-             summary="Create a (legacy) text completion")
+@router.post(
+    "/completions",
+    auth=INFERENCE,
+    response={200: openapi.CompletionOut, **openapi.INFERENCE_ERRORS},
+    summary="Create a (legacy) text completion",
+)
 @counts_own_requests
 async def completions(request: HttpRequest, payload: schemas.CompletionRequest):
     return await _run(request, services.COMPLETIONS)
 
 
-@router.post("/embeddings", auth=INFERENCE, response={200: openapi.EmbeddingsOut, **openapi.INFERENCE_ERRORS},
-             summary="Create embeddings (float or base64)")
+@router.post(
+    "/embeddings",
+    auth=INFERENCE,
+    response={200: openapi.EmbeddingsOut, **openapi.INFERENCE_ERRORS},
+    summary="Create embeddings (float or base64)",
+)
 @counts_own_requests
 async def embeddings(request: HttpRequest, payload: schemas.EmbeddingRequest):
     return await _run(request, services.EMBEDDINGS)
 
 
-@router.post("/chat/completions/estimate", auth=INFERENCE, response={200: openapi.EstimateOut, **openapi.ERRORS},
-             summary="Estimate a chat completion's cost and hold (no upstream call, no charge)")
+@router.post(
+    "/chat/completions/estimate",
+    auth=INFERENCE,
+    response={200: openapi.EstimateOut, **openapi.ERRORS},
+    summary="Estimate a chat completion's cost and hold (no upstream call, no charge)",
+)
 async def chat_estimate(request: HttpRequest, payload: schemas.ChatCompletionRequest):
     return _ok(request, await services.estimate(request.auth, services.CHAT, request.body))  # type: ignore[attr-defined]
 
 
-@router.post("/embeddings/estimate", auth=INFERENCE, response={200: openapi.EstimateOut, **openapi.ERRORS},
-             summary="Estimate an embeddings request's cost and hold (no upstream call, no charge)")
+@router.post(
+    "/embeddings/estimate",
+    auth=INFERENCE,
+    response={200: openapi.EstimateOut, **openapi.ERRORS},
+    summary="Estimate an embeddings request's cost and hold (no upstream call, no charge)",
+)
 async def embeddings_estimate(request: HttpRequest, payload: schemas.EmbeddingRequest):
-    return _ok(request, await services.estimate(request.auth, services.EMBEDDINGS,  # type: ignore[attr-defined]
-                                                request.body))
+    return _ok(
+        request,
+        await services.estimate(
+            request.auth,
+            services.EMBEDDINGS,  # type: ignore[attr-defined]
+            request.body,
+        ),
+    )
 
 
-@router.get("/chat/completions/{completion_id}", auth=INFERENCE,
-            response={200: openapi.StoredChatCompletionOut, **openapi.ERRORS},
-            summary="Retrieve a chat completion (full when stored, otherwise its metadata)")
+@router.get(
+    "/chat/completions/{completion_id}",
+    auth=INFERENCE,
+    response={200: openapi.StoredChatCompletionOut, **openapi.ERRORS},
+    summary="Retrieve a chat completion (full when stored, otherwise its metadata)",
+)
 async def get_chat_completion(request: HttpRequest, completion_id: str):
     body = await run_db(services.stored_completion_body, request.auth, completion_id)  # type: ignore[attr-defined]
     return _ok(request, body)
 
 
-@router.get("/models", auth=MODELS_READ, response={200: openapi.ModelListOut, **openapi.ERRORS},
-            summary="List models with pricing per million tokens")
+@router.get(
+    "/models",
+    auth=MODELS_READ,
+    response={200: openapi.ModelListOut, **openapi.ERRORS},
+    summary="List models with pricing per million tokens",
+)
 async def list_models(request: HttpRequest):
     return _ok(request, await services.models_body())
 
 
-@router.get("/models/{path:model_id}", auth=MODELS_READ, response={200: openapi.ModelOut, **openapi.ERRORS},
-            summary="Retrieve a model with pricing and context length")
+@router.get(
+    "/models/{path:model_id}",
+    auth=MODELS_READ,
+    response={200: openapi.ModelOut, **openapi.ERRORS},
+    summary="Retrieve a model with pricing and context length",
+)
 async def get_model(request: HttpRequest, model_id: str):
     return _ok(request, await services.model_body(model_id))
 
 
-@router.get("/providers", auth=MODELS_READ, response={200: openapi.ProviderListOut, **openapi.ERRORS},
-            summary="The routes behind a model: {id, type: primary|backup, enabled}")
+@router.get(
+    "/providers",
+    auth=MODELS_READ,
+    response={200: openapi.ProviderListOut, **openapi.ERRORS},
+    summary="The routes behind a model: {id, type: primary|backup, enabled}",
+)
 async def list_providers(request: HttpRequest, model: str | None = None):
     return _ok(request, await services.providers_body(model))

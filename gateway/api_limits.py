@@ -62,6 +62,7 @@ def count_request(run: Callable) -> Callable:
         return run
 
     if asyncio.iscoroutinefunction(run):
+
         @functools.wraps(run)
         async def arun(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
             headers, refusal = await _admit(request)

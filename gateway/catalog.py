@@ -139,8 +139,9 @@ def load() -> Snapshot:
             kind=m.kind,
             owned_by=m.owned_by,
             created=int(m.created_at.timestamp()),
-            prices=Prices(input_nusd=m.input_price_nusd, output_nusd=m.output_price_nusd,
-                          cached_nusd=m.cached_price_nusd),
+            prices=Prices(
+                input_nusd=m.input_price_nusd, output_nusd=m.output_price_nusd, cached_nusd=m.cached_price_nusd
+            ),
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,
             supports_tools=m.supports_tools,
@@ -210,18 +211,20 @@ def price_table(snap: Snapshot | None = None) -> list[dict]:
     rows = []
     for m in list_models(snap):
         public = m.public()
-        rows.append({
-            "id": m.id,
-            "kind": m.kind,
-            "input_per_million_usd": public["pricing"]["input"],
-            "cached_input_per_million_usd": public["pricing"]["cached_input"],
-            "output_per_million_usd": public["pricing"]["output"],
-            "context_window": m.context_window,
-            "max_output_tokens": m.max_output_tokens,
-            "supports_tools": m.supports_tools,
-            "supports_vision": m.supports_vision,
-            "supports_json": m.supports_json,
-        })
+        rows.append(
+            {
+                "id": m.id,
+                "kind": m.kind,
+                "input_per_million_usd": public["pricing"]["input"],
+                "cached_input_per_million_usd": public["pricing"]["cached_input"],
+                "output_per_million_usd": public["pricing"]["output"],
+                "context_window": m.context_window,
+                "max_output_tokens": m.max_output_tokens,
+                "supports_tools": m.supports_tools,
+                "supports_vision": m.supports_vision,
+                "supports_json": m.supports_json,
+            }
+        )
     return rows
 
 
@@ -251,8 +254,9 @@ def order_routes(routes: tuple[RouteEntry, ...]) -> list[RouteEntry]:
     return ordered
 
 
-def resolve(model: str, snap: Snapshot, *, kind: str, needs: Needs = Needs(),
-            healthy=lambda route: True) -> ModelEntry | None:
+def resolve(
+    model: str, snap: Snapshot, *, kind: str, needs: Needs = Needs(), healthy=lambda route: True
+) -> ModelEntry | None:
     """The catalog entry for `model` (None if unknown or of another kind). For "auto": the cheapest
     enabled model of that kind supporting `needs` with at least one healthy route."""
     if model != AUTO_MODEL:
@@ -260,8 +264,12 @@ def resolve(model: str, snap: Snapshot, *, kind: str, needs: Needs = Needs(),
         return entry if entry is not None and entry.kind == kind else None
     best: ModelEntry | None = None
     for entry in snap.models.values():
-        if entry.kind != kind or (needs.tools and not entry.supports_tools) or (
-            needs.vision and not entry.supports_vision) or (needs.json and not entry.supports_json):
+        if (
+            entry.kind != kind
+            or (needs.tools and not entry.supports_tools)
+            or (needs.vision and not entry.supports_vision)
+            or (needs.json and not entry.supports_json)
+        ):
             continue
         if not any(healthy(r) for r in entry.enabled_routes):
             continue
@@ -271,5 +279,19 @@ def resolve(model: str, snap: Snapshot, *, kind: str, needs: Needs = Needs(),
     return best
 
 
-__all__ = ["AUTO_MODEL", "ModelEntry", "ModelKind", "Needs", "RouteEntry", "Snapshot", "asnapshot", "invalidate",
-           "list_models", "load", "order_routes", "price_table", "resolve", "snapshot"]
+__all__ = [
+    "AUTO_MODEL",
+    "ModelEntry",
+    "ModelKind",
+    "Needs",
+    "RouteEntry",
+    "Snapshot",
+    "asnapshot",
+    "invalidate",
+    "list_models",
+    "load",
+    "order_routes",
+    "price_table",
+    "resolve",
+    "snapshot",
+]

@@ -67,8 +67,9 @@ class InferenceConsumer(AsyncHttpConsumer):
             await self._send_error(exc)
         except Exception:
             log.exception("unhandled error in %s (%s)", type(self).__name__, self.request_id)
-            await self._send_error(ApiError(500, "internal_error",
-                                            "The server had an error while processing your request."))
+            await self._send_error(
+                ApiError(500, "internal_error", "The server had an error while processing your request.")
+            )
 
     async def _read_body(self) -> bytes | None:
         limit = conf.get("GATEWAY_MAX_BODY_BYTES")
@@ -91,10 +92,17 @@ class InferenceConsumer(AsyncHttpConsumer):
 
     async def handle(self, body: bytes) -> None:
         scope = self.scope
-        ctx = await services.authenticate(extract_key(scope["headers"]), client_ip=client_ip_from_scope(scope),
-                                          scope=services.INFERENCE)
-        outcome = await services.admit(ctx, self.endpoint, body, request_id=self.request_id, started=self.started,
-                                       idempotency_key=_header(scope, b"idempotency-key"))
+        ctx = await services.authenticate(
+            extract_key(scope["headers"]), client_ip=client_ip_from_scope(scope), scope=services.INFERENCE
+        )
+        outcome = await services.admit(
+            ctx,
+            self.endpoint,
+            body,
+            request_id=self.request_id,
+            started=self.started,
+            idempotency_key=_header(scope, b"idempotency-key"),
+        )
         if isinstance(outcome, services.Reply):
             await self._respond(outcome.status, outcome.body, outcome.headers, outcome.content_type.encode())
         elif outcome.plan.stream:
@@ -128,8 +136,9 @@ class InferenceConsumer(AsyncHttpConsumer):
             await self._write(streaming.error_frame(exc, self.request_id))
             await self._end()
             return
-        body = orjson.dumps(envelope(exc.message, kind=exc.kind, code=exc.code, param=exc.param,
-                                     request_id=self.request_id))
+        body = orjson.dumps(
+            envelope(exc.message, kind=exc.kind, code=exc.code, param=exc.param, request_id=self.request_id)
+        )
         await self._respond(exc.status, body, exc.headers, _JSON)
 
     # -- streams -----------------------------------------------------------------------------------------
@@ -138,8 +147,9 @@ class InferenceConsumer(AsyncHttpConsumer):
         if self._response_started:
             return
         self._response_started = True
-        out = self._headers({**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                            sse.HEADERS["Content-Type"].encode())
+        out = self._headers(
+            {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, sse.HEADERS["Content-Type"].encode()
+        )
         await self.send({"type": "http.response.start", "status": 200, "headers": out})
 
     async def _write(self, data: bytes) -> None:

@@ -42,8 +42,9 @@ def validate_key(key: str | None) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise ApiError(400, "invalid_request_error", "Idempotency-Key must be 1 to 255 characters.",
-                       param="Idempotency-Key")
+        raise ApiError(
+            400, "invalid_request_error", "Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key"
+        )
     return key
 
 
@@ -53,8 +54,15 @@ def begin(*, team_id: int, key: str, endpoint: str, fingerprint: str, request_id
     expires = now + timedelta(seconds=conf.get("GATEWAY_IDEMPOTENCY_TTL_SECONDS"))
     try:
         with transaction.atomic():
-            IdempotencyRecord.objects.create(team_id=team_id, key=key, endpoint=endpoint, fingerprint=fingerprint,
-                                             request_id=request_id, created_at=now, expires_at=expires)
+            IdempotencyRecord.objects.create(
+                team_id=team_id,
+                key=key,
+                endpoint=endpoint,
+                fingerprint=fingerprint,
+                request_id=request_id,
+                created_at=now,
+                expires_at=expires,
+            )
         return None
     except IntegrityError:
         pass
@@ -65,29 +73,46 @@ def begin(*, team_id: int, key: str, endpoint: str, fingerprint: str, request_id
             IdempotencyRecord.objects.filter(team_id=team_id, key=key, expires_at__lte=now).delete()
             try:
                 with transaction.atomic():
-                    IdempotencyRecord.objects.create(team_id=team_id, key=key, endpoint=endpoint,
-                                                     fingerprint=fingerprint, request_id=request_id,
-                                                     created_at=now, expires_at=expires)
+                    IdempotencyRecord.objects.create(
+                        team_id=team_id,
+                        key=key,
+                        endpoint=endpoint,
+                        fingerprint=fingerprint,
+                        request_id=request_id,
+                        created_at=now,
+                        expires_at=expires,
+                    )
                 return None
             except IntegrityError:
                 record = IdempotencyRecord.objects.filter(team_id=team_id, key=key).first()
                 if record is None:
-                    raise ApiError(409, "idempotency_conflict",
-                                   "A request with this Idempotency-Key is being processed.") from None
+                    raise ApiError(
+                        409, "idempotency_conflict", "A request with this Idempotency-Key is being processed."
+                    ) from None
     if record.fingerprint != fingerprint or record.endpoint != endpoint:
-        raise ApiError(422, "idempotency_key_reused",
-                       "This Idempotency-Key was used with a different request body or endpoint.",
-                       param="Idempotency-Key")
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was used with a different request body or endpoint.",
+            param="Idempotency-Key",
+        )
     if record.status != IdempotencyStatus.DONE:
-        raise ApiError(409, "idempotency_conflict",
-                       "A request with this Idempotency-Key is still being processed; retry later.")
-    return Replay(status=record.response_status or 200, body=bytes(record.response_body or b""),
-                  content_type=record.response_content_type or "application/json")
+        raise ApiError(
+            409, "idempotency_conflict", "A request with this Idempotency-Key is still being processed; retry later."
+        )
+    return Replay(
+        status=record.response_status or 200,
+        body=bytes(record.response_body or b""),
+        content_type=record.response_content_type or "application/json",
+    )
 
 
 def complete(*, team_id: int, key: str, request_id: str, status: int, body: bytes, content_type: str) -> None:
     IdempotencyRecord.objects.filter(team_id=team_id, key=key, request_id=request_id).update(
-        status=IdempotencyStatus.DONE, response_status=status, response_body=body, response_content_type=content_type,
+        status=IdempotencyStatus.DONE,
+        response_status=status,
+        response_body=body,
+        response_content_type=content_type,
     )
 
 

@@ -110,8 +110,9 @@ class CompletionOut(Schema):
 class Embedding(Schema):
     object: str = "embedding"
     index: int
-    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian float32 with "
-                                                     "encoding_format=base64.")
+    embedding: list[float] | str = Field(
+        description="Floats, or base64 of little-endian float32 with encoding_format=base64."
+    )
 
 
 class EmbeddingsOut(Schema):

@@ -135,8 +135,12 @@ async def _hit_redis(buckets: list[Bucket], window: int, cost: int) -> tuple[boo
         res = await script(keys=keys, args=args)
     except RedisError as exc:
         log.warning("rate limiter unavailable: %s", exc)
-        raise ApiError(503, "rate_limiter_unavailable", "The rate limiter is unavailable; retry shortly.",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            503,
+            "rate_limiter_unavailable",
+            "The rate limiter is unavailable; retry shortly.",
+            headers={"Retry-After": "1"},
+        ) from None
     if int(res[0]) == 0:
         index, which, r, t = int(res[1]) - 1, int(res[2]), int(res[3]), int(res[4])
         counts = [(0, 0)] * len(buckets)
@@ -159,8 +163,9 @@ def _hit_cache(buckets: list[Bucket], window: int, cost: int) -> tuple[bool, int
         if b.tpm is not None and t + cost > b.tpm:
             return False, i, 2, counts
     counts = [(r + 1, t + cost) for r, t in counts]
-    cache.set_many({names[2 * i + j]: counts[i][j] for i in range(len(buckets)) for j in (0, 1)},
-                   timeout=WINDOW_SECONDS + 5)
+    cache.set_many(
+        {names[2 * i + j]: counts[i][j] for i in range(len(buckets)) for j in (0, 1)}, timeout=WINDOW_SECONDS + 5
+    )
     return True, -1, 0, counts
 
 
@@ -180,8 +185,9 @@ async def check(ctx: KeyContext, *, tokens: int, now: float | None = None) -> De
         return Decision(True, _headers(buckets, counts, tokens, reset))
     bucket = buckets[index]
     headers = _headers([bucket], [counts[index]], tokens, reset)
-    return Decision(False, headers, retry_after=max(1, math.ceil(reset)),
-                    exceeded="requests" if which == 1 else "tokens")
+    return Decision(
+        False, headers, retry_after=max(1, math.ceil(reset)), exceeded="requests" if which == 1 else "tokens"
+    )
 
 
 def raise_if_denied(decision: Decision) -> None:
@@ -191,5 +197,6 @@ def raise_if_denied(decision: Decision) -> None:
         message = "Rate limit reached for requests per minute. Retry after the window resets."
     else:
         message = "Rate limit reached for tokens per minute (this request's estimate counts in full)."
-    raise ApiError(429, "rate_limit_exceeded", message,
-                   headers={**decision.headers, "Retry-After": str(decision.retry_after)})
+    raise ApiError(
+        429, "rate_limit_exceeded", message, headers={**decision.headers, "Retry-After": str(decision.retry_after)}
+    )

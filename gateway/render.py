@@ -53,8 +53,9 @@ def completion_body(upstream: dict[str, Any], *, completion_id: str, model: str,
     body = dict(upstream)
     body["id"] = completion_id
     body["model"] = model
-    body["usage"] = usage_block(receipt, upstream=upstream.get("usage") if isinstance(upstream.get("usage"),
-                                                                                       dict) else None)
+    body["usage"] = usage_block(
+        receipt, upstream=upstream.get("usage") if isinstance(upstream.get("usage"), dict) else None
+    )
     body["routing"] = routing_block(receipt)
     return orjson.dumps(body)
 
@@ -70,24 +71,43 @@ def embeddings_body(upstream: dict[str, Any], *, model: str, receipt: Receipt, e
         if encoding == "base64" and isinstance(vector, list):
             item = {**item, "embedding": _b64(vector)}
         data.append(item)
-    body = {"object": "list", "data": data, "model": model, "usage": usage_block(receipt, embeddings=True),
-            "routing": routing_block(receipt)}
+    body = {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": usage_block(receipt, embeddings=True),
+        "routing": routing_block(receipt),
+    }
     return orjson.dumps(body)
 
 
 def usage_chunk(*, completion_id: str, created: int, model: str, object_name: str, receipt: Receipt) -> bytes:
     """The final streamed chunk (stream_options.include_usage): no choices, the usage and routing blocks."""
-    return orjson.dumps({
-        "id": completion_id, "object": object_name, "created": created, "model": model, "choices": [],
-        "usage": usage_block(receipt), "routing": routing_block(receipt),
-    })
+    return orjson.dumps(
+        {
+            "id": completion_id,
+            "object": object_name,
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage_block(receipt),
+            "routing": routing_block(receipt),
+        }
+    )
 
 
 def metadata_body(receipt: Receipt, completion_id: str) -> bytes:
     """GET /v1/chat/completions/{id} for a completion that was not stored: what the receipt knows."""
-    return orjson.dumps({
-        "id": completion_id, "object": "chat.completion", "stored": False,
-        "created": int(receipt.created_at.timestamp()),
-        "model": receipt.model_routed or receipt.model_requested, "status": receipt.status,
-        "choices": [], "usage": usage_block(receipt), "routing": routing_block(receipt),
-    })
+    return orjson.dumps(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "stored": False,
+            "created": int(receipt.created_at.timestamp()),
+            "model": receipt.model_routed or receipt.model_requested,
+            "status": receipt.status,
+            "choices": [],
+            "usage": usage_block(receipt),
+            "routing": routing_block(receipt),
+        }
+    )

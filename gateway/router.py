@@ -62,8 +62,9 @@ class Breakers:
         if state.failures >= conf.get("GATEWAY_BREAKER_FAILURES"):
             state.open_until = self.clock() + conf.get("GATEWAY_BREAKER_COOLDOWN_SECONDS")
             if state.failures == conf.get("GATEWAY_BREAKER_FAILURES"):
-                log.warning("circuit breaker opened for route %s (%s:%s)", route.route_id, route.provider,
-                            route.upstream_model)
+                log.warning(
+                    "circuit breaker opened for route %s (%s:%s)", route.route_id, route.provider, route.upstream_model
+                )
 
     def reset(self) -> None:
         self.states.clear()
@@ -93,19 +94,26 @@ def _request_error(exc: ProviderError, attempts: int, route: RouteEntry) -> Rout
     status = exc.status or 400
     if status in (400, 404, 413, 422):
         message = f"The upstream provider rejected the request: {exc.message.split(': ', 2)[-1]}"
-        return RoutingFailed(400 if status == 404 else status, "invalid_request_error", message,
-                             attempts=attempts, route=route)
-    return RoutingFailed(502, "upstream_error", "The upstream provider refused the gateway's credentials.",
-                         attempts=attempts, route=route)
+        return RoutingFailed(
+            400 if status == 404 else status, "invalid_request_error", message, attempts=attempts, route=route
+        )
+    return RoutingFailed(
+        502,
+        "upstream_error",
+        "The upstream provider refused the gateway's credentials.",
+        attempts=attempts,
+        route=route,
+    )
 
 
 def _backoff(attempt: int) -> float:
     base = conf.get("GATEWAY_RETRY_BACKOFF_SECONDS")
-    return random.uniform(0, base * (2 ** attempt))  # full jitter
+    return random.uniform(0, base * (2**attempt))  # full jitter
 
 
-async def call(routes: list[RouteEntry], fn: Callable[[Provider, RouteEntry], Awaitable[T]], *,
-               use_breakers: bool = True) -> Routed[T]:
+async def call(
+    routes: list[RouteEntry], fn: Callable[[Provider, RouteEntry], Awaitable[T]], *, use_breakers: bool = True
+) -> Routed[T]:
     """Try `fn` on each route in order until one succeeds. Raises RoutingFailed (an ApiError):
     503 model_unavailable when no route could be tried, 504 upstream_timeout when the last failure was a
     timeout, 502 upstream_error otherwise, or the request's own 4xx."""
@@ -142,10 +150,17 @@ async def call(routes: list[RouteEntry], fn: Callable[[Provider, RouteEntry], Aw
                 breakers.success(route)
             return Routed(value, route, attempts)
     if last is None:
-        raise RoutingFailed(503, "model_unavailable", "No upstream route is available for this model right now.",
-                            attempts=attempts, route=last_route)
+        raise RoutingFailed(
+            503,
+            "model_unavailable",
+            "No upstream route is available for this model right now.",
+            attempts=attempts,
+            route=last_route,
+        )
     if last.kind == "timeout":
-        raise RoutingFailed(504, "upstream_timeout", "The upstream provider timed out.", attempts=attempts,
-                            route=last_route)
-    raise RoutingFailed(502, "upstream_error", "The upstream provider failed to answer.", attempts=attempts,
-                        route=last_route)
+        raise RoutingFailed(
+            504, "upstream_timeout", "The upstream provider timed out.", attempts=attempts, route=last_route
+        )
+    raise RoutingFailed(
+        502, "upstream_error", "The upstream provider failed to answer.", attempts=attempts, route=last_route
+    )

@@ -291,8 +291,12 @@ def _attachment_part(item: str | Attachment, index: int) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_request_error",
-                       f"Invalid value for '{param}': only images and UTF-8 text can be attached", param=param)
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            f"Invalid value for '{param}': only images and UTF-8 text can be attached",
+            param=param,
+        )
     name = item.name if isinstance(item, Attachment) and item.name else f"attachment {index + 1}"
     return {"type": "text", "text": f"[{name}]\n{text}"}
 

@@ -109,13 +109,27 @@ class Admission:
     def completion_id(self) -> str:
         return self.plan.endpoint.id_prefix + self.request_id.removeprefix("req_")
 
-    def meta(self, *, route: RouteEntry | None, attempts: int, latency_ms: int = 0, ttft_ms: int | None = None,
-             streamed: bool = False) -> ReceiptMeta:
+    def meta(
+        self,
+        *,
+        route: RouteEntry | None,
+        attempts: int,
+        latency_ms: int = 0,
+        ttft_ms: int | None = None,
+        streamed: bool = False,
+    ) -> ReceiptMeta:
         return ReceiptMeta(
-            endpoint=self.plan.endpoint.name, model_requested=self.plan.request.model, model_routed=self.plan.model.id,
-            provider=route.provider if route else "", upstream_model=route.upstream_model if route else "",
-            attempts=attempts, streamed=streamed, latency_ms=latency_ms, ttft_ms=ttft_ms,
-            idempotency_key=self.idempotency_key or "", key_label=f"{self.ctx.name} ({self.ctx.masked})",
+            endpoint=self.plan.endpoint.name,
+            model_requested=self.plan.request.model,
+            model_routed=self.plan.model.id,
+            provider=route.provider if route else "",
+            upstream_model=route.upstream_model if route else "",
+            attempts=attempts,
+            streamed=streamed,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            idempotency_key=self.idempotency_key or "",
+            key_label=f"{self.ctx.name} ({self.ctx.masked})",
         )
 
 
@@ -144,8 +158,9 @@ def parse_body(body: bytes | dict) -> dict[str, Any]:
     try:
         payload = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_request_error",
-                       "We could not parse the JSON body of your request. Send a JSON object.") from None
+        raise ApiError(
+            400, "invalid_request_error", "We could not parse the JSON body of your request. Send a JSON object."
+        ) from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_request_error", "The request body must be a JSON object.")
     return payload
@@ -178,20 +193,30 @@ async def plan(ctx: KeyContext, endpoint: Endpoint, body: bytes | dict) -> Plan:
     model = resolve(request.model, snap, kind=endpoint.kind, needs=needs, healthy=router.breakers.healthy)
     if model is None:
         if request.model == AUTO_MODEL:
-            raise ApiError(503, "model_unavailable", "No available model supports what this request needs.",
-                           param="model")
-        raise ApiError(404, "model_not_found", f"The model '{request.model}' does not exist or is not available "
-                       f"for {endpoint.name}.", param="model")
+            raise ApiError(
+                503, "model_unavailable", "No available model supports what this request needs.", param="model"
+            )
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"The model '{request.model}' does not exist or is not available for {endpoint.name}.",
+            param="model",
+        )
     if request.model == AUTO_MODEL:
         check_model_allowed(ctx, model.id)
     if needs.tools and not model.supports_tools:
         raise ApiError(400, "invalid_request_error", f"The model '{model.id}' does not support tools.", param="tools")
     if needs.vision and not model.supports_vision:
-        raise ApiError(400, "invalid_request_error", f"The model '{model.id}' does not accept images.",
-                       param="messages")
+        raise ApiError(
+            400, "invalid_request_error", f"The model '{model.id}' does not accept images.", param="messages"
+        )
     if needs.json and not model.supports_json:
-        raise ApiError(400, "invalid_request_error", f"The model '{model.id}' does not support response_format.",
-                       param="response_format")
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            f"The model '{model.id}' does not support response_format.",
+            param="response_format",
+        )
 
     prompt_estimate = estimate_prompt_tokens(payload)
     if endpoint is EMBEDDINGS:
@@ -201,39 +226,71 @@ async def plan(ctx: KeyContext, endpoint: Endpoint, body: bytes | dict) -> Plan:
         cap = request.output_cap
         if cap is not None and cap > model.max_output_tokens:
             param = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
-            raise ApiError(400, "invalid_request_error", f"{param} is too large: '{model.id}' produces at most "
-                           f"{model.max_output_tokens} tokens.", param=param)
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"{param} is too large: '{model.id}' produces at most {model.max_output_tokens} tokens.",
+                param=param,
+            )
         if count_prompt_tokens(payload) > model.context_window:
-            raise ApiError(400, "context_length_exceeded", f"This model's context window is {model.context_window} "
-                           "tokens; your prompt is longer.", param="messages" if endpoint is CHAT else "prompt")
+            raise ApiError(
+                400,
+                "context_length_exceeded",
+                f"This model's context window is {model.context_window} tokens; your prompt is longer.",
+                param="messages" if endpoint is CHAT else "prompt",
+            )
         output_budget = (cap or model.max_output_tokens) * (request.n or 1)
         stream = bool(request.stream)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
 
     if ctx.is_test:  # test keys always run on the simulator, whatever the catalog says
-        routes = [RouteEntry(route_id=0, provider=snap.simulator.name, upstream_model=model.id, priority="primary",
-                             order=0, weight=1, enabled=True, config=snap.simulator)]
+        routes = [
+            RouteEntry(
+                route_id=0,
+                provider=snap.simulator.name,
+                upstream_model=model.id,
+                priority="primary",
+                order=0,
+                weight=1,
+                enabled=True,
+                config=snap.simulator,
+            )
+        ]
         use_breakers = False
     else:
         routes = order_routes(model.routes)
         if not routes or not any(router.breakers.healthy(r) for r in routes):
-            raise ApiError(503, "model_unavailable", f"The model '{model.id}' has no available upstream right now.",
-                           param="model")
+            raise ApiError(
+                503, "model_unavailable", f"The model '{model.id}' has no available upstream right now.", param="model"
+            )
         use_breakers = True
     upstream_payload = {k: v for k, v in payload.items() if k not in _GATEWAY_ONLY}
     if endpoint is EMBEDDINGS:
         upstream_payload["encoding_format"] = "float"
-    hold_nusd = pricing.hold_amount(prompt_tokens_estimate=prompt_estimate, max_output_tokens=output_budget,
-                                    prices=model.prices)
-    return Plan(endpoint=endpoint, request=request, payload=upstream_payload, model=model, routes=routes,
-                prompt_estimate=prompt_estimate, output_budget=output_budget, hold_nusd=hold_nusd, stream=stream,
-                include_usage=include_usage, use_breakers=use_breakers)
+    hold_nusd = pricing.hold_amount(
+        prompt_tokens_estimate=prompt_estimate, max_output_tokens=output_budget, prices=model.prices
+    )
+    return Plan(
+        endpoint=endpoint,
+        request=request,
+        payload=upstream_payload,
+        model=model,
+        routes=routes,
+        prompt_estimate=prompt_estimate,
+        output_budget=output_budget,
+        hold_nusd=hold_nusd,
+        stream=stream,
+        include_usage=include_usage,
+        use_breakers=use_breakers,
+    )
 
 
-def _claim_and_hold(ctx: KeyContext, *, key: str, fingerprint: str, endpoint: str, request_id: str,
-                    amount_nusd: int) -> tuple[idempotency.Replay | None, HoldRef | None]:
-    replay = idempotency.begin(team_id=ctx.team_id, key=key, endpoint=endpoint, fingerprint=fingerprint,
-                               request_id=request_id)
+def _claim_and_hold(
+    ctx: KeyContext, *, key: str, fingerprint: str, endpoint: str, request_id: str, amount_nusd: int
+) -> tuple[idempotency.Replay | None, HoldRef | None]:
+    replay = idempotency.begin(
+        team_id=ctx.team_id, key=key, endpoint=endpoint, fingerprint=fingerprint, request_id=request_id
+    )
     if replay is not None:
         return replay, None
     try:
@@ -244,12 +301,25 @@ def _claim_and_hold(ctx: KeyContext, *, key: str, fingerprint: str, endpoint: st
 
 
 def _hold(ctx: KeyContext, request_id: str, amount_nusd: int) -> HoldRef:
-    return place_hold(team_id=ctx.team_id, key_id=ctx.key_id, request_id=request_id, amount_nusd=amount_nusd,
-                      is_test=ctx.is_test, monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd)
+    return place_hold(
+        team_id=ctx.team_id,
+        key_id=ctx.key_id,
+        request_id=request_id,
+        amount_nusd=amount_nusd,
+        is_test=ctx.is_test,
+        monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
+    )
 
 
-async def admit(ctx: KeyContext, endpoint: Endpoint, body: bytes, *, request_id: str, started: float,
-                idempotency_key: str | None = None) -> Admission | Reply:
+async def admit(
+    ctx: KeyContext,
+    endpoint: Endpoint,
+    body: bytes,
+    *,
+    request_id: str,
+    started: float,
+    idempotency_key: str | None = None,
+) -> Admission | Reply:
     """Everything before the upstream call. Returns a Reply for an idempotent replay. ApiErrors raised
     here carry the headers gathered so far (rate limits, key headers)."""
     headers = key_headers(ctx)
@@ -260,22 +330,44 @@ async def admit(ctx: KeyContext, endpoint: Endpoint, body: bytes, *, request_id:
         headers.update(decision.headers)
         ratelimit.raise_if_denied(decision)
         if key is not None:
-            replay, hold = await run_db(_claim_and_hold, ctx, key=key, fingerprint=idempotency.fingerprint(
-                endpoint.name, body if isinstance(body, bytes) else orjson.dumps(body)), endpoint=endpoint.name,
-                request_id=request_id, amount_nusd=p.hold_nusd)
+            replay, hold = await run_db(
+                _claim_and_hold,
+                ctx,
+                key=key,
+                fingerprint=idempotency.fingerprint(
+                    endpoint.name, body if isinstance(body, bytes) else orjson.dumps(body)
+                ),
+                endpoint=endpoint.name,
+                request_id=request_id,
+                amount_nusd=p.hold_nusd,
+            )
             if replay is not None:
-                return Reply(replay.status, replay.body, {**headers, "Idempotent-Replayed": "true"},
-                             replay.content_type)
+                return Reply(
+                    replay.status, replay.body, {**headers, "Idempotent-Replayed": "true"}, replay.content_type
+                )
         else:
-            hold = await aplace_hold(team_id=ctx.team_id, key_id=ctx.key_id, request_id=request_id,
-                                     amount_nusd=p.hold_nusd, is_test=ctx.is_test,
-                                     monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd)
+            hold = await aplace_hold(
+                team_id=ctx.team_id,
+                key_id=ctx.key_id,
+                request_id=request_id,
+                amount_nusd=p.hold_nusd,
+                is_test=ctx.is_test,
+                monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
+            )
     except ApiError as exc:
         exc.headers = {**headers, **exc.headers}
         raise
     store = endpoint is CHAT and bool(p.request.store)
-    return Admission(ctx=ctx, plan=p, request_id=request_id, started=started, hold=hold, headers=headers,  # type: ignore[arg-type]
-                     idempotency_key=key, store=store)
+    return Admission(
+        ctx=ctx,
+        plan=p,
+        request_id=request_id,
+        started=started,
+        hold=hold,
+        headers=headers,  # type: ignore[arg-type]
+        idempotency_key=key,
+        store=store,
+    )
 
 
 # --- finishing -----------------------------------------------------------------------------------------
@@ -306,9 +398,16 @@ async def _stores(adm: Admission) -> bool:
     return adm.plan.endpoint is CHAT and (adm.store or await _team_stores(adm.ctx.team_id))
 
 
-async def finish(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str,
-                 render_body: Callable[[Receipt], bytes], stored_body: Callable[[Receipt], bytes] | None = None,
-                 content_type: str = "application/json") -> tuple[Receipt, bytes]:
+async def finish(
+    adm: Admission,
+    *,
+    usage: pricing.Usage,
+    meta: ReceiptMeta,
+    status: str,
+    render_body: Callable[[Receipt], bytes],
+    stored_body: Callable[[Receipt], bytes] | None = None,
+    content_type: str = "application/json",
+) -> tuple[Receipt, bytes]:
     """Settle a request that got its answer and render the reply from the receipt.
 
     A chat completion is stored (its body, or `stored_body` for a stream) when the request or the team
@@ -317,21 +416,40 @@ async def finish(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, sta
     transaction in a worker thread. Shielded: cancelling the caller does not cancel the settlement."""
     store = await _stores(adm)
     if store or adm.idempotency_key is not None:
-        work = run_db(finish_ok, adm, usage=usage, meta=meta, status=status, render_body=render_body,
-                      store=store, stored_body=stored_body, content_type=content_type)
+        work = run_db(
+            finish_ok,
+            adm,
+            usage=usage,
+            meta=meta,
+            status=status,
+            render_body=render_body,
+            store=store,
+            stored_body=stored_body,
+            content_type=content_type,
+        )
     else:
         work = _settle_and_render(adm, usage=usage, meta=meta, status=status, render_body=render_body)
     return await uncancellable(work)
 
 
-async def _settle_and_render(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str,
-                             render_body: Callable[[Receipt], bytes]) -> tuple[Receipt, bytes]:
+async def _settle_and_render(
+    adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str, render_body: Callable[[Receipt], bytes]
+) -> tuple[Receipt, bytes]:
     receipt = await asettle(adm.hold, usage=usage, prices=adm.plan.model.prices, meta=meta, status=status)
     return receipt, render_body(receipt)
 
 
-def finish_ok(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status: str, render_body,
-              store: bool = False, stored_body=None, content_type: str = "application/json") -> tuple[Receipt, bytes]:
+def finish_ok(
+    adm: Admission,
+    *,
+    usage: pricing.Usage,
+    meta: ReceiptMeta,
+    status: str,
+    render_body,
+    store: bool = False,
+    stored_body=None,
+    content_type: str = "application/json",
+) -> tuple[Receipt, bytes]:
     """One DB unit: settle, render the body from the receipt, store the completion and the idempotent reply."""
     from django.db import transaction
 
@@ -342,8 +460,14 @@ def finish_ok(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status
             _store_completion(adm, receipt, stored_body(receipt) if stored_body is not None else body)
         if adm.idempotency_key is not None:
             if status == "succeeded":
-                idempotency.complete(team_id=adm.ctx.team_id, key=adm.idempotency_key, request_id=adm.request_id,
-                                     status=200, body=body, content_type=content_type)
+                idempotency.complete(
+                    team_id=adm.ctx.team_id,
+                    key=adm.idempotency_key,
+                    request_id=adm.request_id,
+                    status=200,
+                    body=body,
+                    content_type=content_type,
+                )
             else:
                 idempotency.abandon(team_id=adm.ctx.team_id, key=adm.idempotency_key, request_id=adm.request_id)
     return receipt, body
@@ -351,8 +475,13 @@ def finish_ok(adm: Admission, *, usage: pricing.Usage, meta: ReceiptMeta, status
 
 def _store_completion(adm: Admission, receipt: Receipt, body: bytes) -> None:
     StoredCompletion.objects.create(
-        completion_id=adm.completion_id, team_id=adm.ctx.team_id, request_id=adm.request_id,
-        receipt_id=receipt.public_id, model=adm.plan.model.id, request=adm.plan.payload, response=body.decode(),
+        completion_id=adm.completion_id,
+        team_id=adm.ctx.team_id,
+        request_id=adm.request_id,
+        receipt_id=receipt.public_id,
+        model=adm.plan.model.id,
+        request=adm.plan.payload,
+        response=body.decode(),
         metadata=adm.plan.request.metadata or {},
     )
 
@@ -389,8 +518,9 @@ async def route_or_release(adm: Admission, call, *, interrupted_code: str) -> ro
 
 
 def _usage(up) -> pricing.Usage:
-    return pricing.Usage(prompt_tokens=up.prompt_tokens, completion_tokens=up.completion_tokens,
-                         cached_tokens=up.cached_tokens)
+    return pricing.Usage(
+        prompt_tokens=up.prompt_tokens, completion_tokens=up.completion_tokens, cached_tokens=up.cached_tokens
+    )
 
 
 async def complete(adm: Admission, *, settle_after_reply: bool = False) -> Reply:
@@ -405,12 +535,15 @@ async def complete(adm: Admission, *, settle_after_reply: bool = False) -> Reply
     model_id = p.model.id
 
     if p.endpoint is EMBEDDINGS:
+
         async def call(provider, route):
             return await provider.embeddings(p.payload, upstream_model=route.upstream_model)
     elif p.endpoint is COMPLETIONS:
+
         async def call(provider, route):
             return await provider.completion(p.payload, upstream_model=route.upstream_model)
     else:
+
         async def call(provider, route):
             return await provider.chat(p.payload, upstream_model=route.upstream_model)
 
@@ -423,9 +556,9 @@ async def complete(adm: Admission, *, settle_after_reply: bool = False) -> Reply
         def render_body(receipt: Receipt) -> bytes:
             return render.embeddings_body(result.body, model=model_id, receipt=receipt, encoding=encoding)
     else:
+
         def render_body(receipt: Receipt) -> bytes:
-            return render.completion_body(result.body, completion_id=adm.completion_id, model=model_id,
-                                          receipt=receipt)
+            return render.completion_body(result.body, completion_id=adm.completion_id, model=model_id, receipt=receipt)
 
     usage = _usage(result.usage)
     if settle_after_reply and adm.idempotency_key is None and not await _stores(adm):
@@ -442,8 +575,9 @@ async def complete(adm: Admission, *, settle_after_reply: bool = False) -> Reply
 
 async def models_body() -> bytes:
     snap = await asnapshot()
-    return orjson.dumps({"object": "list", "data": [m.public() for m in sorted(snap.models.values(),
-                                                                               key=lambda m: m.id)]})
+    return orjson.dumps(
+        {"object": "list", "data": [m.public() for m in sorted(snap.models.values(), key=lambda m: m.id)]}
+    )
 
 
 async def model_body(model_id: str) -> bytes:
@@ -461,22 +595,33 @@ async def providers_body(model_id: str | None) -> bytes:
     model = snap.models.get(model_id)
     if model is None:
         raise ApiError(404, "model_not_found", f"The model '{model_id}' does not exist.", param="model")
-    data = [{"id": r.provider, "type": r.priority, "enabled": r.enabled and router.breakers.healthy(r),
-             "upstream_model": r.upstream_model} for r in model.routes]
+    data = [
+        {
+            "id": r.provider,
+            "type": r.priority,
+            "enabled": r.enabled and router.breakers.healthy(r),
+            "upstream_model": r.upstream_model,
+        }
+        for r in model.routes
+    ]
     return orjson.dumps({"object": "list", "model": model.id, "data": data})
 
 
 def stored_completion_body(ctx: KeyContext, completion_id: str) -> bytes:
     """The stored completion, or the metadata its receipt holds. 404 for missing and for other teams'."""
-    row = StoredCompletion.objects.filter(completion_id=completion_id, team_id=ctx.team_id).values_list(
-        "response", flat=True).first()
+    row = (
+        StoredCompletion.objects.filter(completion_id=completion_id, team_id=ctx.team_id)
+        .values_list("response", flat=True)
+        .first()
+    )
     if row is not None:
         body = orjson.loads(row)
         body["stored"] = True
         return orjson.dumps(body)
     if completion_id.startswith("chatcmpl-"):
-        receipt = Receipt.objects.filter(request_id="req_" + completion_id.removeprefix("chatcmpl-"),
-                                         team_id=ctx.team_id, endpoint=CHAT.name).first()
+        receipt = Receipt.objects.filter(
+            request_id="req_" + completion_id.removeprefix("chatcmpl-"), team_id=ctx.team_id, endpoint=CHAT.name
+        ).first()
         if receipt is not None:
             return render.metadata_body(receipt, completion_id)
     raise ApiError(404, "not_found", f"No chat completion '{completion_id}' for this team.", param="completion_id")
@@ -488,14 +633,16 @@ async def estimate(ctx: KeyContext, endpoint: Endpoint, body: bytes | dict) -> b
     prices = p.model.prices
     prompt_cost = p.prompt_estimate * prices.input_nusd
     output_cost = p.output_budget * prices.output_nusd
-    return orjson.dumps({
-        "object": "estimate",
-        "model": p.model.id,
-        "prompt_tokens": p.prompt_estimate,
-        "max_completion_tokens": p.output_budget,
-        "input_cost_usd": render.usd_number(prompt_cost),
-        "max_output_cost_usd": render.usd_number(output_cost),
-        "max_total_cost_usd": render.usd_number(prompt_cost + output_cost),
-        "hold_usd": render.usd_number(0 if ctx.is_test else p.hold_nusd),
-        "is_test": ctx.is_test,
-    })
+    return orjson.dumps(
+        {
+            "object": "estimate",
+            "model": p.model.id,
+            "prompt_tokens": p.prompt_estimate,
+            "max_completion_tokens": p.output_budget,
+            "input_cost_usd": render.usd_number(prompt_cost),
+            "max_output_cost_usd": render.usd_number(output_cost),
+            "max_total_cost_usd": render.usd_number(prompt_cost + output_cost),
+            "hold_usd": render.usd_number(0 if ctx.is_test else p.hold_nusd),
+            "is_test": ctx.is_test,
+        }
+    )

@@ -37,8 +37,14 @@ Write = Callable[[bytes], Awaitable[None]]
 
 
 class StreamRelay:
-    def __init__(self, adm: Admission, iterator: AsyncIterator[dict[str, Any]], first: dict[str, Any],
-                 routed: router.Routed, ttft_ms: int) -> None:
+    def __init__(
+        self,
+        adm: Admission,
+        iterator: AsyncIterator[dict[str, Any]],
+        first: dict[str, Any],
+        routed: router.Routed,
+        ttft_ms: int,
+    ) -> None:
         self.adm = adm
         self.iterator = iterator
         self.first = first
@@ -107,14 +113,28 @@ class StreamRelay:
             await self._close_upstream()
             receipt = await services.uncancellable(self._settle(outcome, error))  # even if the client left
         if outcome == "failed":
-            body = envelope("The upstream provider failed in the middle of the stream.", kind="upstream_error",
-                            code="upstream_error", param=None, request_id=self.adm.request_id)
+            body = envelope(
+                "The upstream provider failed in the middle of the stream.",
+                kind="upstream_error",
+                code="upstream_error",
+                param=None,
+                request_id=self.adm.request_id,
+            )
             await write(sse.event(body))
             return
         if receipt is not None and self.adm.plan.include_usage:
-            await self._send(write, sse.frame(render.usage_chunk(
-                completion_id=self.adm.completion_id, created=self.created, model=self.adm.plan.model.id,
-                object_name=self.adm.plan.endpoint.chunk_object, receipt=receipt)))
+            await self._send(
+                write,
+                sse.frame(
+                    render.usage_chunk(
+                        completion_id=self.adm.completion_id,
+                        created=self.created,
+                        model=self.adm.plan.model.id,
+                        object_name=self.adm.plan.endpoint.chunk_object,
+                        receipt=receipt,
+                    )
+                ),
+            )
         await write(sse.DONE)
 
     async def _close_upstream(self) -> None:
@@ -132,19 +152,28 @@ class StreamRelay:
         if outcome == "succeeded" and self.usage:
             details = self.usage.get("prompt_tokens_details") or {}
             cached = min(int(details.get("cached_tokens") or 0), int(self.usage.get("prompt_tokens") or 0))
-            return pricing.Usage(prompt_tokens=int(self.usage.get("prompt_tokens") or 0) - cached,
-                                 completion_tokens=int(self.usage.get("completion_tokens") or 0), cached_tokens=cached)
+            return pricing.Usage(
+                prompt_tokens=int(self.usage.get("prompt_tokens") or 0) - cached,
+                completion_tokens=int(self.usage.get("completion_tokens") or 0),
+                cached_tokens=cached,
+            )
         # Upstream never reported usage (client left, or it did not send any): count what was produced.
-        return pricing.Usage(prompt_tokens=self.adm.plan.prompt_estimate,
-                             completion_tokens=count_tokens("".join(self.produced)))
+        return pricing.Usage(
+            prompt_tokens=self.adm.plan.prompt_estimate, completion_tokens=count_tokens("".join(self.produced))
+        )
 
     async def _settle(self, outcome: str, error: ProviderError | None) -> Receipt | None:
         adm = self.adm
         if outcome == "failed":
             await fail(adm, error_code="upstream_error", attempts=self.attempts, route=self.route)
             return None
-        meta = adm.meta(route=self.route, attempts=self.attempts, latency_ms=elapsed_ms(adm.started),
-                        ttft_ms=self.ttft_ms, streamed=True)
+        meta = adm.meta(
+            route=self.route,
+            attempts=self.attempts,
+            latency_ms=elapsed_ms(adm.started),
+            ttft_ms=self.ttft_ms,
+            streamed=True,
+        )
         usage = self._usage(outcome)
         transcript = self.transcript
         include_usage = adm.plan.include_usage
@@ -152,18 +181,39 @@ class StreamRelay:
         def render_body(receipt: Receipt) -> bytes:
             if transcript is None:
                 return b""
-            tail = sse.frame(render.usage_chunk(
-                completion_id=adm.completion_id, created=self.created, model=adm.plan.model.id,
-                object_name=adm.plan.endpoint.chunk_object, receipt=receipt)) if include_usage else b""
+            tail = (
+                sse.frame(
+                    render.usage_chunk(
+                        completion_id=adm.completion_id,
+                        created=self.created,
+                        model=adm.plan.model.id,
+                        object_name=adm.plan.endpoint.chunk_object,
+                        receipt=receipt,
+                    )
+                )
+                if include_usage
+                else b""
+            )
             return b"".join(transcript) + tail + sse.DONE
 
         def stored_body(receipt: Receipt) -> bytes:
-            return render.completion_body(assemble_chat(self.chunks or (), created=self.created),
-                                          completion_id=adm.completion_id, model=adm.plan.model.id, receipt=receipt)
+            return render.completion_body(
+                assemble_chat(self.chunks or (), created=self.created),
+                completion_id=adm.completion_id,
+                model=adm.plan.model.id,
+                receipt=receipt,
+            )
 
         try:
-            receipt, _body = await finish(adm, usage=usage, meta=meta, status=outcome, render_body=render_body,
-                                          stored_body=stored_body, content_type=sse.HEADERS["Content-Type"])
+            receipt, _body = await finish(
+                adm,
+                usage=usage,
+                meta=meta,
+                status=outcome,
+                render_body=render_body,
+                stored_body=stored_body,
+                content_type=sse.HEADERS["Content-Type"],
+            )
         except Exception:
             log.exception("could not settle stream %s", adm.request_id)
             return None
@@ -179,8 +229,17 @@ def assemble_chat(chunks, *, created: int) -> dict[str, Any]:
         fingerprint = chunk.get("system_fingerprint") or fingerprint
         for part in chunk.get("choices") or ():
             index = part.get("index", 0)
-            choice = choices.setdefault(index, {"role": "assistant", "content": [], "refusal": None, "calls": {},
-                                                "finish_reason": None, "logprobs": None})
+            choice = choices.setdefault(
+                index,
+                {
+                    "role": "assistant",
+                    "content": [],
+                    "refusal": None,
+                    "calls": {},
+                    "finish_reason": None,
+                    "logprobs": None,
+                },
+            )
             delta = part.get("delta") or {}
             if delta.get("role"):
                 choice["role"] = delta["role"]
@@ -189,8 +248,9 @@ def assemble_chat(chunks, *, created: int) -> dict[str, Any]:
             if delta.get("refusal"):
                 choice["refusal"] = (choice["refusal"] or "") + delta["refusal"]
             for call in delta.get("tool_calls") or ():
-                slot = choice["calls"].setdefault(call.get("index", 0), {"id": None, "type": "function",
-                                                                         "function": {"name": "", "arguments": ""}})
+                slot = choice["calls"].setdefault(
+                    call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
                 slot["id"] = call.get("id") or slot["id"]
                 slot["type"] = call.get("type") or slot["type"]
                 function = call.get("function") or {}
@@ -203,13 +263,21 @@ def assemble_chat(chunks, *, created: int) -> dict[str, Any]:
     out = []
     for index in sorted(choices):
         choice = choices[index]
-        message: dict[str, Any] = {"role": choice["role"],
-                                   "content": "".join(choice["content"]) if choice["content"] else None,
-                                   "refusal": choice["refusal"]}
+        message: dict[str, Any] = {
+            "role": choice["role"],
+            "content": "".join(choice["content"]) if choice["content"] else None,
+            "refusal": choice["refusal"],
+        }
         if choice["calls"]:
             message["tool_calls"] = [choice["calls"][i] for i in sorted(choice["calls"])]
-        out.append({"index": index, "message": message, "logprobs": choice["logprobs"],
-                    "finish_reason": choice["finish_reason"]})
+        out.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": choice["logprobs"],
+                "finish_reason": choice["finish_reason"],
+            }
+        )
     body: dict[str, Any] = {"object": "chat.completion", "created": created, "choices": out}
     if fingerprint:
         body["system_fingerprint"] = fingerprint

@@ -62,8 +62,9 @@ def start(app=None) -> LiveASGIServer:
         from config.asgi import application as app
     sock = loopback_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets", access_log=False,
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", ws="websockets", access_log=False, timeout_graceful_shutdown=2
+    )
     server = _ThreadServer(config)
 
     async def serve_then_close_pool() -> None:
@@ -97,8 +98,10 @@ def _drop_other_connections() -> None:
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,7 @@ def settings_in_subprocess(env: dict[str, str]) -> dict:
     )
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     clean.update(env, DJANGO_SETTINGS_MODULE="config.settings", TOLLGATE_TESTING="1")
-    out = subprocess.run([sys.executable, "-c", code], env=clean, cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=clean, cwd=ROOT, capture_output=True, text=True, check=True)
     import json
 
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -37,8 +36,9 @@ def test_embedded_default():
 
 
 def test_production_services_from_urls():
-    s = settings_in_subprocess({"DATABASE_URL": "postgres://u:p@db.internal:5432/tollgate",
-                                "REDIS_URL": "redis://cache.internal:6379/0"})
+    s = settings_in_subprocess(
+        {"DATABASE_URL": "postgres://u:p@db.internal:5432/tollgate", "REDIS_URL": "redis://cache.internal:6379/0"}
+    )
     assert s["db"] == "django.db.backends.postgresql"
     assert s["conn_max_age"] == 600
     assert s["cache"].endswith("RedisCache")
@@ -56,10 +56,19 @@ def test_a_bad_boolean_fails_loudly():
 def test_check_deploy_is_clean_with_production_variables():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings", TOLLGATE_TESTING="0",
-        SECRET_KEY="x" * 20 + "-production-secret-" + "y" * 30, DEBUG="0", ALLOWED_HOSTS="tollgate.example.com",
-        SECURE_SSL_REDIRECT="1", SECURE_HSTS_SECONDS="31536000",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        TOLLGATE_TESTING="0",
+        SECRET_KEY="x" * 20 + "-production-secret-" + "y" * 30,
+        DEBUG="0",
+        ALLOWED_HOSTS="tollgate.example.com",
+        SECURE_SSL_REDIRECT="1",
+        SECURE_HSTS_SECONDS="31536000",
     )
-    out = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                         env=env, cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -22,8 +22,15 @@ _cache: dict[tuple, Provider] = {}
 def _key(config: ProviderConfig) -> tuple:
     # ProviderConfig holds a dict (options), so it is not hashable itself.
     options = orjson.dumps(config.options, option=orjson.OPT_SORT_KEYS, default=str) if config.options else b""
-    return (config.kind, config.name, config.base_url, config.api_key, config.timeout_seconds,
-            config.connect_timeout_seconds, options)
+    return (
+        config.kind,
+        config.name,
+        config.base_url,
+        config.api_key,
+        config.timeout_seconds,
+        config.connect_timeout_seconds,
+        options,
+    )
 
 
 def _build(config: ProviderConfig) -> Provider:

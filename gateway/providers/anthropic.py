@@ -167,8 +167,10 @@ def _response_format_instruction(response_format: Any) -> str | None:
         return "Respond with a single valid JSON object and nothing else."
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        return ("Respond with a single JSON value, and nothing else, that is valid against this JSON schema: "
-                + orjson.dumps(schema).decode())
+        return (
+            "Respond with a single JSON value, and nothing else, that is valid against this JSON schema: "
+            + orjson.dumps(schema).decode()
+        )
     return None
 
 
@@ -190,8 +192,9 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return result
 
 
-def to_anthropic_request(payload: dict[str, Any], upstream_model: str, *,
-                         default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+def to_anthropic_request(
+    payload: dict[str, Any], upstream_model: str, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
     """OpenAI chat request body → Anthropic Messages request body."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
@@ -274,9 +277,12 @@ def usage_from_anthropic(usage: dict[str, Any] | None) -> UpstreamUsage:
 
 def openai_usage(usage: UpstreamUsage) -> dict[str, Any]:
     prompt = usage.prompt_tokens + usage.cached_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": usage.completion_tokens,
-            "total_tokens": prompt + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": prompt + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
 
 
 def from_anthropic_response(body: dict[str, Any]) -> tuple[dict[str, Any], UpstreamUsage]:
@@ -290,12 +296,22 @@ def from_anthropic_response(body: dict[str, Any]) -> tuple[dict[str, Any], Upstr
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
-            tool_calls.append({"id": block.get("id"), "type": "function",
-                               "function": {"name": block.get("name"),
-                                            "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
         # thinking / redacted_thinking / server tool blocks have no OpenAI chat equivalent
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None,
-                               "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not tool_calls else None,
+        "refusal": None,
+    }
     if tool_calls:
         message["tool_calls"] = tool_calls
     usage = usage_from_anthropic(body.get("usage"))
@@ -304,8 +320,14 @@ def from_anthropic_response(body: dict[str, Any]) -> tuple[dict[str, Any], Upstr
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model"),
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": STOP_REASONS.get(body.get("stop_reason") or "end_turn", "stop")}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": STOP_REASONS.get(body.get("stop_reason") or "end_turn", "stop"),
+            }
+        ],
         "usage": openai_usage(usage),
     }
     return result, usage
@@ -314,8 +336,18 @@ def from_anthropic_response(body: dict[str, Any]) -> tuple[dict[str, Any], Upstr
 class StreamTranslator:
     """Anthropic stream events → OpenAI chat.completion.chunk dicts, one event at a time."""
 
-    __slots__ = ("id", "model", "created", "input_tokens", "cache_read", "cache_creation", "output_tokens",
-                 "finish_reason", "tool_index", "done")
+    __slots__ = (
+        "id",
+        "model",
+        "created",
+        "input_tokens",
+        "cache_read",
+        "cache_creation",
+        "output_tokens",
+        "finish_reason",
+        "tool_index",
+        "done",
+    )
 
     def __init__(self, model: str) -> None:
         self.id = ""
@@ -327,8 +359,13 @@ class StreamTranslator:
         self.done = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     def _take_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
@@ -357,16 +394,27 @@ class StreamTranslator:
                 index = self.tool_index.get(event.get("index", -1))
                 if index is None:
                     raise ProviderError("malformed", "anthropic: tool input for a block that never started")
-                return self._chunk({"tool_calls": [{"index": index,
-                                                    "function": {"arguments": delta.get("partial_json", "")}}]})
+                return self._chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json", "")}}]}
+                )
             return None  # thinking / signature / citations deltas
         if kind == "content_block_start":
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
                 index = len(self.tool_index)
                 self.tool_index[event.get("index", index)] = index
-                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
-                                                    "function": {"name": block.get("name"), "arguments": ""}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": block.get("id"),
+                                "type": "function",
+                                "function": {"name": block.get("name"), "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             if block.get("type") == "text" and block.get("text"):
                 return self._chunk({"content": block["text"]})
             return None
@@ -385,13 +433,23 @@ class StreamTranslator:
             return None
         if kind == "message_stop":
             self.done = True
-            return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": openai_usage(self.usage)}
+            return {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": openai_usage(self.usage),
+            }
         if kind == "error":
             error = event.get("error") or {}
             status = ERROR_STATUS.get(error.get("type"), 502)
-            raise ProviderError("http", f"anthropic: {error.get('message') or error.get('type') or 'stream error'}",
-                                status=status, body=event)
+            raise ProviderError(
+                "http",
+                f"anthropic: {error.get('message') or error.get('type') or 'stream error'}",
+                status=status,
+                body=event,
+            )
         return None  # ping, content_block_stop, unknown future events
 
 
@@ -402,8 +460,12 @@ class AnthropicProvider:
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         options = config.options or {}
         self._default_max_tokens = int(options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
-        self._headers = {"x-api-key": config.api_key, "anthropic-version": options.get("version", API_VERSION),
-                         "content-type": "application/json", "accept": "application/json"}
+        self._headers = {
+            "x-api-key": config.api_key,
+            "anthropic-version": options.get("version", API_VERSION),
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
         self._stream_headers = {**self._headers, "accept": "text/event-stream"}
 
     def _request(self, payload: dict[str, Any], upstream_model: str) -> dict[str, Any]:
@@ -421,8 +483,9 @@ class AnthropicProvider:
         translator = StreamTranslator(upstream_model)
         feed = translator.feed
         loads = orjson.loads
-        events = stream_events(self.config, self._url, orjson.dumps(body), self._stream_headers,
-                               anthropic_error_message)
+        events = stream_events(
+            self.config, self._url, orjson.dumps(body), self._stream_headers, anthropic_error_message
+        )
         async with aclosing(events):
             async for event in events:
                 try:
@@ -455,13 +518,21 @@ class AnthropicProvider:
     async def completion(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
         result = await self.chat(self._as_chat(payload), upstream_model=upstream_model)
         choice = result.body["choices"][0]
-        result.body = {**result.body, "object": "text_completion",
-                       "choices": [{"text": choice["message"]["content"] or "", "index": 0, "logprobs": None,
-                                    "finish_reason": choice["finish_reason"]}]}
+        result.body = {
+            **result.body,
+            "object": "text_completion",
+            "choices": [
+                {
+                    "text": choice["message"]["content"] or "",
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": choice["finish_reason"],
+                }
+            ],
+        }
         return result
 
-    async def stream_completion(self, payload: dict[str, Any], *,
-                                upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    async def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
         stream = self.stream_chat(self._as_chat(payload), upstream_model=upstream_model)
         async with aclosing(stream):
             async for chunk in stream:
@@ -469,8 +540,9 @@ class AnthropicProvider:
                 for choice in chunk["choices"]:
                     text = choice["delta"].get("content")
                     if text or choice["finish_reason"]:
-                        choices.append({"text": text or "", "index": 0, "logprobs": None,
-                                        "finish_reason": choice["finish_reason"]})
+                        choices.append(
+                            {"text": text or "", "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}
+                        )
                 if choices or "usage" in chunk:
                     yield {**chunk, "object": "text_completion", "choices": choices}
 

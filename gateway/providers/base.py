@@ -22,8 +22,16 @@ class ProviderError(Exception):
                responses; False for 4xx caused by the request itself (400, 401, 403, 404, 413, 422).
     """
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None, retryable: bool | None = None,
-                 body: Any = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -64,8 +72,9 @@ def usage_from_openai(usage: dict[str, Any] | None) -> UpstreamUsage | None:
     prompt = int(usage.get("prompt_tokens") or 0)
     details = usage.get("prompt_tokens_details") or {}
     cached = min(int(details.get("cached_tokens") or 0), prompt)
-    return UpstreamUsage(prompt_tokens=prompt - cached, completion_tokens=int(usage.get("completion_tokens") or 0),
-                         cached_tokens=cached)
+    return UpstreamUsage(
+        prompt_tokens=prompt - cached, completion_tokens=int(usage.get("completion_tokens") or 0), cached_tokens=cached
+    )
 
 
 @dataclass(slots=True)

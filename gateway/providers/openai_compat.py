@@ -55,8 +55,9 @@ class OpenAICompatProvider:
             raise ProviderError("malformed", f"{self.config.name}: upstream response has no choices", body=obj)
         usage = _usage(obj.get("usage"))
         if usage is None:  # some compatible servers omit it; bill what we can count
-            usage = UpstreamUsage(prompt_tokens=count_prompt_tokens(payload),
-                                  completion_tokens=_count_choices(choices, chat=chat))
+            usage = UpstreamUsage(
+                prompt_tokens=count_prompt_tokens(payload), completion_tokens=_count_choices(choices, chat=chat)
+            )
             obj["usage"] = _usage_dict(usage)
         return ChatResult(body=obj, usage=usage)
 
@@ -81,14 +82,16 @@ class OpenAICompatProvider:
     def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
         return self._stream("/completions", payload, upstream_model, chat=False)
 
-    async def _stream(self, path: str, payload: dict[str, Any], upstream_model: str, *,
-                      chat: bool) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(
+        self, path: str, payload: dict[str, Any], upstream_model: str, *, chat: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         body = dict(payload)
         body["model"] = upstream_model
         body["stream"] = True
         options = payload.get("stream_options")
-        body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {
-            "include_usage": True}
+        body["stream_options"] = (
+            {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        )
         name = self.config.name
         loads = orjson.loads
         texts: list[str] = []  # what was generated, in case upstream never reports usage
@@ -109,8 +112,9 @@ class OpenAICompatProvider:
                 try:
                     chunk = loads(data)
                 except orjson.JSONDecodeError as exc:
-                    raise ProviderError("malformed", f"{name}: upstream sent an invalid stream chunk ({exc})",
-                                        body=data[:512]) from exc
+                    raise ProviderError(
+                        "malformed", f"{name}: upstream sent an invalid stream chunk ({exc})", body=data[:512]
+                    ) from exc
                 if type(chunk) is not dict:
                     raise ProviderError("malformed", f"{name}: upstream stream chunk is not an object")
                 choices = chunk.get("choices")
@@ -119,8 +123,9 @@ class OpenAICompatProvider:
                     code = error.get("code") if isinstance(error, dict) else None
                     status = code if isinstance(code, int) and 400 <= code < 600 else 502
                     message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise ProviderError("http", f"{name}: upstream error mid-stream: {message}", status=status,
-                                        body=chunk)
+                    raise ProviderError(
+                        "http", f"{name}: upstream error mid-stream: {message}", status=status, body=chunk
+                    )
                 if chunk.get("usage"):
                     usage_seen = True
                 if choices and not usage_seen:
@@ -143,8 +148,9 @@ class OpenAICompatProvider:
         if not done:
             raise ProviderError("malformed", f"{name}: upstream stream ended before [DONE]")
         if not usage_seen:
-            usage = UpstreamUsage(prompt_tokens=count_prompt_tokens(payload),
-                                  completion_tokens=count_tokens("".join(texts)))
+            usage = UpstreamUsage(
+                prompt_tokens=count_prompt_tokens(payload), completion_tokens=count_tokens("".join(texts))
+            )
             yield _usage_chunk(last, usage, chat=chat, model=upstream_model)
 
 
@@ -184,9 +190,12 @@ def _count_choices(choices: list[dict[str, Any]], *, chat: bool) -> int:
 
 def _usage_dict(usage: UpstreamUsage) -> dict[str, Any]:
     prompt = usage.prompt_tokens + usage.cached_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": usage.completion_tokens,
-            "total_tokens": prompt + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": prompt + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
 
 
 def _usage_chunk(last: dict[str, Any] | None, usage: UpstreamUsage, *, chat: bool, model: str) -> dict[str, Any]:

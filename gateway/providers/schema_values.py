@@ -14,15 +14,39 @@ import random
 from typing import Any
 
 WORDS = (
-    "amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kelp",
-    "lumen", "maple", "nectar", "onyx", "pebble", "quartz", "river", "saffron", "tundra", "umber", "violet",
-    "willow", "xenon", "yarrow", "zephyr",
+    "amber",
+    "basil",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "garnet",
+    "harbor",
+    "indigo",
+    "juniper",
+    "kelp",
+    "lumen",
+    "maple",
+    "nectar",
+    "onyx",
+    "pebble",
+    "quartz",
+    "river",
+    "saffron",
+    "tundra",
+    "umber",
+    "violet",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr",
 )
 MAX_DEPTH = 8
 
 
-def value_for_schema(schema: Any, rng: random.Random, *, root: dict[str, Any] | None = None, depth: int = 0,
-                     name: str = "") -> Any:
+def value_for_schema(
+    schema: Any, rng: random.Random, *, root: dict[str, Any] | None = None, depth: int = 0, name: str = ""
+) -> Any:
     if schema is True or schema is None or schema == {}:
         return rng.choice(WORDS)
     if schema is False or not isinstance(schema, dict):
@@ -129,14 +153,16 @@ def _object(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], de
     for key in required:  # required but not described: anything goes
         if key not in out:
             extra = schema.get("additionalProperties")
-            out[key] = value_for_schema(extra if isinstance(extra, dict) else {}, rng, root=root, depth=depth + 1,
-                                        name=key)
+            out[key] = value_for_schema(
+                extra if isinstance(extra, dict) else {}, rng, root=root, depth=depth + 1, name=key
+            )
     min_props = schema.get("minProperties") or 0
     extra = schema.get("additionalProperties", True)
     index = 0
     while len(out) < min_props and extra is not False:
-        out[f"extra_{index}"] = value_for_schema(extra if isinstance(extra, dict) else {"type": "string"}, rng,
-                                                 root=root, depth=depth + 1)
+        out[f"extra_{index}"] = value_for_schema(
+            extra if isinstance(extra, dict) else {"type": "string"}, rng, root=root, depth=depth + 1
+        )
         index += 1
     return out
 

@@ -36,12 +36,73 @@ from gateway.providers.schema_values import value_for_schema
 from gateway.tokens import count_prompt_tokens, count_tokens, tokenize
 
 VOCABULARY = (
-    "the", "gateway", "routes", "every", "request", "to", "a", "model", "that", "answers", "quickly", "and",
-    "tokens", "flow", "through", "quiet", "streams", "of", "light", "while", "ledgers", "balance", "each",
-    "receipt", "with", "care", "simulated", "replies", "stay", "deterministic", "so", "tests", "can", "trust",
-    "them", "bright", "rivers", "carry", "small", "boats", "across", "calm", "water", "under", "open", "sky",
-    "engineers", "measure", "latency", "before", "they", "guess", "clear", "numbers", "beat", "loud",
-    "opinions", "in", "the", "end", "useful", "systems", "are", "simple", "ones", "built", "patiently",
+    "the",
+    "gateway",
+    "routes",
+    "every",
+    "request",
+    "to",
+    "a",
+    "model",
+    "that",
+    "answers",
+    "quickly",
+    "and",
+    "tokens",
+    "flow",
+    "through",
+    "quiet",
+    "streams",
+    "of",
+    "light",
+    "while",
+    "ledgers",
+    "balance",
+    "each",
+    "receipt",
+    "with",
+    "care",
+    "simulated",
+    "replies",
+    "stay",
+    "deterministic",
+    "so",
+    "tests",
+    "can",
+    "trust",
+    "them",
+    "bright",
+    "rivers",
+    "carry",
+    "small",
+    "boats",
+    "across",
+    "calm",
+    "water",
+    "under",
+    "open",
+    "sky",
+    "engineers",
+    "measure",
+    "latency",
+    "before",
+    "they",
+    "guess",
+    "clear",
+    "numbers",
+    "beat",
+    "loud",
+    "opinions",
+    "in",
+    "the",
+    "end",
+    "useful",
+    "systems",
+    "are",
+    "simple",
+    "ones",
+    "built",
+    "patiently",
 )
 DEFAULT_DIMENSIONS = 256
 MAX_DIMENSIONS = 8192
@@ -138,14 +199,19 @@ def _max_tokens(payload: dict[str, Any]) -> int | None:
 def _function_tools(payload: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for tool in payload.get("tools") or ():
-        if isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(
-                tool.get("function"), dict) and tool["function"].get("name"):
+        if (
+            isinstance(tool, dict)
+            and tool.get("type", "function") == "function"
+            and isinstance(tool.get("function"), dict)
+            and tool["function"].get("name")
+        ):
             out.append(tool["function"])
     return out
 
 
-def _chosen_tool(payload: dict[str, Any], tools: list[dict[str, Any]], last_role: str,
-                 rng: random.Random) -> dict[str, Any] | None:
+def _chosen_tool(
+    payload: dict[str, Any], tools: list[dict[str, Any]], last_role: str, rng: random.Random
+) -> dict[str, Any] | None:
     if not tools:
         return None
     choice = payload.get("tool_choice", "auto")
@@ -162,8 +228,9 @@ def _chosen_tool(payload: dict[str, Any], tools: list[dict[str, Any]], last_role
 
 def _plan_chat(payload: dict[str, Any]) -> tuple[_Reply, str]:
     messages = payload.get("messages") or []
-    rng, digest = _seeded(messages, payload.get("seed"), payload.get("tools"), payload.get("tool_choice"),
-                          payload.get("response_format"))
+    rng, digest = _seeded(
+        messages, payload.get("seed"), payload.get("tools"), payload.get("tool_choice"), payload.get("response_format")
+    )
     max_tokens = _max_tokens(payload)
     stop = _stop_list(payload.get("stop"))
     last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") != "system"), {})
@@ -209,8 +276,9 @@ def _plan_completion(prompt: str, payload: dict[str, Any], index: int) -> _Reply
     rng, _ = _seeded(prompt, payload.get("seed"), index)
     stripped = prompt.lstrip()
     text = stripped[5:].removeprefix(" ") if stripped[:5].lower() == "echo:" else " " + _sentence(rng, 12, 40)
-    reply = _apply_limits(text, _stop_list(payload.get("stop")), _max_tokens(payload) if "max_tokens" in payload
-                          else 16)  # /v1/completions defaults to 16 tokens, like OpenAI
+    reply = _apply_limits(
+        text, _stop_list(payload.get("stop")), _max_tokens(payload) if "max_tokens" in payload else 16
+    )  # /v1/completions defaults to 16 tokens, like OpenAI
     if payload.get("echo"):
         reply.pieces.insert(0, prompt)  # echoed prompt is not completion
     return reply
@@ -228,8 +296,13 @@ def _prompts(payload: dict[str, Any]) -> list[str]:
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 def _chunk_sizes(rng: random.Random, count: int) -> list[int]:
@@ -271,8 +344,9 @@ class SimulatorProvider:
         self.default_dimensions = int(options.get("dimensions", DEFAULT_DIMENSIONS))
 
     async def _pause(self, tokens: int, *, first: bool = False) -> None:
-        delay = (self.latency_s if first else 0.0) + (tokens / self.tokens_per_second if self.tokens_per_second
-                                                      else 0.0)
+        delay = (self.latency_s if first else 0.0) + (
+            tokens / self.tokens_per_second if self.tokens_per_second else 0.0
+        )
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -282,8 +356,11 @@ class SimulatorProvider:
         reply, digest = _plan_chat(payload)
         prompt_tokens = count_prompt_tokens(payload)
         await self._pause(reply.completion_tokens, first=True)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text if not reply.tool_calls else None,
-                                   "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.text if not reply.tool_calls else None,
+            "refusal": None,
+        }
         if reply.tool_calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": "".join(c.arguments)}}
@@ -304,8 +381,13 @@ class SimulatorProvider:
         reply, digest = _plan_chat(payload)
         prompt_tokens = count_prompt_tokens(payload)
         rng = random.Random(digest)
-        base = {"id": f"chatcmpl-{digest[:29]}", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": upstream_model, "system_fingerprint": FINGERPRINT}
+        base = {
+            "id": f"chatcmpl-{digest[:29]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": upstream_model,
+            "system_fingerprint": FINGERPRINT,
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
@@ -315,8 +397,18 @@ class SimulatorProvider:
         if reply.tool_calls:
             for index, call in enumerate(reply.tool_calls):
                 await self._pause(count_tokens(call.name))
-                yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
-                                             "function": {"name": call.name, "arguments": ""}}]})
+                yield chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call.id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
                 position = 0
                 for size in _chunk_sizes(rng, len(call.arguments)):
                     await self._pause(size)
@@ -347,19 +439,25 @@ class SimulatorProvider:
             "created": int(time.time()),
             "model": upstream_model,
             "system_fingerprint": FINGERPRINT,
-            "choices": [{"text": r.text, "index": i, "logprobs": None, "finish_reason": r.finish_reason}
-                        for i, r in enumerate(replies)],
+            "choices": [
+                {"text": r.text, "index": i, "logprobs": None, "finish_reason": r.finish_reason}
+                for i, r in enumerate(replies)
+            ],
             "usage": _usage(prompt_tokens, completion_tokens),
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, completion_tokens))
 
-    async def stream_completion(self, payload: dict[str, Any], *,
-                                upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    async def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
         replies = [_plan_completion(p, payload, i) for i, p in enumerate(_prompts(payload))]
         prompt_tokens = count_prompt_tokens({"prompt": payload.get("prompt", "")})
         rng, digest = _seeded(payload.get("prompt"), payload.get("seed"))
-        base = {"id": f"cmpl-{digest[:29]}", "object": "text_completion", "created": int(time.time()),
-                "model": upstream_model, "system_fingerprint": FINGERPRINT}
+        base = {
+            "id": f"cmpl-{digest[:29]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": upstream_model,
+            "system_fingerprint": FINGERPRINT,
+        }
         await self._pause(0, first=True)
         for index, reply in enumerate(replies):
             pieces = reply.pieces
@@ -369,8 +467,10 @@ class SimulatorProvider:
                 text = "".join(pieces[position : position + size])
                 position += size
                 yield {**base, "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": None}]}
-            yield {**base, "choices": [{"text": "", "index": index, "logprobs": None,
-                                        "finish_reason": reply.finish_reason}]}
+            yield {
+                **base,
+                "choices": [{"text": "", "index": index, "logprobs": None, "finish_reason": reply.finish_reason}],
+            }
         completion_tokens = sum(r.completion_tokens for r in replies)
         yield {**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
 
@@ -392,8 +492,14 @@ class SimulatorProvider:
         texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
         prompt_tokens = count_prompt_tokens({"input": raw})
         await self._pause(0, first=True)
-        data = [{"object": "embedding", "index": i, "embedding": embed_text(text, dimensions)}
-                for i, text in enumerate(texts)]
-        body = {"object": "list", "data": data, "model": upstream_model,
-                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+        data = [
+            {"object": "embedding", "index": i, "embedding": embed_text(text, dimensions)}
+            for i, text in enumerate(texts)
+        ]
+        body = {
+            "object": "list",
+            "data": data,
+            "model": upstream_model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
         return EmbeddingResult(body=body, usage=UpstreamUsage(prompt_tokens, 0))

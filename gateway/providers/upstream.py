@@ -40,8 +40,9 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date; rare from APIs, and the breaker has its own back-off
 
 
-def http_error(config: ProviderConfig, status: int, raw: bytes, headers: Mapping[str, str],
-               error_message: ErrorMessage) -> ProviderError:
+def http_error(
+    config: ProviderConfig, status: int, raw: bytes, headers: Mapping[str, str], error_message: ErrorMessage
+) -> ProviderError:
     raw = raw[:MAX_ERROR_BODY]
     try:
         body: Any = orjson.loads(raw)
@@ -49,8 +50,13 @@ def http_error(config: ProviderConfig, status: int, raw: bytes, headers: Mapping
         body = raw.decode("utf-8", "replace")
     message = error_message(body) if not isinstance(body, str) else None
     message = message or (body if isinstance(body, str) and body else f"HTTP {status}")
-    return ProviderError("http", f"{config.name}: upstream returned {status}: {message}", status=status, body=body,
-                         retry_after=_retry_after(headers))
+    return ProviderError(
+        "http",
+        f"{config.name}: upstream returned {status}: {message}",
+        status=status,
+        body=body,
+        retry_after=_retry_after(headers),
+    )
 
 
 def transport_error(config: ProviderConfig, exc: BaseException) -> ProviderError:
@@ -68,8 +74,13 @@ def transport_error(config: ProviderConfig, exc: BaseException) -> ProviderError
 TRANSPORT_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError, OSError)
 
 
-async def post_json(config: ProviderConfig, url: str, body: bytes, headers: Mapping[str, str],
-                    error_message: ErrorMessage = openai_error_message) -> dict[str, Any]:
+async def post_json(
+    config: ProviderConfig,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    error_message: ErrorMessage = openai_error_message,
+) -> dict[str, Any]:
     """POST and return the parsed JSON object, or raise ProviderError."""
     session = get_session()
     try:
@@ -88,13 +99,19 @@ async def post_json(config: ProviderConfig, url: str, body: bytes, headers: Mapp
         raise ProviderError("malformed", f"{config.name}: upstream sent JSON that is not an object")
     error = obj.get("error") if not obj.get("choices") and not obj.get("data") else None
     if error:  # some compatible servers answer 200 with an error envelope
-        raise ProviderError("http", f"{config.name}: upstream error: {error_message(obj) or error}", status=502,
-                            body=obj)
+        raise ProviderError(
+            "http", f"{config.name}: upstream error: {error_message(obj) or error}", status=502, body=obj
+        )
     return obj
 
 
-async def stream_events(config: ProviderConfig, url: str, body: bytes, headers: Mapping[str, str],
-                        error_message: ErrorMessage = openai_error_message) -> AsyncIterator[SSEEvent]:
+async def stream_events(
+    config: ProviderConfig,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    error_message: ErrorMessage = openai_error_message,
+) -> AsyncIterator[SSEEvent]:
     """POST and yield SSE events (the last one `partial` if the stream was cut inside it).
 
     Closing this generator (aclose, or cancelling the task awaiting it) closes the upstream connection at

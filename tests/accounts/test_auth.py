@@ -56,13 +56,16 @@ def test_it_refuses_a_request_without_a_key(db):
     assert "Missing API key" in err.message
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda k: k[:-1] + ("A" if k[-1] != "A" else "B"),  # wrong checksum
-    lambda k: k.replace("tg_live_", "tg_prod_"),  # wrong prefix
-    lambda k: k[:-3],  # truncated
-    lambda k: "sk-" + k[8:],  # someone else's format
-    lambda k: k + " ",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda k: k[:-1] + ("A" if k[-1] != "A" else "B"),  # wrong checksum
+        lambda k: k.replace("tg_live_", "tg_prod_"),  # wrong prefix
+        lambda k: k[:-3],  # truncated
+        lambda k: "sk-" + k[8:],  # someone else's format
+        lambda k: k + " ",
+    ],
+)
 def test_it_refuses_a_malformed_key_without_any_database_query(team, django_assert_num_queries, mangle):
     good = mint_key(team=team, name="ci").plaintext
     with django_assert_num_queries(0):
@@ -102,15 +105,18 @@ def test_it_refuses_a_key_without_the_needed_scope(team):
     assert "'inference'" in err.message
 
 
-@pytest.mark.parametrize(("allowlist", "ip", "allowed"), [
-    (["203.0.113.0/24"], "203.0.113.77", True),
-    (["203.0.113.0/24"], "198.51.100.1", False),
-    (["10.1.2.3"], "10.1.2.3", True),
-    (["2001:db8:abcd::/48"], "2001:db8:abcd:12::1", True),
-    (["2001:db8:abcd::/48"], "2001:db8:ffff::1", False),
-    (["203.0.113.0/24", "2001:db8::/32"], "::ffff:203.0.113.5", True),  # IPv4-mapped IPv6
-    (["203.0.113.0/24"], None, False),
-])
+@pytest.mark.parametrize(
+    ("allowlist", "ip", "allowed"),
+    [
+        (["203.0.113.0/24"], "203.0.113.77", True),
+        (["203.0.113.0/24"], "198.51.100.1", False),
+        (["10.1.2.3"], "10.1.2.3", True),
+        (["2001:db8:abcd::/48"], "2001:db8:abcd:12::1", True),
+        (["2001:db8:abcd::/48"], "2001:db8:ffff::1", False),
+        (["203.0.113.0/24", "2001:db8::/32"], "::ffff:203.0.113.5", True),  # IPv4-mapped IPv6
+        (["203.0.113.0/24"], None, False),
+    ],
+)
 def test_it_enforces_the_ip_allow_list_for_ipv4_and_ipv6(team, allowlist, ip, allowed):
     minted = mint_key(team=team, name="ci", ip_allowlist=allowlist)
     if allowed:
@@ -169,10 +175,16 @@ def test_rotating_with_zero_grace_refuses_the_old_secret_at_once(team, owner):
 # --- effective limits ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("plan", "override", "expected_rpm"), [
-    ("starter", None, 60), ("starter", 10, 10), ("pro", 500, 500), ("enterprise", None, None),
-    ("enterprise", 5000, 5000),
-])
+@pytest.mark.parametrize(
+    ("plan", "override", "expected_rpm"),
+    [
+        ("starter", None, 60),
+        ("starter", 10, 10),
+        ("pro", 500, 500),
+        ("enterprise", None, None),
+        ("enterprise", 5000, 5000),
+    ],
+)
 def test_effective_limits_are_the_stricter_of_key_and_plan(team, plan, override, expected_rpm):
     team.plan = plan
     team.save()
@@ -274,8 +286,12 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(settings):
     assert auth.client_ip_from_request(proxied) == "203.0.113.1"  # rightmost hop that is not ours
     v6 = factory.get("/", REMOTE_ADDR="fd00::1", HTTP_X_FORWARDED_FOR="2001:db8::5")
     assert auth.client_ip_from_request(v6) == "2001:db8::5"
-    assert auth.client_ip_from_scope({"client": ("10.0.0.3", 5555),
-                                      "headers": [(b"x-forwarded-for", b"2001:db8::9")]}) == "2001:db8::9"
-    assert auth.client_ip_from_scope({"client": ("192.0.2.1", 5555),
-                                      "headers": [(b"x-forwarded-for", b"2001:db8::9")]}) == "192.0.2.1"
+    assert (
+        auth.client_ip_from_scope({"client": ("10.0.0.3", 5555), "headers": [(b"x-forwarded-for", b"2001:db8::9")]})
+        == "2001:db8::9"
+    )
+    assert (
+        auth.client_ip_from_scope({"client": ("192.0.2.1", 5555), "headers": [(b"x-forwarded-for", b"2001:db8::9")]})
+        == "192.0.2.1"
+    )
     assert auth.client_ip_from_scope({"client": None, "headers": []}) is None

@@ -34,8 +34,15 @@ def assert_envelope(response, status: int, code: str) -> dict:
 
 def test_the_key_endpoint_describes_the_calling_key(team, client):
     expires = timezone.now() + timedelta(days=30)
-    minted = mint_key(team=team, name="ci bot", scopes=["models:read"], rpm_limit=30,
-                      allowed_models=["demo-chat"], ip_allowlist=["127.0.0.0/8"], expires_at=expires)
+    minted = mint_key(
+        team=team,
+        name="ci bot",
+        scopes=["models:read"],
+        rpm_limit=30,
+        allowed_models=["demo-chat"],
+        ip_allowlist=["127.0.0.0/8"],
+        expires_at=expires,
+    )
     response = client.get("/v1/key", HTTP_X_API_KEY=minted.plaintext)
     assert response.status_code == 200
     assert REQUEST_ID.match(response["X-Request-Id"])
@@ -47,25 +54,34 @@ def test_the_key_endpoint_describes_the_calling_key(team, client):
     assert data["team"] == {"id": team.public_id, "plan": "starter"}
     assert data["mode"] == "live"
     assert data["scopes"] == ["models:read"]
-    assert data["limits"] == {"allowed_models": ["demo-chat"], "rpm_limit": 30, "tpm_limit": 100_000,
-                              "monthly_spend_cap_nusd": None, "ip_allowlist": ["127.0.0.0/8"]}
+    assert data["limits"] == {
+        "allowed_models": ["demo-chat"],
+        "rpm_limit": 30,
+        "tpm_limit": 100_000,
+        "monthly_spend_cap_nusd": None,
+        "ip_allowlist": ["127.0.0.0/8"],
+    }
     assert data["expires_at"].startswith(expires.strftime("%Y-%m-%dT%H:%M:%S"))
     assert data["grace_ends_at"] is None
     assert minted.plaintext not in response.content.decode()
 
 
-@pytest.mark.parametrize(("headers", "code", "status"), [
-    ({}, "invalid_api_key", 401),
-    ({"HTTP_AUTHORIZATION": "Bearer tg_live_short"}, "invalid_api_key", 401),
-])
+@pytest.mark.parametrize(
+    ("headers", "code", "status"),
+    [
+        ({}, "invalid_api_key", 401),
+        ({"HTTP_AUTHORIZATION": "Bearer tg_live_short"}, "invalid_api_key", 401),
+    ],
+)
 def test_the_key_endpoint_refuses_bad_keys_in_the_envelope(db, client, headers, code, status):
     assert_envelope(client.get("/v1/key", **headers), status, code)
 
 
 def test_the_key_endpoint_refuses_an_address_outside_the_allow_list(team, client):
     minted = mint_key(team=team, name="ci", ip_allowlist=["2001:db8::/32"])
-    body = assert_envelope(client.get("/v1/key", HTTP_AUTHORIZATION=f"Bearer {minted.plaintext}"), 403,
-                           "ip_not_allowed")
+    body = assert_envelope(
+        client.get("/v1/key", HTTP_AUTHORIZATION=f"Bearer {minted.plaintext}"), 403, "ip_not_allowed"
+    )
     assert body["error"]["type"] == "permission_error"
 
 

@@ -49,9 +49,11 @@ def test_a_revocation_is_seen_by_a_second_process_within_one_second():
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "TG_KEY": minted.plaintext,
     }
-    worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER], cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
+
         def ask() -> str:
             worker.stdin.write("auth\n")
             worker.stdin.flush()

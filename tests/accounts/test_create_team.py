@@ -18,8 +18,17 @@ def run(*args, **kwargs) -> dict:
 
 
 def test_create_team_prints_team_owner_balance_and_keys(db):
-    data = run("acme", owner="Boss@Acme.test", password="pw-123456", plan="pro", credits="12.50",
-               key=["prod"], test_key=["ci"], scopes="inference,models:read", json=True)
+    data = run(
+        "acme",
+        owner="Boss@Acme.test",
+        password="pw-123456",
+        plan="pro",
+        credits="12.50",
+        key=["prod"],
+        test_key=["ci"],
+        scopes="inference,models:read",
+        json=True,
+    )
     assert data["team"]["slug"] == "acme" and data["team"]["plan"] == "pro"
     assert data["owner"] == "boss@acme.test"
     assert data["balance_usd"] == "12.5"

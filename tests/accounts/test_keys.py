@@ -85,8 +85,13 @@ def test_ip_allow_list_entries_are_normalised(team):
 
 def test_update_changes_only_what_differs_and_audits_it(team, owner):
     minted = mint_key(team=team, name="ci")
-    update_key_limits(minted.key, actor=KeyActor.for_user(owner, team, ip="2001:db8::7"), name="ci",
-                      allowed_models=["demo-chat"], expires_at=timezone.now() + timedelta(days=1))
+    update_key_limits(
+        minted.key,
+        actor=KeyActor.for_user(owner, team, ip="2001:db8::7"),
+        name="ci",
+        allowed_models=["demo-chat"],
+        expires_at=timezone.now() + timedelta(days=1),
+    )
     log = AuditLog.objects.get(action="key.updated")
     assert set(log.metadata["changes"]) == {"allowed_models", "expires_at"}
     assert log.ip == "2001:db8::7"
@@ -94,8 +99,20 @@ def test_update_changes_only_what_differs_and_audits_it(team, owner):
 
 def test_create_team_mints_working_live_and_test_keys(db):
     out = StringIO()
-    call_command("create_team", "demo", "--owner", "demo@example.test", "--key", "prod", "--test-key", "sandbox",
-                 "--scopes", "inference,keys:write", "--json", stdout=out)
+    call_command(
+        "create_team",
+        "demo",
+        "--owner",
+        "demo@example.test",
+        "--key",
+        "prod",
+        "--test-key",
+        "sandbox",
+        "--scopes",
+        "inference,keys:write",
+        "--json",
+        stdout=out,
+    )
     result = json.loads(out.getvalue())
     modes = {k["mode"]: k for k in result["keys"]}
     assert set(modes) == {"live", "test"}
@@ -132,8 +149,9 @@ def test_the_admin_lists_keys_by_prefix_and_never_shows_a_secret(team, staff_cli
 
 def test_the_admin_revokes_selected_keys(team, staff_client):
     a, b = mint_key(team=team, name="a").key, mint_key(team=team, name="b").key
-    response = staff_client.post("/admin/accounts/apikey/", {
-        "action": "revoke_selected", "_selected_action": [a.pk, b.pk]}, follow=True)
+    response = staff_client.post(
+        "/admin/accounts/apikey/", {"action": "revoke_selected", "_selected_action": [a.pk, b.pk]}, follow=True
+    )
     assert "Revoked 2 key(s)." in response.content.decode()
     assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 2
     assert AuditLog.objects.filter(action="key.revoked", actor_label="admin ops@tollgate.test").count() == 2
@@ -143,8 +161,11 @@ def test_the_admin_revokes_selected_keys(team, staff_client):
 
 
 def _text_columns(model) -> list[str]:
-    return [f.attname for f in model._meta.concrete_fields
-            if isinstance(f, models.CharField | models.TextField | models.JSONField)]
+    return [
+        f.attname
+        for f in model._meta.concrete_fields
+        if isinstance(f, models.CharField | models.TextField | models.JSONField)
+    ]
 
 
 def test_no_plaintext_secret_reaches_any_table_or_log(team, owner, caplog):
@@ -152,16 +173,23 @@ def test_no_plaintext_secret_reaches_any_table_or_log(team, owner, caplog):
     owner_client = Client()
     owner_client.force_login(owner)
     secrets = []
-    created = owner_client.post(f"/api/v1/teams/{team.public_id}/keys/", {"name": "api", "scopes": ["keys:write"]},
-                                content_type="application/json").json()
+    created = owner_client.post(
+        f"/api/v1/teams/{team.public_id}/keys/",
+        {"name": "api", "scopes": ["keys:write"]},
+        content_type="application/json",
+    ).json()
     secrets.append(created["key"])
     secrets.append(mint_key(team=team, name="direct", mode="test").plaintext)
     via_key = Client(HTTP_AUTHORIZATION=f"Bearer {created['key']}")
-    child = via_key.post(f"/api/v1/teams/{team.public_id}/keys/", {"name": "child", "scopes": ["keys:write"]},
-                         content_type="application/json").json()
+    child = via_key.post(
+        f"/api/v1/teams/{team.public_id}/keys/",
+        {"name": "child", "scopes": ["keys:write"]},
+        content_type="application/json",
+    ).json()
     secrets.append(child["key"])
-    rotated = owner_client.post(f"/api/v1/keys/{child['id']}/rotate/", {"grace_seconds": 60},
-                                content_type="application/json").json()
+    rotated = owner_client.post(
+        f"/api/v1/keys/{child['id']}/rotate/", {"grace_seconds": 60}, content_type="application/json"
+    ).json()
     secrets.append(rotated["key"])
     for secret in secrets:
         auth.clear_cache()

@@ -56,7 +56,11 @@ def test_an_owner_creates_a_key_and_sees_the_secret_exactly_once(team, owner):
     assert body["key"].startswith("tg_live_")
     assert body["prefix"] == f"{body['key'][:12]}…{body['key'][-4:]}"
     assert (body["name"], body["scopes"], body["status"], body["created_by"]) == (
-        "backend", ["inference"], "active", owner.email)
+        "backend",
+        ["inference"],
+        "active",
+        owner.email,
+    )
     assert body["limits"]["rpm_limit"] == 30 and body["limits"]["plan_rpm_limit"] == 60
     assert auth.authenticate(body["key"], client_ip=None, scope="inference").public_id == body["id"]
 
@@ -82,17 +86,27 @@ def test_a_developer_manages_their_own_keys_but_not_another_members(team, owner,
     mine = create(client, team, name="dev key").json()["id"]
     theirs = mint_key(team=team, name="owner key", created_by=owner).key
 
-    assert client.post(f"/api/v1/keys/{mine}/rotate/", {"grace_seconds": 60},
-                       content_type="application/json").status_code == 200
-    assert client.patch(f"/api/v1/keys/{mine}/", {"name": "renamed"},
-                        content_type="application/json").json()["name"] == "renamed"
+    assert (
+        client.post(f"/api/v1/keys/{mine}/rotate/", {"grace_seconds": 60}, content_type="application/json").status_code
+        == 200
+    )
+    assert (
+        client.patch(f"/api/v1/keys/{mine}/", {"name": "renamed"}, content_type="application/json").json()["name"]
+        == "renamed"
+    )
 
     assert client.get(f"/api/v1/keys/{theirs.public_id}/").status_code == 200  # developers may look
-    assert_error(client.post(f"/api/v1/keys/{theirs.public_id}/rotate/", {}, content_type="application/json"),
-                 403, "permission_denied")
+    assert_error(
+        client.post(f"/api/v1/keys/{theirs.public_id}/rotate/", {}, content_type="application/json"),
+        403,
+        "permission_denied",
+    )
     assert_error(client.post(f"/api/v1/keys/{theirs.public_id}/revoke/"), 403, "permission_denied")
-    assert_error(client.patch(f"/api/v1/keys/{theirs.public_id}/", {"name": "x"}, content_type="application/json"),
-                 403, "permission_denied")
+    assert_error(
+        client.patch(f"/api/v1/keys/{theirs.public_id}/", {"name": "x"}, content_type="application/json"),
+        403,
+        "permission_denied",
+    )
     theirs.refresh_from_db()
     assert theirs.revoked_at is None and theirs.name == "owner key" and theirs.rotated_at is None
 
@@ -124,8 +138,9 @@ def test_another_teams_ids_answer_404_not_403(team, owner, outsider, other_team)
     assert_error(client.get(keys_url(other_team)), 404, "not_found")
     assert_error(create(client, other_team), 404, "not_found")
     for method, path in [("get", ""), ("patch", ""), ("post", "rotate/"), ("post", "revoke/")]:
-        response = getattr(client, method)(f"/api/v1/keys/{theirs.public_id}/{path}", {},
-                                           content_type="application/json")
+        response = getattr(client, method)(
+            f"/api/v1/keys/{theirs.public_id}/{path}", {}, content_type="application/json"
+        )
         assert_error(response, 404, "not_found")
     missing = client.get("/api/v1/keys/key_01ARZ3NDEKTSV4RRFFQ69G5FAV/")
     assert missing.json()["error"] == client.get(f"/api/v1/keys/{theirs.public_id}/").json()["error"]
@@ -146,18 +161,25 @@ def test_limits_above_the_team_plan_are_refused_with_a_clear_400(team, owner):
     assert "Starter plan's 60" in error["message"]
     assert_error(create(client, team, tpm_limit=100_001), 400, "limit_exceeds_plan", "tpm_limit")
     key = mint_key(team=team, name="k").key
-    assert_error(client.patch(f"/api/v1/keys/{key.public_id}/", {"rpm_limit": 1000},
-                              content_type="application/json"), 400, "limit_exceeds_plan", "rpm_limit")
+    assert_error(
+        client.patch(f"/api/v1/keys/{key.public_id}/", {"rpm_limit": 1000}, content_type="application/json"),
+        400,
+        "limit_exceeds_plan",
+        "rpm_limit",
+    )
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [
-    ({"name": ""}, "invalid_request", "name"),
-    ({"scopes": ["root"]}, "invalid_request", "scopes"),
-    ({"mode": "prod"}, "invalid_request", "mode"),
-    ({"ip_allowlist": ["10.0.0.0/33"]}, "invalid_ip_allowlist", "ip_allowlist"),
-    ({"rpm_limit": 0}, "invalid_request", "rpm_limit"),
-    ({"expires_at": "2001-01-01T00:00:00Z"}, "invalid_expiry", "expires_at"),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"name": ""}, "invalid_request", "name"),
+        ({"scopes": ["root"]}, "invalid_request", "scopes"),
+        ({"mode": "prod"}, "invalid_request", "mode"),
+        ({"ip_allowlist": ["10.0.0.0/33"]}, "invalid_ip_allowlist", "ip_allowlist"),
+        ({"rpm_limit": 0}, "invalid_request", "rpm_limit"),
+        ({"expires_at": "2001-01-01T00:00:00Z"}, "invalid_expiry", "expires_at"),
+    ],
+)
 def test_bad_create_requests_are_refused_with_400(team, owner, body, code, param):
     assert_error(create(as_user(owner), team, **body), 400, code, param)
     assert not ApiKey.objects.filter(team=team).exists()
@@ -165,23 +187,26 @@ def test_bad_create_requests_are_refused_with_400(team, owner, body, code, param
 
 def test_scopes_cannot_be_changed_after_creation(team, owner):
     key = mint_key(team=team, name="k", scopes=["models:read"]).key
-    response = as_user(owner).patch(f"/api/v1/keys/{key.public_id}/", {"scopes": ["keys:write"]},
-                                    content_type="application/json")
+    response = as_user(owner).patch(
+        f"/api/v1/keys/{key.public_id}/", {"scopes": ["keys:write"]}, content_type="application/json"
+    )
     assert_error(response, 400, "invalid_request", "scopes")
 
 
 @pytest.mark.parametrize("grace", [-1, 604_801, "soon"])
 def test_a_grace_window_outside_zero_to_seven_days_is_refused(team, owner, grace):
     key = mint_key(team=team, name="k").key
-    response = as_user(owner).post(f"/api/v1/keys/{key.public_id}/rotate/", {"grace_seconds": grace},
-                                   content_type="application/json")
+    response = as_user(owner).post(
+        f"/api/v1/keys/{key.public_id}/rotate/", {"grace_seconds": grace}, content_type="application/json"
+    )
     assert_error(response, 400, "invalid_request", "grace_seconds")
 
 
 def test_rotation_returns_a_new_secret_and_keeps_the_old_one_for_the_grace_window(team, owner):
     minted = mint_key(team=team, name="k")
-    body = as_user(owner).post(f"/api/v1/keys/{minted.key.public_id}/rotate/", {},
-                               content_type="application/json").json()
+    body = (
+        as_user(owner).post(f"/api/v1/keys/{minted.key.public_id}/rotate/", {}, content_type="application/json").json()
+    )
     assert body["key"] != minted.plaintext and body["status"] == "rotating"
     assert body["grace_ends_at"] is not None
     old = auth.authenticate(minted.plaintext, client_ip=None, scope="inference")
@@ -279,6 +304,9 @@ def test_the_openapi_schema_describes_the_key_endpoints(db, client):
     response = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     text = response.content.decode()
-    for path in ["/api/v1/teams/{team_public_id}/keys/", "/api/v1/keys/{key_public_id}/rotate/",
-                 "/api/v1/keys/{key_public_id}/revoke/"]:
+    for path in [
+        "/api/v1/teams/{team_public_id}/keys/",
+        "/api/v1/keys/{key_public_id}/rotate/",
+        "/api/v1/keys/{key_public_id}/revoke/",
+    ]:
         assert path in text

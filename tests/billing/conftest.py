@@ -11,8 +11,16 @@ from billing.services import ReceiptMeta, grant_credit
 
 USD = NUSD_PER_USD
 PRICES = Prices(input_nusd=1_000, output_nusd=3_000, cached_nusd=250)  # $1 / $3 / $0.25 per million tokens
-META = ReceiptMeta(endpoint="chat.completions", model_requested="demo-chat", model_routed="demo-chat",
-                   provider="simulator", upstream_model="sim-1", latency_ms=42, ttft_ms=7, key_label="ci …WXYZ")
+META = ReceiptMeta(
+    endpoint="chat.completions",
+    model_requested="demo-chat",
+    model_routed="demo-chat",
+    provider="simulator",
+    upstream_model="sim-1",
+    latency_ms=42,
+    ttft_ms=7,
+    key_label="ci …WXYZ",
+)
 
 
 def usage(prompt: int = 100, completion: int = 50, cached: int = 0) -> Usage:

@@ -61,13 +61,24 @@ async def create_session(request: web.Request) -> web.Response:
     pi_data = data.get("payment_intent_data") or {}
     base = f"{request.scheme}://{request.host}"
     _sessions[session_id] = {
-        "id": session_id, "object": "checkout.session", "mode": "payment", "status": "open",
-        "payment_status": "unpaid", "amount_total": amount, "amount_subtotal": amount,
-        "currency": price["currency"], "customer": customer, "payment_intent": None,
-        "client_reference_id": data.get("client_reference_id"), "metadata": data.get("metadata") or {},
-        "success_url": data["success_url"], "cancel_url": data["cancel_url"], "livemode": False,
+        "id": session_id,
+        "object": "checkout.session",
+        "mode": "payment",
+        "status": "open",
+        "payment_status": "unpaid",
+        "amount_total": amount,
+        "amount_subtotal": amount,
+        "currency": price["currency"],
+        "customer": customer,
+        "payment_intent": None,
+        "client_reference_id": data.get("client_reference_id"),
+        "metadata": data.get("metadata") or {},
+        "success_url": data["success_url"],
+        "cancel_url": data["cancel_url"],
+        "livemode": False,
         "url": f"{base}/v1/checkout/sessions/{session_id}/_test_pay",
-        "_setup_future_usage": pi_data.get("setup_future_usage"), "_pi_metadata": pi_data.get("metadata") or {},
+        "_setup_future_usage": pi_data.get("setup_future_usage"),
+        "_pi_metadata": pi_data.get("metadata") or {},
     }
     return ls.json_response(_public(_sessions[session_id]))
 
@@ -92,8 +103,13 @@ async def pay_session(request: web.Request) -> web.Response:
     if customer and session["_setup_future_usage"]:
         resources.PaymentMethod._api_attach(pm.id, customer=customer)
     intent = resources.PaymentIntent._api_create(
-        confirm=True, amount=session["amount_total"], currency=session["currency"], customer=customer,
-        payment_method=pm.id, metadata=dict(session["_pi_metadata"]))  # raises a 402 UserError on a decline
+        confirm=True,
+        amount=session["amount_total"],
+        currency=session["currency"],
+        customer=customer,
+        payment_method=pm.id,
+        metadata=dict(session["_pi_metadata"]),
+    )  # raises a 402 UserError on a decline
     session.update(status="complete", payment_status="paid", payment_intent=intent.id)
     resources.schedule_webhook(resources.Event("checkout.session.completed", _Exported(_public(session))))
     return ls.json_response(_public(session))
@@ -117,8 +133,10 @@ class LocalStripe:
 
     def deliveries_pending(self) -> bool:
         async def pending() -> bool:
-            return any(t.get_coro().__name__ == "_send_webhook" and not t.done()  # type: ignore[union-attr]
-                       for t in asyncio.all_tasks())
+            return any(
+                t.get_coro().__name__ == "_send_webhook" and not t.done()  # type: ignore[union-attr]
+                for t in asyncio.all_tasks()
+            )
 
         return asyncio.run_coroutine_threadsafe(pending(), self.loop).result(timeout=5)
 

@@ -20,21 +20,30 @@ def sign(payload: bytes, *, secret: str = WHSEC, timestamp: int | None = None) -
 
 
 def event(event_type: str, obj: dict, *, event_id: str | None = None) -> bytes:
-    return json.dumps({
-        "id": event_id or f"evt_test_{next(_counter):06d}",
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": int(time.time()),
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-        "data": {"object": obj},
-    }, indent=2).encode()
+    return json.dumps(
+        {
+            "id": event_id or f"evt_test_{next(_counter):06d}",
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": event_type,
+            "data": {"object": obj},
+        },
+        indent=2,
+    ).encode()
 
 
-def checkout_session(topup: TopUp, *, payment_status: str = "paid", amount_cents: int | None = None,
-                     payment_intent: str | None = "pi_test_checkout_1", customer: str = "cus_test_acme") -> dict:
+def checkout_session(
+    topup: TopUp,
+    *,
+    payment_status: str = "paid",
+    amount_cents: int | None = None,
+    payment_intent: str | None = "pi_test_checkout_1",
+    customer: str = "cus_test_acme",
+) -> dict:
     amount = amount_cents if amount_cents is not None else topup.amount_nusd // NUSD_PER_CENT
     return {
         "id": topup.stripe_session_id,
@@ -48,8 +57,11 @@ def checkout_session(topup: TopUp, *, payment_status: str = "paid", amount_cents
         "customer": customer,
         "payment_intent": payment_intent,
         "client_reference_id": topup.team.public_id,
-        "metadata": {"tollgate_team": topup.team.public_id, "tollgate_topup": topup.public_id,
-                     "tollgate_kind": "checkout"},
+        "metadata": {
+            "tollgate_team": topup.team.public_id,
+            "tollgate_topup": topup.public_id,
+            "tollgate_kind": "checkout",
+        },
     }
 
 

@@ -31,18 +31,25 @@ def test_adjust_balance_writes_a_ledger_entry_and_an_audit_row(funded_team, oper
     assert (entry.actor, entry.reason) == (operator, "refund for outage #12")
     log = AuditLog.objects.get(action="billing.adjusted")
     assert (log.team, log.actor, log.metadata["amount_nusd"], log.metadata["reason"]) == (
-        funded_team, operator, -2 * USD, "refund for outage #12")
+        funded_team,
+        operator,
+        -2 * USD,
+        "refund for outage #12",
+    )
     assert find_discrepancies() == []
 
 
-@pytest.mark.parametrize(("amount", "reason", "code"), [
-    (USD, "", "reason_required"),
-    (USD, "   ", "reason_required"),
-    (0, "why", "invalid_amount"),
-    (1.5, "why", "invalid_amount"),
-    (10**30, "why", "invalid_amount"),
-    (USD, "x" * 301, "reason_too_long"),
-])
+@pytest.mark.parametrize(
+    ("amount", "reason", "code"),
+    [
+        (USD, "", "reason_required"),
+        (USD, "   ", "reason_required"),
+        (0, "why", "invalid_amount"),
+        (1.5, "why", "invalid_amount"),
+        (10**30, "why", "invalid_amount"),
+        (USD, "x" * 301, "reason_too_long"),
+    ],
+)
 def test_adjust_balance_refuses_bad_input_and_writes_nothing(funded_team, operator, amount, reason, code):
     with pytest.raises(BillingError) as exc:
         adjust_balance(funded_team, amount, operator, reason)
@@ -57,8 +64,16 @@ def test_the_action_asks_for_amount_and_reason_then_adjusts(admin_client, funded
     assert form.status_code == 200
     assert b"Amount (USD)" in form.content and b"Reason" in form.content and b"acme" in form.content
 
-    done = admin_client.post(CHANGELIST, {"action": "adjust_balance_action", "_selected_action": [wallet.pk],
-                                          "apply": "1", "amount_usd": "2.500000001", "reason": "goodwill credit"})
+    done = admin_client.post(
+        CHANGELIST,
+        {
+            "action": "adjust_balance_action",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "amount_usd": "2.500000001",
+            "reason": "goodwill credit",
+        },
+    )
     assert done.status_code == 302
     entry = LedgerEntry.objects.get(kind=LedgerKind.ADJUSTMENT)
     assert (entry.amount_nusd, entry.actor, entry.reason) == (2_500_000_001, operator, "goodwill credit")
@@ -66,26 +81,34 @@ def test_the_action_asks_for_amount_and_reason_then_adjusts(admin_client, funded
     assert AuditLog.objects.filter(action="billing.adjusted", actor=operator).count() == 1
 
 
-@pytest.mark.parametrize("data", [
-    {"amount_usd": "5", "reason": ""},
-    {"amount_usd": "", "reason": "why"},
-    {"amount_usd": "ten", "reason": "why"},
-    {"amount_usd": "0", "reason": "why"},
-    {"amount_usd": "0.0000000001", "reason": "why"},
-    {"amount_usd": "99999999999", "reason": "why"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"amount_usd": "5", "reason": ""},
+        {"amount_usd": "", "reason": "why"},
+        {"amount_usd": "ten", "reason": "why"},
+        {"amount_usd": "0", "reason": "why"},
+        {"amount_usd": "0.0000000001", "reason": "why"},
+        {"amount_usd": "99999999999", "reason": "why"},
+    ],
+)
 def test_the_action_refuses_bad_input_and_writes_nothing(admin_client, funded_team, data):
     wallet = Wallet.objects.get(team=funded_team)
-    response = admin_client.post(CHANGELIST, {"action": "adjust_balance_action", "_selected_action": [wallet.pk],
-                                              "apply": "1", **data})
+    response = admin_client.post(
+        CHANGELIST, {"action": "adjust_balance_action", "_selected_action": [wallet.pk], "apply": "1", **data}
+    )
     assert response.status_code == 200 and b"errorlist" in response.content
     assert not LedgerEntry.objects.filter(kind=LedgerKind.ADJUSTMENT).exists()
     assert Wallet.objects.get(pk=wallet.pk).balance_nusd == 10 * USD
 
 
 def test_money_is_read_only_in_the_admin(admin_client, funded_team):
-    settle(place_hold(team_id=funded_team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False),
-           usage=usage(), prices=PRICES, meta=META)
+    settle(
+        place_hold(team_id=funded_team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False),
+        usage=usage(),
+        prices=PRICES,
+        meta=META,
+    )
     for model in ("wallet", "ledgerentry", "receipt", "hold", "topup", "stripeevent"):
         listing = admin_client.get(f"/admin/billing/{model}/")
         assert listing.status_code == 200, model
@@ -114,6 +137,14 @@ def test_staff_without_the_change_permission_cannot_adjust(client, funded_team):
     client.force_login(staff)
     wallet = Wallet.objects.get(team=funded_team)
     assert b"adjust_balance_action" not in client.get(CHANGELIST).content
-    client.post(CHANGELIST, {"action": "adjust_balance_action", "_selected_action": [wallet.pk], "apply": "1",
-                             "amount_usd": "100", "reason": "me"})
+    client.post(
+        CHANGELIST,
+        {
+            "action": "adjust_balance_action",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "amount_usd": "100",
+            "reason": "me",
+        },
+    )
     assert not LedgerEntry.objects.filter(kind=LedgerKind.ADJUSTMENT).exists()

@@ -37,8 +37,12 @@ def test_balance_shows_credits_held_and_available_as_exact_numbers(client, team,
     place_hold(team_id=team.id, key_id=None, request_id="r", amount_nusd=1_234_567_891, is_test=False)
     response = get(client, "/v1/balance", live_key)
     assert response.status_code == 200
-    assert exact(response) == {"credits": Decimal("10"), "held_credits": Decimal("1.234567891"),
-                               "available_credits": Decimal("8.765432109"), "currency": "usd"}
+    assert exact(response) == {
+        "credits": Decimal("10"),
+        "held_credits": Decimal("1.234567891"),
+        "available_credits": Decimal("8.765432109"),
+        "currency": "usd",
+    }
     assert b'"held_credits":1.234567891' in response.content  # a JSON number, digit for digit
     assert response["X-Request-Id"].startswith("req_")
 
@@ -75,23 +79,45 @@ def test_an_old_secret_in_its_grace_window_gets_the_grace_header(client, team, l
 
 def test_receipts_list_newest_first_with_every_figure(client, funded_team, live_key, time_machine):
     first = spend(funded_team, live_key, request_id="req_a", when="2026-02-01T10:00:00Z", time_machine=time_machine)
-    second = spend(funded_team, live_key, request_id="req_b", prompt=1_000, completion=2_000,
-                   when="2026-02-02T10:00:00Z", time_machine=time_machine)
+    second = spend(
+        funded_team,
+        live_key,
+        request_id="req_b",
+        prompt=1_000,
+        completion=2_000,
+        when="2026-02-02T10:00:00Z",
+        time_machine=time_machine,
+    )
     response = get(client, "/v1/receipts", live_key)
     assert response.status_code == 200
     body = exact(response)
     assert [r["id"] for r in body["data"]] == [second.public_id, first.public_id]
     assert (body["object"], body["has_more"], body["first_id"], body["last_id"]) == (
-        "list", False, second.public_id, first.public_id)
+        "list",
+        False,
+        second.public_id,
+        first.public_id,
+    )
     row = body["data"][0]
-    assert row["usage"] == {"prompt_tokens": 1_000, "cached_tokens": 0, "completion_tokens": 2_000,
-                            "total_tokens": 3_000}
+    assert row["usage"] == {
+        "prompt_tokens": 1_000,
+        "cached_tokens": 0,
+        "completion_tokens": 2_000,
+        "total_tokens": 3_000,
+    }
     assert (row["input_cost_usd"], row["output_cost_usd"], row["total_cost_usd"]) == (
-        Decimal("0.001"), Decimal("0.006"), Decimal("0.007"))
+        Decimal("0.001"),
+        Decimal("0.006"),
+        Decimal("0.007"),
+    )
     assert row["prices_usd_per_million_tokens"] == {"input": 1, "cached": Decimal("0.25"), "output": 3}
     assert row["hold_usd"] == 1 and row["status"] == "succeeded" and row["test"] is False
     assert (row["key_id"], row["request_id"], row["model"], row["provider"]) == (
-        live_key.key.public_id, "req_b", "demo-chat", "simulator")
+        live_key.key.public_id,
+        "req_b",
+        "demo-chat",
+        "simulator",
+    )
     assert row["created_at"] == "2026-02-02T10:00:00Z"
 
 
@@ -142,8 +168,12 @@ def test_a_failed_request_has_a_zero_cost_receipt_with_its_error(client, funded_
 
 def test_another_teams_receipt_is_not_found(client, funded_team, live_key, other_team, outsider):
     fund(other_team, 1)
-    theirs = settle(place_hold(team_id=other_team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False),
-                    usage=usage(), prices=PRICES, meta=ReceiptMeta("chat.completions", "m", "m", "p", "u"))
+    theirs = settle(
+        place_hold(team_id=other_team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False),
+        usage=usage(),
+        prices=PRICES,
+        meta=ReceiptMeta("chat.completions", "m", "m", "p", "u"),
+    )
     response = get(client, f"/v1/receipts/{theirs.public_id}", live_key)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
@@ -152,20 +182,23 @@ def test_another_teams_receipt_is_not_found(client, funded_team, live_key, other
     assert get(client, "/v1/receipts", live_key).json()["data"] == []
 
 
-@pytest.mark.parametrize(("params", "param"), [
-    ({"limit": 0}, "limit"),
-    ({"limit": 101}, "limit"),
-    ({"limit": -5}, "limit"),
-    ({"limit": "ten"}, "limit"),
-    ({"limit": "99999999999999999999999"}, "limit"),
-    ({"since": "yesterday"}, "since"),
-    ({"until": "2026-13-01"}, "until"),
-    ({"since": "2026-02-02", "until": "2026-02-01"}, "until"),
-    ({"after": "not-a-receipt"}, "after"),
-    ({"after": "rcpt_01JUNKNOWN"}, "after"),
-    ({"key": "sk-123"}, "key"),
-    ({"key": "key_01JUNKNOWN"}, "key"),
-])
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"limit": -5}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "99999999999999999999999"}, "limit"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01"}, "until"),
+        ({"since": "2026-02-02", "until": "2026-02-01"}, "until"),
+        ({"after": "not-a-receipt"}, "after"),
+        ({"after": "rcpt_01JUNKNOWN"}, "after"),
+        ({"key": "sk-123"}, "key"),
+        ({"key": "key_01JUNKNOWN"}, "key"),
+    ],
+)
 def test_bad_query_parameters_are_a_clear_400_naming_the_parameter(client, funded_team, live_key, params, param):
     before = (Receipt.objects.count(), LedgerEntry.objects.count(), Hold.objects.count(), AuditLog.objects.count())
     response = get(client, "/v1/receipts", live_key, **params)
@@ -173,8 +206,12 @@ def test_bad_query_parameters_are_a_clear_400_naming_the_parameter(client, funde
     body = response.json()
     assert body["error"]["param"] == param and body["error"]["type"] == "invalid_request_error"
     assert param in body["error"]["message"] or "No " in body["error"]["message"]
-    assert (Receipt.objects.count(), LedgerEntry.objects.count(), Hold.objects.count(),
-            AuditLog.objects.count()) == before
+    assert (
+        Receipt.objects.count(),
+        LedgerEntry.objects.count(),
+        Hold.objects.count(),
+        AuditLog.objects.count(),
+    ) == before
 
 
 def test_another_teams_key_id_is_refused_as_a_filter(client, funded_team, live_key, other_team, outsider):
@@ -187,8 +224,12 @@ def test_another_teams_key_id_is_refused_as_a_filter(client, funded_team, live_k
 def test_writing_to_a_billing_endpoint_is_refused_in_the_envelope(client, funded_team, live_key, method):
     before = (LedgerEntry.objects.count(), Receipt.objects.count())
     for path in ("/v1/balance", "/v1/receipts"):
-        response = getattr(client, method)(path, data=json.dumps({"credits": 10**12}), content_type="application/json",
-                                           HTTP_AUTHORIZATION=f"Bearer {live_key.plaintext}")
+        response = getattr(client, method)(
+            path,
+            data=json.dumps({"credits": 10**12}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {live_key.plaintext}",
+        )
         assert response.status_code == 405
         assert response.json()["error"]["code"] == "method_not_allowed"
     assert (LedgerEntry.objects.count(), Receipt.objects.count()) == before

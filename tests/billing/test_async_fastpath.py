@@ -42,8 +42,9 @@ async def pool(settings):
 
 
 async def hold(team, amount_nusd, request_id="req_async"):
-    return await aplace_hold(team_id=team.id, key_id=None, request_id=request_id, amount_nusd=amount_nusd,
-                             is_test=False)
+    return await aplace_hold(
+        team_id=team.id, key_id=None, request_id=request_id, amount_nusd=amount_nusd, is_test=False
+    )
 
 
 async def wallet(team) -> Wallet:
@@ -53,8 +54,11 @@ async def wallet(team) -> Wallet:
 async def test_a_hold_and_its_settlement_write_what_the_thread_path_writes(team):
     await sync_to_async(fund)(team, 1)
     heard = []
-    receipt_settled.connect(lambda sender, receipt, wallet, **kw: heard.append((receipt.pk, wallet.balance_nusd)),
-                            weak=False, dispatch_uid="test-heard")
+    receipt_settled.connect(
+        lambda sender, receipt, wallet, **kw: heard.append((receipt.pk, wallet.balance_nusd)),
+        weak=False,
+        dispatch_uid="test-heard",
+    )
     try:
         ref = await hold(team, USD)
         w = await wallet(team)

@@ -38,8 +38,9 @@ class FakeStripe:
             self.charges.append(kwargs)
             n = len(self.charges)
         if self.outcome == "declined":
-            raise stripe_client.PaymentDeclined("Your card was declined.", code="card_declined",
-                                                payment_intent_id=f"pi_declined_{n}")
+            raise stripe_client.PaymentDeclined(
+                "Your card was declined.", code="card_declined", payment_intent_id=f"pi_declined_{n}"
+            )
         return stripe_client.OffSessionCharge(payment_intent_id=f"pi_auto_{n}", status=self.outcome)
 
 
@@ -58,17 +59,25 @@ def fake_stripe(settings, monkeypatch):
 def enable(team, *, balance_usd: int = 10, threshold_usd: int = 5, amount_usd: int = 20) -> Wallet:
     fund(team, balance_usd)
     Wallet.objects.filter(team=team).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_nusd=threshold_usd * USD,
-        auto_recharge_amount_nusd=amount_usd * USD, stripe_customer_id="cus_test_acme",
-        stripe_payment_method_id="pm_test_visa")
+        auto_recharge_enabled=True,
+        auto_recharge_threshold_nusd=threshold_usd * USD,
+        auto_recharge_amount_nusd=amount_usd * USD,
+        stripe_customer_id="cus_test_acme",
+        stripe_payment_method_id="pm_test_visa",
+    )
     return Wallet.objects.get(team=team)
 
 
 def spend(team, key, cost_completion_tokens: int = 1000) -> None:
     """One paid request through the real hold/settle path; after-commit receivers run."""
     with TestCase.captureOnCommitCallbacks(execute=True):
-        hold = place_hold(team_id=team.id, key_id=key.key.id, request_id=f"req_{timezone.now().timestamp()}",
-                          amount_nusd=cost_completion_tokens * PRICES.output_nusd + 10**6, is_test=False)
+        hold = place_hold(
+            team_id=team.id,
+            key_id=key.key.id,
+            request_id=f"req_{timezone.now().timestamp()}",
+            amount_nusd=cost_completion_tokens * PRICES.output_nusd + 10**6,
+            is_test=False,
+        )
         settle(hold, usage=usage(prompt=0, completion=cost_completion_tokens), prices=PRICES, meta=META)
 
 
@@ -77,21 +86,32 @@ def spend(team, key, cost_completion_tokens: int = 1000) -> None:
 
 def test_an_owner_turns_auto_recharge_on_for_a_saved_card(team, owner, settings):
     settings.STRIPE_SECRET_KEY = "sk_test_fake"
-    Wallet.objects.filter(team=team).update(stripe_customer_id="cus_1", stripe_payment_method_id="pm_1",
-                                            auto_recharge_last_error="old decline")
+    Wallet.objects.filter(team=team).update(
+        stripe_customer_id="cus_1", stripe_payment_method_id="pm_1", auto_recharge_last_error="old decline"
+    )
 
     wallet = topups.update_auto_recharge(team, actor=owner, enabled=True, threshold_cents=1000, amount_cents=5000)
 
     assert (wallet.auto_recharge_enabled, wallet.auto_recharge_threshold_nusd, wallet.auto_recharge_amount_nusd) == (
-        True, 10 * USD, 50 * USD)
+        True,
+        10 * USD,
+        50 * USD,
+    )
     assert wallet.auto_recharge_last_error == ""
     assert AuditLog.objects.filter(action="billing.auto_recharge_updated", actor=owner).exists()
 
 
-@pytest.mark.parametrize(("threshold", "amount", "code"), [
-    (1000, 499, "invalid_amount"), (1000, 1_000_001, "invalid_amount"), (-1, 5000, "invalid_threshold"),
-    (1000, 50.0, "invalid_amount"), ("10", 5000, "invalid_threshold"), (1_000_001, 5000, "invalid_threshold"),
-])
+@pytest.mark.parametrize(
+    ("threshold", "amount", "code"),
+    [
+        (1000, 499, "invalid_amount"),
+        (1000, 1_000_001, "invalid_amount"),
+        (-1, 5000, "invalid_threshold"),
+        (1000, 50.0, "invalid_amount"),
+        ("10", 5000, "invalid_threshold"),
+        (1_000_001, 5000, "invalid_threshold"),
+    ],
+)
 def test_it_refuses_bad_auto_recharge_settings_and_changes_nothing(team, owner, settings, threshold, amount, code):
     settings.STRIPE_SECRET_KEY = "sk_test_fake"
     Wallet.objects.filter(team=team).update(stripe_customer_id="cus_1", stripe_payment_method_id="pm_1")
@@ -118,8 +138,9 @@ def test_a_viewer_cannot_change_auto_recharge(team, viewer):
 
 def test_the_settings_form_answers_bad_input_with_a_400(client, team, owner, settings):
     client.force_login(owner)
-    response = client.post(f"/billing/teams/{team.public_id}/auto-recharge/",
-                           {"enabled": "on", "threshold_usd": "-3", "amount_usd": "20"})
+    response = client.post(
+        f"/billing/teams/{team.public_id}/auto-recharge/", {"enabled": "on", "threshold_usd": "-3", "amount_usd": "20"}
+    )
     assert response.status_code == 400 and b"threshold" in response.content
     assert not Wallet.objects.get(team=team).auto_recharge_enabled
 
@@ -127,8 +148,9 @@ def test_the_settings_form_answers_bad_input_with_a_400(client, team, owner, set
 # --- firing --------------------------------------------------------------------------------------------
 
 
-def test_a_settlement_below_the_threshold_charges_the_saved_card_once_and_credits_once(team, owner, live_key,
-                                                                                        fake_stripe):
+def test_a_settlement_below_the_threshold_charges_the_saved_card_once_and_credits_once(
+    team, owner, live_key, fake_stripe
+):
     enable(team, balance_usd=10, threshold_usd=20, amount_usd=25)
 
     spend(team, live_key)
@@ -136,7 +158,10 @@ def test_a_settlement_below_the_threshold_charges_the_saved_card_once_and_credit
     assert len(fake_stripe.charges) == 1
     charge = fake_stripe.charges[0]
     assert (charge["customer_id"], charge["payment_method_id"], charge["amount_cents"]) == (
-        "cus_test_acme", "pm_test_visa", 2500)
+        "cus_test_acme",
+        "pm_test_visa",
+        2500,
+    )
     topup = TopUp.objects.get(kind="auto_recharge")
     assert (topup.status, topup.stripe_payment_intent_id) == (TopUpStatus.PAID, "pi_auto_1")
     assert charge["metadata"]["tollgate_topup"] == topup.public_id
@@ -148,17 +173,28 @@ def test_a_settlement_below_the_threshold_charges_the_saved_card_once_and_credit
     assert any("auto-recharge" in m.subject for m in mail.outbox)
 
 
-def test_the_later_webhook_for_the_same_payment_intent_does_not_credit_again(client, team, owner, live_key,
-                                                                             fake_stripe):
+def test_the_later_webhook_for_the_same_payment_intent_does_not_credit_again(
+    client, team, owner, live_key, fake_stripe
+):
     enable(team, balance_usd=10, threshold_usd=20, amount_usd=25)
     spend(team, live_key)
     topup = TopUp.objects.get(kind="auto_recharge")
     before = Wallet.objects.get(team=team).balance_nusd
 
-    intent = {"id": "pi_auto_1", "object": "payment_intent", "status": "succeeded", "amount": 2500,
-              "amount_received": 2500, "customer": "cus_test_acme", "payment_method": "pm_test_visa",
-              "metadata": {"tollgate_team": team.public_id, "tollgate_topup": topup.public_id,
-                           "tollgate_kind": "auto_recharge"}}
+    intent = {
+        "id": "pi_auto_1",
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": 2500,
+        "amount_received": 2500,
+        "customer": "cus_test_acme",
+        "payment_method": "pm_test_visa",
+        "metadata": {
+            "tollgate_team": team.public_id,
+            "tollgate_topup": topup.public_id,
+            "tollgate_kind": "auto_recharge",
+        },
+    }
     response = post(client, event("payment_intent.succeeded", intent))
 
     assert response.json()["detail"] == "already credited"
@@ -180,10 +216,20 @@ def test_it_does_not_fire_again_while_an_attempt_is_in_flight(client, team, owne
     assert topup.status == TopUpStatus.PENDING
 
     # The payment settles: the webhook credits it and frees the slot.
-    intent = {"id": "pi_auto_1", "object": "payment_intent", "status": "succeeded", "amount": 2500,
-              "amount_received": 2500, "customer": "cus_test_acme", "payment_method": "pm_test_visa",
-              "metadata": {"tollgate_team": team.public_id, "tollgate_topup": topup.public_id,
-                           "tollgate_kind": "auto_recharge"}}
+    intent = {
+        "id": "pi_auto_1",
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": 2500,
+        "amount_received": 2500,
+        "customer": "cus_test_acme",
+        "payment_method": "pm_test_visa",
+        "metadata": {
+            "tollgate_team": team.public_id,
+            "tollgate_topup": topup.public_id,
+            "tollgate_kind": "auto_recharge",
+        },
+    }
     assert post(client, event("payment_intent.succeeded", intent)).json()["detail"] == "credited"
     wallet = Wallet.objects.get(team=team)
     assert wallet.auto_recharge_in_flight_since is None

@@ -53,14 +53,16 @@ def run_threads(count: int, work) -> list:
 
 
 def outcome(result) -> str:
-    return result.code if isinstance(result, ApiError) else ("ok" if not isinstance(result, Exception) else
-                                                             repr(result))
+    return (
+        result.code if isinstance(result, ApiError) else ("ok" if not isinstance(result, Exception) else repr(result))
+    )
 
 
 def test_fifty_threads_race_for_a_wallet_that_affords_seven(team, capsys):
     fund(team, 7)
-    results = run_threads(50, lambda i: place_hold(team_id=team.id, key_id=None, request_id=f"req_t{i}",
-                                                   amount_nusd=HOLD, is_test=False))
+    results = run_threads(
+        50, lambda i: place_hold(team_id=team.id, key_id=None, request_id=f"req_t{i}", amount_nusd=HOLD, is_test=False)
+    )
     assert Counter(map(outcome, results)) == {"ok": 7, "insufficient_balance": 43}
     assert all(r.status == 402 for r in results if isinstance(r, ApiError))
     w = Wallet.objects.get(team=team)
@@ -72,14 +74,15 @@ def test_fifty_threads_race_for_a_wallet_that_affords_seven(team, capsys):
 
 def test_fifty_threads_settling_and_placing_at_once_keep_the_books_straight(team):
     fund(team, 7)
-    first = [place_hold(team_id=team.id, key_id=None, request_id=f"req_a{i}", amount_nusd=HOLD, is_test=False)
-             for i in range(7)]
+    first = [
+        place_hold(team_id=team.id, key_id=None, request_id=f"req_a{i}", amount_nusd=HOLD, is_test=False)
+        for i in range(7)
+    ]
 
     def work(i: int):
         if i < 7:  # each of the first seven settles its hold (cost $0.25), freeing $0.75 of credit
             return settle(first[i], usage=usage(prompt=250_000, completion=0), prices=PRICES, meta=META)
-        return place_hold(team_id=team.id, key_id=None, request_id=f"req_b{i}", amount_nusd=HOLD // 4,
-                          is_test=False)
+        return place_hold(team_id=team.id, key_id=None, request_id=f"req_b{i}", amount_nusd=HOLD // 4, is_test=False)
 
     results = run_threads(50, work)
     assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, ApiError)]
@@ -92,8 +95,10 @@ def test_fifty_threads_settling_and_placing_at_once_keep_the_books_straight(team
 
 def test_settle_racing_the_sweeper_releases_each_hold_exactly_once(team):
     fund(team, 20)
-    refs = [place_hold(team_id=team.id, key_id=None, request_id=f"req_s{i}", amount_nusd=HOLD, is_test=False)
-            for i in range(20)]
+    refs = [
+        place_hold(team_id=team.id, key_id=None, request_id=f"req_s{i}", amount_nusd=HOLD, is_test=False)
+        for i in range(20)
+    ]
     Hold.objects.update(expires_at=timezone.now() - timedelta(seconds=1))  # every request looks dead
 
     def work(i: int):
@@ -136,13 +141,26 @@ print(json.dumps({"ok": ok, "refused": refused}), flush=True)
 def test_two_processes_race_for_a_wallet_that_affords_seven(team):
     fund(team, 7)
     db = connection.settings_dict
-    host, port = db['HOST'] or '127.0.0.1', db['PORT'] or 5432
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
     url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{host}:{port}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings", "TOLLGATE_TESTING": "1",
-           "DB_CONN_MAX_AGE": "0", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "TOLLGATE_TESTING": "1",
+        "DB_CONN_MAX_AGE": "0",
+        "PYTHONPATH": str(ROOT),
+    }
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(team.id), "25", f"p{n}"], cwd=ROOT, env=env, text=True,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(team.id), "25", f"p{n}"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for n in range(2)
     ]
     try:

@@ -28,8 +28,14 @@ from tests.billing.conftest import META, PRICES, USD, fund, usage
 
 
 def hold_for(team, amount_nusd, *, key=None, is_test=False, cap=None, request_id="req_test"):
-    return place_hold(team_id=team.id, key_id=key.key.id if key else None, request_id=request_id,
-                      amount_nusd=amount_nusd, is_test=is_test, monthly_spend_cap_nusd=cap)
+    return place_hold(
+        team_id=team.id,
+        key_id=key.key.id if key else None,
+        request_id=request_id,
+        amount_nusd=amount_nusd,
+        is_test=is_test,
+        monthly_spend_cap_nusd=cap,
+    )
 
 
 def wallet(team) -> Wallet:
@@ -98,8 +104,9 @@ def test_settling_is_one_statement_on_postgresql_and_five_elsewhere(funded_team,
     assert len(statements) == (1 if connection.vendor == "postgresql" else 5), statements
 
 
-def test_the_settled_signal_carries_the_receipt_and_wallet_as_written(funded_team, live_key,
-                                                                      django_capture_on_commit_callbacks):
+def test_the_settled_signal_carries_the_receipt_and_wallet_as_written(
+    funded_team, live_key, django_capture_on_commit_callbacks
+):
     ref = hold_for(funded_team, USD, key=live_key)
     seen = []
 
@@ -118,7 +125,11 @@ def test_the_settled_signal_carries_the_receipt_and_wallet_as_written(funded_tea
     assert (sent.total_cost_nusd, sent.created_at) == (stored.total_cost_nusd, stored.created_at)
     w = wallet(funded_team)
     assert (sent_wallet.pk, sent_wallet.team_id, sent_wallet.balance_nusd, sent_wallet.held_nusd) == (
-        w.pk, funded_team.id, w.balance_nusd, 0)
+        w.pk,
+        funded_team.id,
+        w.balance_nusd,
+        0,
+    )
     assert sent_wallet.auto_recharge_enabled == w.auto_recharge_enabled
     assert sent_wallet.auto_recharge_threshold_nusd == w.auto_recharge_threshold_nusd
 
@@ -128,21 +139,31 @@ def test_settle_debits_the_exact_cost_and_writes_receipt_and_ledger(funded_team,
     receipt = settle(ref, usage=usage(prompt=1_000, completion=200, cached=400), prices=PRICES, meta=META)
 
     # 1000 × 1000 + 400 × 250 = 1_100_000 input; 200 × 3000 = 600_000 output
-    assert (receipt.input_cost_nusd, receipt.output_cost_nusd, receipt.total_cost_nusd) == (1_100_000, 600_000,
-                                                                                            1_700_000)
+    assert (receipt.input_cost_nusd, receipt.output_cost_nusd, receipt.total_cost_nusd) == (
+        1_100_000,
+        600_000,
+        1_700_000,
+    )
     assert receipt.public_id.startswith("rcpt_") and receipt.request_id == "req_abc"
     assert receipt.status == ReceiptStatus.SUCCEEDED and not receipt.is_test and receipt.mode == "live"
     assert (receipt.input_price_nusd, receipt.cached_price_nusd, receipt.output_price_nusd) == (1_000, 250, 3_000)
     assert (receipt.prompt_tokens, receipt.cached_tokens, receipt.completion_tokens) == (1_000, 400, 200)
     assert receipt.total_tokens == 1_600
     assert receipt.hold_amount_nusd == USD and receipt.api_key_id == live_key.key.id
-    assert (receipt.model_requested, receipt.provider, receipt.latency_ms, receipt.ttft_ms) == ("demo-chat",
-                                                                                                 "simulator", 42, 7)
+    assert (receipt.model_requested, receipt.provider, receipt.latency_ms, receipt.ttft_ms) == (
+        "demo-chat",
+        "simulator",
+        42,
+        7,
+    )
     w = wallet(funded_team)
     assert (w.balance_nusd, w.held_nusd) == (10 * USD - 1_700_000, 0)
     entry = LedgerEntry.objects.get(kind=LedgerKind.CHARGE)
-    assert (entry.amount_nusd, entry.balance_after_nusd, entry.reference) == (-1_700_000, w.balance_nusd,
-                                                                              receipt.public_id)
+    assert (entry.amount_nusd, entry.balance_after_nusd, entry.reference) == (
+        -1_700_000,
+        w.balance_nusd,
+        receipt.public_id,
+    )
     assert Hold.objects.get().status == HoldStatus.SETTLED
     assert find_discrepancies() == []
 
@@ -250,8 +271,12 @@ def test_the_spend_cap_starts_afresh_each_month(funded_team, live_key, time_mach
 
 
 def test_spend_of_test_receipts_does_not_count_against_the_cap(funded_team, live_key, test_key):
-    settle(hold_for(funded_team, USD, key=test_key, is_test=True), usage=usage(prompt=10**6, completion=0),
-           prices=PRICES, meta=META)
+    settle(
+        hold_for(funded_team, USD, key=test_key, is_test=True),
+        usage=usage(prompt=10**6, completion=0),
+        prices=PRICES,
+        meta=META,
+    )
     hold_for(funded_team, USD, key=live_key, cap=USD)
 
 
@@ -280,8 +305,11 @@ def test_listeners_hear_about_a_settlement_only_after_it_commits(team):
     try:
         ref = place_hold(team_id=team.id, key_id=None, request_id="req_sig", amount_nusd=USD, is_test=False)
         receipt = settle(ref, usage=usage(), prices=PRICES, meta=META)
-        failed = release(place_hold(team_id=team.id, key_id=None, request_id="r2", amount_nusd=1, is_test=False),
-                         meta=META, error_code="upstream_error")
+        failed = release(
+            place_hold(team_id=team.id, key_id=None, request_id="r2", amount_nusd=1, is_test=False),
+            meta=META,
+            error_code="upstream_error",
+        )
     finally:
         receipt_settled.disconnect(listener)
     assert heard == [(receipt.public_id, USD - 250_000, 0), (failed.public_id, USD - 250_000, 0)]
@@ -298,7 +326,8 @@ async def test_the_async_wrappers_run_the_same_services(team, monkeypatch):
     receipt = await asettle(ref, usage=usage(), prices=Prices(input_nusd=1, output_nusd=1), meta=META)
     failed = await arelease(
         await aplace_hold(team_id=team.id, key_id=None, request_id="r", amount_nusd=5, is_test=False),
-        meta=META, error_code="upstream_error",
+        meta=META,
+        error_code="upstream_error",
     )
     assert receipt.total_cost_nusd == 150 and failed.status == "failed"
     w = await Wallet.objects.aget(team=team)

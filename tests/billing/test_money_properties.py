@@ -40,8 +40,11 @@ def test_cost_is_exactly_tokens_times_prices(prompt, cached, completion, p_in, p
 
 
 @relaxed
-@given(a=st.tuples(tokens, tokens, tokens), b=st.tuples(tokens, tokens, tokens), p=st.tuples(unit_prices, unit_prices,
-                                                                                              unit_prices))
+@given(
+    a=st.tuples(tokens, tokens, tokens),
+    b=st.tuples(tokens, tokens, tokens),
+    p=st.tuples(unit_prices, unit_prices, unit_prices),
+)
 def test_splitting_a_request_neither_loses_nor_creates_money(a, b, p):
     prices = Prices(*p)
     whole = cost_of(Usage(a[0] + b[0], a[1] + b[1], a[2] + b[2]), prices)
@@ -87,8 +90,14 @@ def test_usd_finer_than_a_nano_dollar_is_refused_not_rounded(amount):
 
 op = st.one_of(
     st.tuples(st.just("hold"), st.integers(min_value=0, max_value=3_000_000)),
-    st.tuples(st.just("settle"), st.integers(min_value=0, max_value=50), st.integers(0, 400), st.integers(0, 400),
-              st.integers(0, 400), st.sampled_from(["succeeded", "partial"])),
+    st.tuples(
+        st.just("settle"),
+        st.integers(min_value=0, max_value=50),
+        st.integers(0, 400),
+        st.integers(0, 400),
+        st.integers(0, 400),
+        st.sampled_from(["succeeded", "partial"]),
+    ),
     st.tuples(st.just("release"), st.integers(min_value=0, max_value=50)),
     st.tuples(st.just("expire"), st.integers(min_value=0, max_value=50)),
     st.tuples(st.just("credit"), st.integers(min_value=1, max_value=2_000_000)),
@@ -96,10 +105,14 @@ op = st.one_of(
 
 
 @pytest.mark.django_db
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
-@given(ops=st.lists(op, max_size=25), start=st.integers(min_value=0, max_value=5_000_000),
-       price=st.tuples(st.integers(0, 5_000), st.integers(0, 20_000), st.integers(0, 1_000)))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    ops=st.lists(op, max_size=25),
+    start=st.integers(min_value=0, max_value=5_000_000),
+    price=st.tuples(st.integers(0, 5_000), st.integers(0, 20_000), st.integers(0, 1_000)),
+)
 def test_no_sequence_of_holds_and_settlements_loses_or_creates_money(ops, start, price):
     prices = Prices(*price)
     with transaction.atomic():
@@ -114,8 +127,11 @@ def test_no_sequence_of_holds_and_settlements_loses_or_creates_money(ops, start,
             kind = action[0]
             if kind == "hold":
                 try:
-                    open_refs.append(place_hold(team_id=team.id, key_id=None, request_id=f"req_{step}",
-                                                amount_nusd=action[1], is_test=False))
+                    open_refs.append(
+                        place_hold(
+                            team_id=team.id, key_id=None, request_id=f"req_{step}", amount_nusd=action[1], is_test=False
+                        )
+                    )
                 except ApiError as exc:
                     assert exc.code == "insufficient_balance"
                     refused += 1
@@ -136,8 +152,9 @@ def test_no_sequence_of_holds_and_settlements_loses_or_creates_money(ops, start,
             wallet.refresh_from_db()
             charged = Receipt.objects.filter(team=team).aggregate(s=Sum("total_cost_nusd"))["s"] or 0
             ledger = LedgerEntry.objects.filter(wallet=wallet).aggregate(s=Sum("amount_nusd"))["s"] or 0
-            open_held = Hold.objects.filter(wallet=wallet, status=HoldStatus.OPEN).aggregate(
-                s=Sum("amount_nusd"))["s"] or 0
+            open_held = (
+                Hold.objects.filter(wallet=wallet, status=HoldStatus.OPEN).aggregate(s=Sum("amount_nusd"))["s"] or 0
+            )
             assert wallet.balance_nusd == ledger == credited - charged  # nothing lost, nothing created
             assert wallet.held_nusd == open_held == sum(r.amount_nusd for r in open_refs)
             assert wallet.balance_nusd >= 0 and wallet.available_nusd >= 0  # a hold never lets us overdraw

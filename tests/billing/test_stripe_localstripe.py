@@ -59,8 +59,11 @@ def stripe_env(localstripe_server, live_server, settings):
     settings.STRIPE_API_BASE = localstripe_server.url
     settings.STRIPE_WEBHOOK_SECRET = WHSEC
     settings.PUBLIC_BASE_URL = live_server.url
-    response = requests.post(f"{localstripe_server.url}/_config/webhooks/tollgate", timeout=5,
-                             data={"url": f"{live_server.url}/billing/stripe/webhook/", "secret": WHSEC})
+    response = requests.post(
+        f"{localstripe_server.url}/_config/webhooks/tollgate",
+        timeout=5,
+        data={"url": f"{live_server.url}/billing/stripe/webhook/", "secret": WHSEC},
+    )
     response.raise_for_status()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
@@ -102,8 +105,9 @@ def saved_card(server, team, number: str) -> None:
     """A customer with a card attached, as a past Checkout payment with setup_future_usage leaves it."""
     client = api(server)
     customer = client.v1.customers.create(params={"name": team.name})
-    pm = client.v1.payment_methods.create(params={
-        "type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+    pm = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+    )
     client.v1.payment_methods.attach(pm.id, params={"customer": customer.id})
     Wallet.objects.filter(team=team).update(stripe_customer_id=customer.id, stripe_payment_method_id=pm.id)
 
@@ -115,8 +119,9 @@ def test_a_checkout_top_up_is_credited_once_by_the_signed_webhook_and_saves_the_
     session = api(stripe_env).v1.checkout.sessions.retrieve(topup.stripe_session_id)
     assert session["metadata"]["tollgate_topup"] == topup.public_id
 
-    paid = requests.post(url, data={"card": "4242424242424242"}, timeout=5,
-                         headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    paid = requests.post(
+        url, data={"card": "4242424242424242"}, timeout=5, headers={"Authorization": f"Bearer {SECRET_KEY}"}
+    )
     assert paid.status_code == 200, paid.text
 
     wait_for(lambda: TopUp.objects.filter(pk=topup.pk, status=TopUpStatus.PAID).exists())
@@ -136,15 +141,19 @@ def test_auto_recharge_charges_the_saved_card_off_session_and_credits_once(strip
         from billing.services import grant_credit, place_hold, settle
 
         grant_credit(team, amount_nusd=5 * USD)
-        hold = place_hold(team_id=team.id, key_id=live_key.key.id, request_id="req_e2e", amount_nusd=10**7,
-                          is_test=False)
+        hold = place_hold(
+            team_id=team.id, key_id=live_key.key.id, request_id="req_e2e", amount_nusd=10**7, is_test=False
+        )
         settle(hold, usage=usage(), prices=PRICES, meta=META)
 
     topup = TopUp.objects.get(kind="auto_recharge")
     assert topup.status == TopUpStatus.PAID and topup.stripe_payment_intent_id.startswith("pi_")
     intent = api(stripe_env).v1.payment_intents.retrieve(topup.stripe_payment_intent_id)
     assert (intent["status"], intent["amount"], intent["metadata"]["tollgate_topup"]) == (
-        "succeeded", 2000, topup.public_id)
+        "succeeded",
+        2000,
+        topup.public_id,
+    )
     # localstripe's payment_intent.succeeded for the same intent lands a second later: no second credit.
     wait_for(lambda: StripeEvent.objects.filter(type="payment_intent.succeeded").exists())
     assert LedgerEntry.objects.filter(kind=LedgerKind.AUTO_RECHARGE).count() == 1

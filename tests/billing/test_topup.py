@@ -41,12 +41,19 @@ def test_it_creates_a_pending_top_up_and_a_checkout_session_that_saves_the_card(
     assert url == "https://checkout.stripe.test/c/pay/cs_test_new"
     topup = TopUp.objects.get()
     assert (topup.status, topup.amount_nusd, topup.stripe_session_id, topup.kind) == (
-        TopUpStatus.PENDING, 2500 * NUSD_PER_CENT, "cs_test_new", "checkout")
+        TopUpStatus.PENDING,
+        2500 * NUSD_PER_CENT,
+        "cs_test_new",
+        "checkout",
+    )
     assert Wallet.objects.get(team=team).stripe_customer_id == "cus_test_new"
     session = dict(fake_stripe)["session"]
     assert session["amount_cents"] == 2500 and session["customer_id"] == "cus_test_new"
-    assert session["metadata"] == {"tollgate_team": team.public_id, "tollgate_topup": topup.public_id,
-                                   "tollgate_kind": "checkout"}
+    assert session["metadata"] == {
+        "tollgate_team": team.public_id,
+        "tollgate_topup": topup.public_id,
+        "tollgate_kind": "checkout",
+    }
     assert session["success_url"].endswith("/billing/topup/success/?session_id={CHECKOUT_SESSION_ID}")
     assert AuditLog.objects.filter(action="billing.topup_started", target=topup.public_id).exists()
 
@@ -119,8 +126,9 @@ def test_the_top_up_form_redirects_to_stripe(client, team, owner, fake_stripe):
 
 
 @pytest.mark.parametrize("amount", ["4.99", "10000.01", "-5", "ten", "", "1e9"])
-def test_the_top_up_form_answers_bad_amounts_with_a_clear_400_and_writes_nothing(client, team, owner, fake_stripe,
-                                                                                 amount):
+def test_the_top_up_form_answers_bad_amounts_with_a_clear_400_and_writes_nothing(
+    client, team, owner, fake_stripe, amount
+):
     client.force_login(owner)
     response = client.post(f"/billing/teams/{team.public_id}/topup/", {"amount_usd": amount})
 

@@ -26,8 +26,9 @@ def stripe_webhooks(settings):
 
 @pytest.fixture
 def pending_topup(team, owner) -> TopUp:
-    return TopUp.objects.create(team=team, amount_nusd=2500 * CENT, stripe_session_id="cs_test_a1b2c3",
-                                created_by=owner)
+    return TopUp.objects.create(
+        team=team, amount_nusd=2500 * CENT, stripe_session_id="cs_test_a1b2c3", created_by=owner
+    )
 
 
 def balance(team) -> int:
@@ -35,12 +36,16 @@ def balance(team) -> int:
 
 
 def nothing_written(team) -> bool:
-    return (not LedgerEntry.objects.filter(wallet__team=team).exists() and not StripeEvent.objects.exists()
-            and not AuditLog.objects.filter(action__startswith="billing.topup").exists())
+    return (
+        not LedgerEntry.objects.filter(wallet__team=team).exists()
+        and not StripeEvent.objects.exists()
+        and not AuditLog.objects.filter(action__startswith="billing.topup").exists()
+    )
 
 
 def test_a_paid_checkout_session_credits_the_wallet_and_tells_the_billing_contacts(
-        client, team, pending_topup, admin_user, billing_user, developer):
+    client, team, pending_topup, admin_user, billing_user, developer
+):
     response = post(client, event("checkout.session.completed", checkout_session(pending_topup)))
 
     assert response.status_code == 200
@@ -52,8 +57,9 @@ def test_a_paid_checkout_session_credits_the_wallet_and_tells_the_billing_contac
     assert pending_topup.stripe_payment_intent_id == "pi_test_checkout_1"
     assert AuditLog.objects.filter(action="billing.topup_credited", team=team, target=pending_topup.public_id).exists()
     assert len(mail.outbox) == 1
-    assert sorted(mail.outbox[0].to) == sorted(["olivia.owner@acme.test", "adam.admin@acme.test",
-                                                "bill.billing@acme.test"])
+    assert sorted(mail.outbox[0].to) == sorted(
+        ["olivia.owner@acme.test", "adam.admin@acme.test", "bill.billing@acme.test"]
+    )
     assert "$25.00" in mail.outbox[0].subject and "New balance: $25.00" in mail.outbox[0].body
     assert Wallet.objects.get(team=team).stripe_customer_id == "cus_test_acme"
 
@@ -124,8 +130,9 @@ def test_completed_and_async_succeeded_events_for_one_session_credit_once(client
 
 
 def test_an_unpaid_session_is_recorded_without_credit_until_its_payment_succeeds(client, team, pending_topup):
-    response = post(client, event("checkout.session.completed", checkout_session(pending_topup,
-                                                                                 payment_status="unpaid")))
+    response = post(
+        client, event("checkout.session.completed", checkout_session(pending_topup, payment_status="unpaid"))
+    )
     assert response.status_code == 200
     assert balance(team) == 0
     assert TopUp.objects.get().status == TopUpStatus.PENDING
@@ -146,18 +153,23 @@ def test_async_success_arriving_before_completion_still_credits_once(client, tea
 
 def test_a_refund_after_a_top_up_nets_out_even_when_refund_events_repeat(client, team, pending_topup):
     post(client, event("checkout.session.completed", checkout_session(pending_topup)))
-    partial = event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500,
-                                              refunded_cents=1000))
+    partial = event(
+        "charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500, refunded_cents=1000)
+    )
     post(client, partial)
     post(client, partial)  # redelivered
     assert balance(team) == 1500 * CENT
     assert TopUp.objects.get().status == TopUpStatus.PARTIALLY_REFUNDED
 
     # A later, different event repeats the cumulative total and adds the rest.
-    post(client, event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500,
-                                                 refunded_cents=1000)))
-    post(client, event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500,
-                                                 refunded_cents=2500)))
+    post(
+        client,
+        event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500, refunded_cents=1000)),
+    )
+    post(
+        client,
+        event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500, refunded_cents=2500)),
+    )
 
     assert balance(team) == 0
     refunds = LedgerEntry.objects.filter(wallet__team=team, kind=LedgerKind.REFUND)
@@ -167,11 +179,11 @@ def test_a_refund_after_a_top_up_nets_out_even_when_refund_events_repeat(client,
     assert AuditLog.objects.filter(action="billing.topup_refunded").count() == 2
 
 
-def test_a_refund_that_arrives_before_its_top_up_is_deferred_then_applied_on_redelivery(
-        client, team, pending_topup):
+def test_a_refund_that_arrives_before_its_top_up_is_deferred_then_applied_on_redelivery(client, team, pending_topup):
     Wallet.objects.filter(team=team).update(stripe_customer_id="cus_test_acme")
-    refund = event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500,
-                                             refunded_cents=2500))
+    refund = event(
+        "charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500, refunded_cents=2500)
+    )
 
     early = post(client, refund)
     assert early.status_code == 409  # not 2xx: Stripe delivers it again later
@@ -188,8 +200,15 @@ def test_a_refund_that_arrives_before_its_top_up_is_deferred_then_applied_on_red
 
 
 def test_a_refund_for_a_payment_that_is_not_ours_is_acknowledged_and_ignored(client, team, pending_topup):
-    response = post(client, event("charge.refunded", charge(payment_intent="pi_someone_else", amount_cents=900,
-                                                            refunded_cents=900, customer="cus_other_product")))
+    response = post(
+        client,
+        event(
+            "charge.refunded",
+            charge(
+                payment_intent="pi_someone_else", amount_cents=900, refunded_cents=900, customer="cus_other_product"
+            ),
+        ),
+    )
 
     assert response.status_code == 200
     assert StripeEvent.objects.get().error == "ignored: not a Tollgate payment"
@@ -234,11 +253,21 @@ def test_a_paid_session_whose_top_up_row_is_missing_is_rebuilt_from_its_metadata
 
 
 def test_a_checkout_payment_intent_event_remembers_the_card_for_auto_recharge(client, team, pending_topup):
-    intent = {"id": "pi_test_checkout_1", "object": "payment_intent", "status": "succeeded", "amount": 2500,
-              "amount_received": 2500, "customer": "cus_test_acme", "payment_method": "pm_test_visa",
-              "setup_future_usage": "off_session",
-              "metadata": {"tollgate_team": team.public_id, "tollgate_topup": pending_topup.public_id,
-                           "tollgate_kind": "checkout"}}
+    intent = {
+        "id": "pi_test_checkout_1",
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": 2500,
+        "amount_received": 2500,
+        "customer": "cus_test_acme",
+        "payment_method": "pm_test_visa",
+        "setup_future_usage": "off_session",
+        "metadata": {
+            "tollgate_team": team.public_id,
+            "tollgate_topup": pending_topup.public_id,
+            "tollgate_kind": "checkout",
+        },
+    }
 
     post(client, event("payment_intent.succeeded", intent))
 

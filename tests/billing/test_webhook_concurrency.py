@@ -75,8 +75,10 @@ def test_different_events_for_one_session_racing_credit_once(topup):
 
 def test_racing_refund_events_debit_the_refund_once(topup):
     post(Client(), event("checkout.session.completed", checkout_session(topup)))
-    refunds = [event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500,
-                                               refunded_cents=1000)) for _ in range(8)]
+    refunds = [
+        event("charge.refunded", charge(payment_intent="pi_test_checkout_1", amount_cents=2500, refunded_cents=1000))
+        for _ in range(8)
+    ]
 
     race(refunds)
 

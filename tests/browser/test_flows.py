@@ -14,8 +14,7 @@ from accounts.models import Membership, Team
 from billing.services import grant_credit
 from tests.browser.conftest import PASSWORD, log_in, shot
 
-pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(120),
-              pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.django_db(transaction=True)]
 
 
 def sdk(live, key: str) -> openai.OpenAI:
@@ -23,8 +22,9 @@ def sdk(live, key: str) -> openai.OpenAI:
 
 
 def chat(live, key: str):
-    return sdk(live, key).chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "hi"}],
-                                                  max_tokens=16)
+    return sdk(live, key).chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+    )
 
 
 def test_sign_up_create_a_key_use_it_and_watch_the_receipt_arrive_live_then_rotate_and_revoke(page, live):
@@ -108,8 +108,9 @@ def test_sign_up_create_a_key_use_it_and_watch_the_receipt_arrive_live_then_rota
             chat(live, key)
 
 
-def test_a_viewer_sees_no_key_or_billing_actions_and_is_refused_when_posting_them(page, live, team, owner, viewer,
-                                                                                   settings):
+def test_a_viewer_sees_no_key_or_billing_actions_and_is_refused_when_posting_them(
+    page, live, team, owner, viewer, settings
+):
     from accounts.keys import mint_key
 
     settings.STRIPE_SECRET_KEY = "sk_test_unused"
@@ -132,8 +133,10 @@ def test_a_viewer_sees_no_key_or_billing_actions_and_is_refused_when_posting_the
         (f"{base}/keys/{key.public_id}/rotate/", {"grace_seconds": "0"}),
         (f"{base}/keys/{key.public_id}/revoke/", {}),
         (f"/billing/teams/{team.public_id}/topup/", {"amount_usd": "20"}),
-        (f"/billing/teams/{team.public_id}/auto-recharge/", {"enabled": "on", "threshold_usd": "5",
-                                                              "amount_usd": "20"}),
+        (
+            f"/billing/teams/{team.public_id}/auto-recharge/",
+            {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"},
+        ),
     ]:
         assert page.request.post(path, form=form, headers=headers).status == 403, path
     key.refresh_from_db()

@@ -15,10 +15,17 @@ from tests.dashboard.conftest import make_receipt
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PAGES = [("overview", "", "Acme"), ("keys", "keys/", "API keys"), ("billing", "billing/", "Billing"),
-         ("usage", "usage/", "Usage"), ("receipts", "receipts/", "Receipts"), ("members", "members/", "Members"),
-         ("models", "models/", "Models & pricing"), ("quickstart", "quickstart/", "Quickstart"),
-         ("settings", "settings/", "Team settings")]
+PAGES = [
+    ("overview", "", "Acme"),
+    ("keys", "keys/", "API keys"),
+    ("billing", "billing/", "Billing"),
+    ("usage", "usage/", "Usage"),
+    ("receipts", "receipts/", "Receipts"),
+    ("members", "members/", "Members"),
+    ("models", "models/", "Models & pricing"),
+    ("quickstart", "quickstart/", "Quickstart"),
+    ("settings", "settings/", "Team settings"),
+]
 PHONE = {"width": 390, "height": 844}
 
 

@@ -19,8 +19,13 @@ from tests.billing import localstripe_ext  # noqa: E402
 # localstripe delivers checkout.session.completed and payment_intent.succeeded at the same moment; on the
 # embedded default's shared-cache in-memory SQLite test database two writers then meet "database table is
 # locked" (and localstripe never redelivers), so this flow runs on PostgreSQL, as CI's second pass does.
-pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(120),
-              pytest.mark.django_db(transaction=True), requires_postgres]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.timeout(120),
+    pytest.mark.django_db(transaction=True),
+    requires_postgres,
+]
 SECRET_KEY = "sk_test_localstripe_dashboard"
 WHSEC = "whsec_localstripe_dashboard"
 
@@ -35,8 +40,11 @@ def stripe_env(localstripe, live, settings):
     settings.STRIPE_SECRET_KEY = SECRET_KEY
     settings.STRIPE_API_BASE = localstripe.url
     settings.STRIPE_WEBHOOK_SECRET = WHSEC
-    requests.post(f"{localstripe.url}/_config/webhooks/dashboard", timeout=5,
-                  data={"url": f"{live.url}/billing/stripe/webhook/", "secret": WHSEC}).raise_for_status()
+    requests.post(
+        f"{localstripe.url}/_config/webhooks/dashboard",
+        timeout=5,
+        data={"url": f"{live.url}/billing/stripe/webhook/", "secret": WHSEC},
+    ).raise_for_status()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
     yield localstripe
@@ -56,8 +64,12 @@ def test_a_card_top_up_through_checkout_raises_the_balance_on_the_open_billing_p
     page.wait_for_url(re.compile(r"/v1/checkout/sessions/cs_test_\w+/_test_pay$"))  # Stripe's Checkout page
     checkout_url = page.url
     session_id = checkout_url.split("/")[-2]
-    paid = requests.post(checkout_url, data={"card": "4242424242424242"}, timeout=5,  # the buyer pays
-                         headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    paid = requests.post(
+        checkout_url,
+        data={"card": "4242424242424242"},
+        timeout=5,  # the buyer pays
+        headers={"Authorization": f"Bearer {SECRET_KEY}"},
+    )
     assert paid.status_code == 200, paid.text
 
     expect(watcher.get_by_test_id("balance")).to_have_text("$25.00", timeout=15_000)

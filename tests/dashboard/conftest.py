@@ -15,8 +15,14 @@ ROLES = ["owner", "admin_user", "developer", "viewer", "billing_user", "outsider
 @pytest.fixture
 def people(owner, admin_user, developer, viewer, billing_user, outsider):
     """Everyone of the permission matrix by fixture name, plus an outsider who owns another team."""
-    return {"owner": owner, "admin_user": admin_user, "developer": developer, "viewer": viewer,
-            "billing_user": billing_user, "outsider": outsider}
+    return {
+        "owner": owner,
+        "admin_user": admin_user,
+        "developer": developer,
+        "viewer": viewer,
+        "billing_user": billing_user,
+        "outsider": outsider,
+    }
 
 
 def expect(who: str, allowed: set[str], ok: int = 200) -> int:
@@ -45,14 +51,25 @@ def funded(team):
 
 def make_receipt(team, key=None, **fields) -> Receipt:
     values = {
-        "request_id": "req_test", "team": team, "api_key": key, "key_label": key.name if key else "",
-        "model_requested": "demo-chat", "model_routed": "demo-chat", "provider": "simulator",
-        "prompt_tokens": 12, "cached_tokens": 0, "completion_tokens": 30,
-        "input_price_nusd": 150, "output_price_nusd": 600,
+        "request_id": "req_test",
+        "team": team,
+        "api_key": key,
+        "key_label": key.name if key else "",
+        "model_requested": "demo-chat",
+        "model_routed": "demo-chat",
+        "provider": "simulator",
+        "prompt_tokens": 12,
+        "cached_tokens": 0,
+        "completion_tokens": 30,
+        "input_price_nusd": 150,
+        "output_price_nusd": 600,
     }
     values.update(fields)
-    values.setdefault("input_cost_nusd", values["prompt_tokens"] * values["input_price_nusd"]
-                      + values["cached_tokens"] * values.get("cached_price_nusd", 0))
+    values.setdefault(
+        "input_cost_nusd",
+        values["prompt_tokens"] * values["input_price_nusd"]
+        + values["cached_tokens"] * values.get("cached_price_nusd", 0),
+    )
     values.setdefault("output_cost_nusd", values["completion_tokens"] * values["output_price_nusd"])
     values.setdefault("total_cost_nusd", values["input_cost_nusd"] + values["output_cost_nusd"])
     return Receipt.objects.create(**values)

@@ -19,22 +19,25 @@ pytestmark = pytest.mark.django_db
 GOOD_KEY = {"name": "ci", "mode": "live", "scopes": ["inference"]}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"name": "   "}, "This field is required."),
-    ({"name": "x" * 101}, "at most 100 characters"),
-    ({"mode": "prod"}, "Select a valid choice"),
-    ({"scopes": []}, "This field is required"),
-    ({"scopes": ["admin:everything"]}, "Select a valid choice"),
-    ({"rpm_limit": "0"}, "greater than or equal to 1"),
-    ({"rpm_limit": "many"}, "Enter a whole number"),
-    ({"tpm_limit": "-5"}, "greater than or equal to 1"),
-    ({"monthly_spend_cap_usd": "-1"}, "greater than or equal to 0"),
-    ({"monthly_spend_cap_usd": "1.0000001"}, "decimal places"),
-    ({"ip_allowlist": "10.0.0.0/8\nnot-an-ip"}, "Not an IP address or range: not-an-ip"),
-    ({"allowed_models": ["no-such-model"]}, "Select a valid choice"),
-    ({"expires_on": "2001-01-01"}, "Pick a date in the future."),
-    ({"expires_on": "soon"}, "Enter a valid date"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": "   "}, "This field is required."),
+        ({"name": "x" * 101}, "at most 100 characters"),
+        ({"mode": "prod"}, "Select a valid choice"),
+        ({"scopes": []}, "This field is required"),
+        ({"scopes": ["admin:everything"]}, "Select a valid choice"),
+        ({"rpm_limit": "0"}, "greater than or equal to 1"),
+        ({"rpm_limit": "many"}, "Enter a whole number"),
+        ({"tpm_limit": "-5"}, "greater than or equal to 1"),
+        ({"monthly_spend_cap_usd": "-1"}, "greater than or equal to 0"),
+        ({"monthly_spend_cap_usd": "1.0000001"}, "decimal places"),
+        ({"ip_allowlist": "10.0.0.0/8\nnot-an-ip"}, "Not an IP address or range: not-an-ip"),
+        ({"allowed_models": ["no-such-model"]}, "Select a valid choice"),
+        ({"expires_on": "2001-01-01"}, "Pick a date in the future."),
+        ({"expires_on": "soon"}, "Enter a valid date"),
+    ],
+)
 def test_creating_a_key_with_bad_input_writes_nothing(owner, team, change, message):
     response = client_for(owner).post(f"/t/{team.public_id}/keys/new/", {**GOOD_KEY, **change})
     assert response.status_code == 400
@@ -51,8 +54,9 @@ def test_a_rate_limit_above_the_plan_is_refused_by_the_keys_service(owner, team)
 
 def test_a_created_key_is_shown_once_and_never_kept_in_the_session(owner, team):
     client = client_for(owner)
-    response = client.post(f"/t/{team.public_id}/keys/new/", {**GOOD_KEY, "rpm_limit": "30",
-                                                              "monthly_spend_cap_usd": "12.5"})
+    response = client.post(
+        f"/t/{team.public_id}/keys/new/", {**GOOD_KEY, "rpm_limit": "30", "monthly_spend_cap_usd": "12.5"}
+    )
     assert response.status_code == 200
     key = ApiKey.objects.get()
     plaintext = response.context["minted"].plaintext
@@ -69,8 +73,7 @@ def test_a_created_key_is_shown_once_and_never_kept_in_the_session(owner, team):
 def test_rotating_with_an_unknown_grace_window_changes_nothing(owner, team):
     key = mint_key(team=team, name="ci", created_by=owner).key
     for grace in ("999999999", "-1", "soon"):
-        response = client_for(owner).post(f"/t/{team.public_id}/keys/{key.public_id}/rotate/",
-                                          {"grace_seconds": grace})
+        response = client_for(owner).post(f"/t/{team.public_id}/keys/{key.public_id}/rotate/", {"grace_seconds": grace})
         assert response.status_code == 302
     key.refresh_from_db()
     assert key.rotated_at is None
@@ -79,8 +82,9 @@ def test_rotating_with_an_unknown_grace_window_changes_nothing(owner, team):
 def test_rotating_shows_the_new_secret_and_the_old_one_ends_after_the_grace(owner, team):
     key = mint_key(team=team, name="ci", created_by=owner).key
     with time_machine.travel(timezone.now(), tick=False) as clock:
-        response = client_for(owner).post(f"/t/{team.public_id}/keys/{key.public_id}/rotate/",
-                                          {"grace_seconds": "86400"})
+        response = client_for(owner).post(
+            f"/t/{team.public_id}/keys/{key.public_id}/rotate/", {"grace_seconds": "86400"}
+        )
         assert response.status_code == 200
         assert response.context["rotated"].plaintext.startswith("tg_live_")
         clock.shift(timedelta(hours=19))
@@ -101,11 +105,14 @@ def test_a_revoked_key_cannot_be_rotated(owner, team):
     assert key.rotated_at is None
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"rpm_limit": "0"}, "greater than or equal to 1"),
-    ({"ip_allowlist": "300.1.1.1"}, "Not an IP address"),
-    ({"monthly_spend_cap_usd": "abc"}, "Enter a number"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"rpm_limit": "0"}, "greater than or equal to 1"),
+        ({"ip_allowlist": "300.1.1.1"}, "Not an IP address"),
+        ({"monthly_spend_cap_usd": "abc"}, "Enter a number"),
+    ],
+)
 def test_editing_limits_with_bad_input_writes_nothing(owner, team, change, message):
     key = mint_key(team=team, name="ci", created_by=owner, rpm_limit=5).key
     response = client_for(owner).post(f"/t/{team.public_id}/keys/{key.public_id}/limits/", change)
@@ -114,11 +121,14 @@ def test_editing_limits_with_bad_input_writes_nothing(owner, team, change, messa
     assert key.rpm_limit == 5 and key.ip_allowlist == [] and key.monthly_spend_cap_nusd is None
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"email": "not-an-email", "role": "developer"}, "Enter a valid email address"),
-    ({"email": "x@acme.test", "role": "emperor"}, "Select a valid choice"),
-    ({"email": "olivia.owner@acme.test", "role": "viewer"}, "already a member"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"email": "not-an-email", "role": "developer"}, "Enter a valid email address"),
+        ({"email": "x@acme.test", "role": "emperor"}, "Select a valid choice"),
+        ({"email": "olivia.owner@acme.test", "role": "viewer"}, "already a member"),
+    ],
+)
 def test_inviting_with_bad_input_writes_nothing(owner, team, data, message):
     response = client_for(owner).post(f"/t/{team.public_id}/members/invite/", data)
     assert response.status_code == 400 and message in response.content.decode()
@@ -126,8 +136,9 @@ def test_inviting_with_bad_input_writes_nothing(owner, team, data, message):
 
 
 def test_an_admin_cannot_invite_an_owner(admin_user, team):
-    response = client_for(admin_user).post(f"/t/{team.public_id}/members/invite/",
-                                           {"email": "boss@acme.test", "role": "owner"})
+    response = client_for(admin_user).post(
+        f"/t/{team.public_id}/members/invite/", {"email": "boss@acme.test", "role": "owner"}
+    )
     assert response.status_code == 400
     assert not Invitation.objects.exists()
 
@@ -176,8 +187,9 @@ def test_forms_need_the_csrf_token(owner, team):
 
 
 def test_signing_up_creates_a_personal_team_with_a_wallet_and_sends_a_verification_email(db, mailoutbox):
-    response = Client().post("/signup/", {"email": "new@person.test", "password1": "a-long-passphrase-1",
-                                          "name": "Nia", "team_name": ""})
+    response = Client().post(
+        "/signup/", {"email": "new@person.test", "password1": "a-long-passphrase-1", "name": "Nia", "team_name": ""}
+    )
     assert response.status_code == 302
     user = User.objects.get(email="new@person.test")
     membership = Membership.objects.get(user=user)
@@ -186,11 +198,14 @@ def test_signing_up_creates_a_personal_team_with_a_wallet_and_sends_a_verificati
     assert any("confirm" in m.subject.lower() or "verify" in m.subject.lower() for m in mailoutbox)
 
 
-@pytest.mark.parametrize("data", [
-    {"email": "olivia.owner@acme.test", "password1": "a-long-passphrase-1"},
-    {"email": "nobody", "password1": "a-long-passphrase-1"},
-    {"email": "short@person.test", "password1": "abc"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"email": "olivia.owner@acme.test", "password1": "a-long-passphrase-1"},
+        {"email": "nobody", "password1": "a-long-passphrase-1"},
+        {"email": "short@person.test", "password1": "abc"},
+    ],
+)
 def test_a_bad_sign_up_creates_no_account_and_no_team(owner, team, data):
     teams, users = Team.objects.count(), User.objects.count()
     response = Client().post("/signup/", data)
@@ -208,18 +223,22 @@ def test_a_new_person_signs_up_through_an_invitation_and_lands_in_the_team(invit
     client = Client()
     url = f"/invitations/{invitation.token}/"
     assert "Create account and join" in client.get(url).content.decode()
-    response = client.post(url, {"name": "Newbie", "password1": "a-long-passphrase-1",
-                                 "password2": "a-long-passphrase-1"})
+    response = client.post(
+        url, {"name": "Newbie", "password1": "a-long-passphrase-1", "password2": "a-long-passphrase-1"}
+    )
     assert response.status_code == 302 and response["Location"] == f"/t/{team.public_id}/"
     user = User.objects.get(email="newbie@acme.test")
     assert Membership.objects.get(team=team, user=user).role == Role.VIEWER
     assert client.get(response["Location"]).status_code == 200  # logged in
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"password1": "a-long-passphrase-1", "password2": "different-passphrase"}, "The two passwords differ."),
-    ({"password1": "abc", "password2": "abc"}, "too short"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"password1": "a-long-passphrase-1", "password2": "different-passphrase"}, "The two passwords differ."),
+        ({"password1": "abc", "password2": "abc"}, "too short"),
+    ],
+)
 def test_a_bad_invitation_sign_up_creates_nobody(invitation, data, message):
     response = Client().post(f"/invitations/{invitation.token}/", data)
     assert response.status_code == 400 and message in response.content.decode()

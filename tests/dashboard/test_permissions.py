@@ -55,8 +55,9 @@ def test_an_anonymous_visitor_is_sent_to_log_in(team):
 
 @pytest.mark.parametrize("who", ROLES)
 def test_creating_a_key_is_for_owners_admins_and_developers(people, team, who):
-    response = client_for(people[who]).post(f"/t/{team.public_id}/keys/new/",
-                                            {"name": "ci", "mode": "live", "scopes": ["inference"]})
+    response = client_for(people[who]).post(
+        f"/t/{team.public_id}/keys/new/", {"name": "ci", "mode": "live", "scopes": ["inference"]}
+    )
     allowed = {"owner", "admin_user", "developer"}
     assert response.status_code == expect(who, allowed)
     assert ApiKey.objects.filter(team=team, name="ci").count() == (1 if who in allowed else 0)
@@ -78,8 +79,9 @@ MANAGE_OWNERS_KEY = {"owner", "admin_user"}  # a developer may manage only keys 
 @pytest.mark.parametrize("who", ROLES)
 def test_rotating_a_key_follows_the_role(people, team, owners_key, who):
     old_hash = owners_key.secret_hash
-    response = client_for(people[who]).post(f"/t/{team.public_id}/keys/{owners_key.public_id}/rotate/",
-                                            {"grace_seconds": "3600"})
+    response = client_for(people[who]).post(
+        f"/t/{team.public_id}/keys/{owners_key.public_id}/rotate/", {"grace_seconds": "3600"}
+    )
     assert response.status_code == expect(who, MANAGE_OWNERS_KEY)
     owners_key.refresh_from_db()
     assert (owners_key.secret_hash != old_hash) == (who in MANAGE_OWNERS_KEY)
@@ -95,8 +97,9 @@ def test_revoking_a_key_follows_the_role(people, team, owners_key, who):
 
 @pytest.mark.parametrize("who", ROLES)
 def test_editing_a_keys_limits_follows_the_role(people, team, owners_key, who):
-    response = client_for(people[who]).post(f"/t/{team.public_id}/keys/{owners_key.public_id}/limits/",
-                                            {"rpm_limit": "10"})
+    response = client_for(people[who]).post(
+        f"/t/{team.public_id}/keys/{owners_key.public_id}/limits/", {"rpm_limit": "10"}
+    )
     assert response.status_code == expect(who, MANAGE_OWNERS_KEY, ok=302)
     owners_key.refresh_from_db()
     assert (owners_key.rpm_limit == 10) == (who in MANAGE_OWNERS_KEY)
@@ -141,8 +144,9 @@ def test_roles_without_billing_manage_are_refused_top_ups_and_auto_recharge(peop
     settings.STRIPE_SECRET_KEY = "sk_test_unused"
     client = client_for(people[who])
     topup = client.post(f"/billing/teams/{team.public_id}/topup/", {"amount_usd": "20"})
-    recharge = client.post(f"/billing/teams/{team.public_id}/auto-recharge/",
-                           {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"})
+    recharge = client.post(
+        f"/billing/teams/{team.public_id}/auto-recharge/", {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"}
+    )
     assert topup.status_code == 403 and recharge.status_code == 403
     from billing.models import TopUp, Wallet
 
@@ -169,8 +173,9 @@ MANAGERS = {"owner", "admin_user"}
 
 @pytest.mark.parametrize("who", ROLES)
 def test_inviting_is_for_owners_and_admins(people, team, who):
-    response = client_for(people[who]).post(f"/t/{team.public_id}/members/invite/",
-                                            {"email": "new@acme.test", "role": "developer"})
+    response = client_for(people[who]).post(
+        f"/t/{team.public_id}/members/invite/", {"email": "new@acme.test", "role": "developer"}
+    )
     assert response.status_code == expect(who, MANAGERS, ok=302)
     assert Invitation.objects.filter(team=team, email="new@acme.test").exists() == (who in MANAGERS)
 

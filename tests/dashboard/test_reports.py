@@ -23,10 +23,26 @@ def history(team, owner):
     now = timezone.now()
     rows = [
         make_receipt(team, a, prompt_tokens=7, completion_tokens=3, input_price_nusd=333, output_price_nusd=777),
-        make_receipt(team, b, model_requested="demo-chat-mini", prompt_tokens=1, completion_tokens=1,
-                     input_price_nusd=1, output_price_nusd=1),
-        make_receipt(team, a, prompt_tokens=5, cached_tokens=4, cached_price_nusd=11, completion_tokens=0,
-                     input_price_nusd=333, output_price_nusd=777, created_at=now - timedelta(days=3)),
+        make_receipt(
+            team,
+            b,
+            model_requested="demo-chat-mini",
+            prompt_tokens=1,
+            completion_tokens=1,
+            input_price_nusd=1,
+            output_price_nusd=1,
+        ),
+        make_receipt(
+            team,
+            a,
+            prompt_tokens=5,
+            cached_tokens=4,
+            cached_price_nusd=11,
+            completion_tokens=0,
+            input_price_nusd=333,
+            output_price_nusd=777,
+            created_at=now - timedelta(days=3),
+        ),
         make_receipt(team, a, status="failed", prompt_tokens=0, completion_tokens=0),
     ]
     make_receipt(team, a, is_test=True, prompt_tokens=1000)  # test receipts are their own view
@@ -53,7 +69,7 @@ def test_the_usage_page_shows_the_exact_total_with_six_decimals(owner, team, his
     assert total == 7 * 333 + 3 * 777 + 2 + 5 * 333 + 4 * 11 == 6_373
     html = response.content.decode()
     assert "$0.000006373" in html  # every nano-dollar shown, never rounded to $0.00
-    assert html.count("<svg class=\"chart") == 5
+    assert html.count('<svg class="chart') == 5
 
 
 def test_the_usage_page_has_an_empty_state(owner, team):

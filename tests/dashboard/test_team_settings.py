@@ -89,10 +89,13 @@ def test_after_a_transfer_the_old_owner_is_an_admin(owner, team, developer):
 
 
 @pytest.mark.parametrize("choice", ["", "abc", "999999", "self", "other-team"])
-def test_a_transfer_to_no_one_or_to_a_stranger_is_refused_and_nothing_changes(owner, team, developer, other_team,
-                                                                              choice):
-    values = {"self": Membership.objects.get(team=team, user=owner).pk,
-              "other-team": Membership.objects.get(team=other_team).pk}
+def test_a_transfer_to_no_one_or_to_a_stranger_is_refused_and_nothing_changes(
+    owner, team, developer, other_team, choice
+):
+    values = {
+        "self": Membership.objects.get(team=team, user=owner).pk,
+        "other-team": Membership.objects.get(team=other_team).pk,
+    }
     response = client_for(owner).post(url(team, "transfer/"), {"membership": values.get(choice, choice)})
     assert response.status_code == 400
     roles = dict(Membership.objects.filter(team=team).values_list("user__email", "role"))

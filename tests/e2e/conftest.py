@@ -55,20 +55,36 @@ def settled() -> None:
     assert unsettled.wait(timeout=10), "settlements still pending after 10 s"
 
 
-def flaky_model(upstream: MisbehavingUpstream, mode: str, *, backup: bool = True, timeout: float = 2.0,
-                read_timeout: float = 1.0, base_url: str | None = None) -> str:
+def flaky_model(
+    upstream: MisbehavingUpstream,
+    mode: str,
+    *,
+    backup: bool = True,
+    timeout: float = 2.0,
+    read_timeout: float = 1.0,
+    base_url: str | None = None,
+) -> str:
     """A catalog model whose primary route is the misbehaving upstream (in `mode`), backed by the simulator."""
-    provider, _ = Provider.objects.get_or_create(slug="flaky", defaults={
-        "kind": "openai", "base_url": base_url or upstream.base_url, "timeout_seconds": timeout,
-        "connect_timeout_seconds": 1.0, "options": {"read_timeout_seconds": read_timeout}})
+    provider, _ = Provider.objects.get_or_create(
+        slug="flaky",
+        defaults={
+            "kind": "openai",
+            "base_url": base_url or upstream.base_url,
+            "timeout_seconds": timeout,
+            "connect_timeout_seconds": 1.0,
+            "options": {"read_timeout_seconds": read_timeout},
+        },
+    )
     provider.api_key = "sk-upstream-test"
     provider.save()
     public_id = f"flaky-{mode}"
-    model = CatalogModel.objects.create(public_id=public_id, input_price_nusd=1_000, output_price_nusd=2_000,
-                                        supports_tools=True, supports_json=True)
+    model = CatalogModel.objects.create(
+        public_id=public_id, input_price_nusd=1_000, output_price_nusd=2_000, supports_tools=True, supports_json=True
+    )
     Route.objects.create(model=model, provider=provider, upstream_model=mode, priority="primary")
     if backup:
-        Route.objects.create(model=model, provider=Provider.objects.get(slug="simulator"), upstream_model="sim",
-                             priority="backup")
+        Route.objects.create(
+            model=model, provider=Provider.objects.get(slug="simulator"), upstream_model="sim", priority="backup"
+        )
     catalog.invalidate()
     return public_id

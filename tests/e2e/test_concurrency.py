@@ -20,6 +20,7 @@ MSGS = [{"role": "user", "content": "hello"}]
 
 def race(base_url: str, key: str, n: int, **create) -> list[int]:
     """`n` identical chat completions at once through the async SDK; the HTTP status of each."""
+
     async def one(client: openai.AsyncOpenAI) -> int:
         try:
             await client.chat.completions.create(**create)
@@ -59,8 +60,9 @@ def test_concurrent_requests_with_one_idempotency_key_run_once(base_url, transac
     grant_credit(team, amount_nusd=10**9, reason="credit")
     key = mint_key(team=team, name="idem", created_by=owner).plaintext
 
-    statuses = race(base_url, key, 10, model="demo-chat", messages=MSGS, max_tokens=20,
-                    extra_headers={"Idempotency-Key": "same"})
+    statuses = race(
+        base_url, key, 10, model="demo-chat", messages=MSGS, max_tokens=20, extra_headers={"Idempotency-Key": "same"}
+    )
     assert set(statuses) <= {200, 409}
     assert Receipt.objects.count() == 1
     assert find_discrepancies() == []

@@ -53,8 +53,9 @@ def test_a_request_error_upstream_is_not_retried_elsewhere(sdk, upstream, acme):
 @pytest.mark.parametrize("mode", ["status-500", "status-429", "hang"])
 def test_a_stream_that_fails_before_its_first_chunk_falls_back(sdk, upstream, acme, mode):
     model = flaky_model(upstream, mode, timeout=0.5, read_timeout=0.5)
-    stream = sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=8, stream=True,
-                                         stream_options={"include_usage": True})
+    stream = sdk.chat.completions.create(
+        model=model, messages=MSGS, max_tokens=8, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[-1].model_extra["routing"]["provider"] == "simulator"
 
@@ -124,10 +125,14 @@ def test_slow_streams_get_keep_alive_comments(base_url, live_key, upstream, acme
     model = flaky_model(upstream, "ok-c3-d300-l300", read_timeout=2)
 
     async def read() -> bytes:
-        async with aiohttp.ClientSession() as session, session.post(
-            f"{base_url}/chat/completions", headers={"Authorization": f"Bearer {live_key}"},
-            json={"model": model, "messages": MSGS, "stream": True},
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {live_key}"},
+                json={"model": model, "messages": MSGS, "stream": True},
+            ) as response,
+        ):
             assert response.status == 200
             return await response.read()
 
@@ -143,9 +148,11 @@ def test_a_client_disconnect_cancels_upstream_and_pays_for_what_was_produced(bas
 
     async def read_a_little() -> int:
         async with aiohttp.ClientSession() as session:
-            response = await session.post(f"{base_url}/chat/completions",
-                                          headers={"Authorization": f"Bearer {live_key}"},
-                                          json={"model": model, "messages": MSGS, "stream": True})
+            response = await session.post(
+                f"{base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {live_key}"},
+                json={"model": model, "messages": MSGS, "stream": True},
+            )
             seen = 0
             async for line in response.content:
                 if line.startswith(b"data: {"):
@@ -173,14 +180,23 @@ def test_bad_input_to_the_consumer_is_an_openai_error_never_a_500(base_url, live
     settings.GATEWAY_MAX_BODY_BYTES = 1000
 
     async def send(body: bytes, method: str = "POST"):
-        async with aiohttp.ClientSession() as session, session.request(
-            method, f"{base_url}/chat/completions", data=body,
-            headers={"Authorization": f"Bearer {live_key}", "Content-Type": "application/json"},
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                method,
+                f"{base_url}/chat/completions",
+                data=body,
+                headers={"Authorization": f"Bearer {live_key}", "Content-Type": "application/json"},
+            ) as response,
+        ):
             return response.status, response.headers, orjson.loads(await response.read())
 
-    for body, status in ((b"{not json", 400), (b"[1, 2]", 400), (b'{"model": "demo-chat"}', 400),
-                         (b'{"model": "demo-chat", "messages": [], "x": "' + b"y" * 2000 + b'"}', 413)):
+    for body, status in (
+        (b"{not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"model": "demo-chat"}', 400),
+        (b'{"model": "demo-chat", "messages": [], "x": "' + b"y" * 2000 + b'"}', 413),
+    ):
         got, headers, envelope = asyncio.run(send(body))
         assert got == status, (body[:40], envelope)
         assert envelope["error"]["message"] and envelope["request_id"] == headers["x-request-id"]

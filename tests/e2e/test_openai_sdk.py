@@ -25,7 +25,8 @@ def test_models_list_and_retrieve(sdk):
 
 def test_chat_with_usage_costs_and_headers(sdk, acme):
     raw = sdk.chat.completions.with_raw_response.create(
-        model="demo-chat", messages=[{"role": "user", "content": "Say hello"}], max_tokens=20)
+        model="demo-chat", messages=[{"role": "user", "content": "Say hello"}], max_tokens=20
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content
     assert raw.headers["x-request-id"].startswith("req_")
@@ -49,8 +50,10 @@ def test_the_charge_is_readable_right_after_the_reply(base_url, live_key, acme):
     with httpx.Client(base_url=base_url, headers=headers, timeout=20) as http:
         balance = 10 * 10**9
         for _ in range(20):
-            reply = http.post("/chat/completions", json={"model": "demo-chat", "max_tokens": 5,
-                                                         "messages": [{"role": "user", "content": "hi"}]})
+            reply = http.post(
+                "/chat/completions",
+                json={"model": "demo-chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            )
             usage = reply.json()["usage"]
             receipt = http.get(f"/receipts/{usage['receipt_id']}")
             assert receipt.status_code == 200
@@ -80,8 +83,9 @@ def test_the_response_does_not_wait_for_its_settlement(sdk, acme, monkeypatch):
         return await record(settlement)
 
     monkeypatch.setattr(billing_services, "arecord", held_back)
-    completion = sdk.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "hi"}],
-                                             max_tokens=5)
+    completion = sdk.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )
     receipt_id = completion.usage.model_extra["receipt_id"]
     assert started.wait(5)
     assert not Receipt.objects.filter(public_id=receipt_id).exists()  # answered before the write
@@ -94,8 +98,13 @@ def test_the_response_does_not_wait_for_its_settlement(sdk, acme, monkeypatch):
 
 
 def test_streaming_with_usage_ends_with_the_cost_chunk(sdk):
-    stream = sdk.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "Tell a story"}],
-                                         max_tokens=30, stream=True, stream_options={"include_usage": True})
+    stream = sdk.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": "Tell a story"}],
+        max_tokens=30,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
@@ -108,27 +117,42 @@ def test_streaming_with_usage_ends_with_the_cost_chunk(sdk):
 
 
 def test_a_tools_round_trip(sdk):
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                               "parameters": {"type": "object", "required": ["city"],
-                                                              "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     first = sdk.chat.completions.create(model="demo-chat", messages=messages, tools=tools, tool_choice="required")
     call = first.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
     args = json.loads(call.function.arguments)
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"city": args["city"], "temp": 21})}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"city": args["city"], "temp": 21})},
+    ]
     second = sdk.chat.completions.create(model="demo-chat", messages=messages, tools=tools)
     assert second.choices[0].message.content
     assert second.choices[0].finish_reason in ("stop", "length")
 
 
 def test_json_schema_output_is_valid(sdk):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-              "required": ["name", "age"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
     completion = sdk.chat.completions.create(
-        model="demo-chat", messages=[{"role": "user", "content": "A person"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})
+        model="demo-chat",
+        messages=[{"role": "user", "content": "A person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
+    )
     data = json.loads(completion.choices[0].message.content)
     assert isinstance(data["name"], str) and isinstance(data["age"], int)
 
@@ -170,11 +194,13 @@ def test_the_sdk_raises_each_error_class(base_url, live_key, acme, owner, other_
 
 async def test_the_async_sdk_chats_and_streams(base_url, live_key):
     async with openai.AsyncOpenAI(base_url=base_url, api_key=live_key, max_retries=0, timeout=20) as client:
-        completion = await client.chat.completions.create(model="demo-chat-mini",
-                                                          messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        completion = await client.chat.completions.create(
+            model="demo-chat-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
         assert completion.usage.completion_tokens <= 8
-        stream = await client.chat.completions.create(model="demo-chat-mini", stream=True,
-                                                      messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        stream = await client.chat.completions.create(
+            model="demo-chat-mini", stream=True, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
         pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         assert "".join(pieces)
 

@@ -8,19 +8,30 @@ import pytest
 from billing.models import Receipt
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                              "parameters": {"type": "object", "required": ["city"],
-                                                             "properties": {"city": {"type": "string"}}}}}]
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 def stream(sdk, **extra) -> list:
-    return list(sdk.chat.completions.create(model="demo-chat", max_tokens=30, stream=True,
-                                            stream_options={"include_usage": True}, **extra))
+    return list(
+        sdk.chat.completions.create(
+            model="demo-chat", max_tokens=30, stream=True, stream_options={"include_usage": True}, **extra
+        )
+    )
 
 
 def test_a_stored_stream_is_retrieved_with_its_text_finish_reason_and_usage(sdk):
-    chunks = stream(sdk, messages=[{"role": "user", "content": "Tell a story"}], store=True,
-                    metadata={"topic": "story"})
+    chunks = stream(
+        sdk, messages=[{"role": "user", "content": "Tell a story"}], store=True, metadata={"topic": "story"}
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finish = next(c.choices[0].finish_reason for c in reversed(chunks) if c.choices and c.choices[0].finish_reason)
     usage = chunks[-1].usage
@@ -37,10 +48,18 @@ def test_a_stored_stream_is_retrieved_with_its_text_finish_reason_and_usage(sdk)
 
 
 def test_a_stored_stream_of_tool_calls_keeps_the_joined_calls(sdk):
-    chunks = stream(sdk, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER,
-                    tool_choice="required", store=True)
-    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
-                        for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    chunks = stream(
+        sdk,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=WEATHER,
+        tool_choice="required",
+        store=True,
+    )
+    arguments = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
 
     stored = sdk.chat.completions.retrieve(chunks[0].id)
     call = stored.choices[0].message.tool_calls[0]

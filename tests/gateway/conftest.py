@@ -81,5 +81,9 @@ def v1(client, live_key) -> V1:
 
 
 def chat(**extra) -> dict:
-    return {"model": "demo-chat", "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 16,
-            **extra}
+    return {
+        "model": "demo-chat",
+        "messages": [{"role": "user", "content": "Hello, how are you?"}],
+        "max_tokens": 16,
+        **extra,
+    }

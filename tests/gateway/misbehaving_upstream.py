@@ -165,18 +165,29 @@ class MisbehavingUpstream:
 
     # -- scripting and observations -----------------------------------------------------------------
 
-    def script(self, path: str, body: bytes | str | dict, *, status: int = 200, content_type: str | None = None,
-               piece_size: int | None = None, piece_delay: float = 0.0, times: int | None = 1) -> None:
+    def script(
+        self,
+        path: str,
+        body: bytes | str | dict,
+        *,
+        status: int = 200,
+        content_type: str | None = None,
+        piece_size: int | None = None,
+        piece_delay: float = 0.0,
+        times: int | None = 1,
+    ) -> None:
         """Answer the next `times` requests to `path` (e.g. "/v1/messages") with these bytes."""
         if isinstance(body, dict):
             body = orjson.dumps(body)
         elif isinstance(body, str):
             body = body.encode()
-        content_type = content_type or ("text/event-stream" if body.lstrip().startswith((b"event:", b"data:"))
-                                        else "application/json")
+        content_type = content_type or (
+            "text/event-stream" if body.lstrip().startswith((b"event:", b"data:")) else "application/json"
+        )
         with self._lock:
             self._scripts.setdefault(path, []).append(
-                Script(body, status, content_type, piece_size, piece_delay, times))
+                Script(body, status, content_type, piece_size, piece_delay, times)
+            )
 
     def count(self, model: str | None = None) -> int:
         with self._lock:
@@ -241,8 +252,17 @@ class MisbehavingUpstream:
             status = int(mode[7:])
             headers = {"Retry-After": "1"} if status in (429, 503) else {}
             return web.json_response(
-                {"error": {"message": f"fake upstream says {status}", "type": "fake_error", "param": None,
-                           "code": str(status)}}, status=status, headers=headers)
+                {
+                    "error": {
+                        "message": f"fake upstream says {status}",
+                        "type": "fake_error",
+                        "param": None,
+                        "code": str(status),
+                    }
+                },
+                status=status,
+                headers=headers,
+            )
         if mode == "hang":
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), 60)
@@ -257,12 +277,18 @@ class MisbehavingUpstream:
         if endpoint == "embeddings":
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else inputs
-            return web.json_response({
-                "object": "list", "model": model,
-                "data": [{"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i in range(len(inputs))],
-                **({} if mode == "no-usage" else {"usage": {"prompt_tokens": 3 * len(inputs),
-                                                            "total_tokens": 3 * len(inputs)}}),
-            })
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": model,
+                    "data": [{"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i in range(len(inputs))],
+                    **(
+                        {}
+                        if mode == "no-usage"
+                        else {"usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}}
+                    ),
+                }
+            )
         chat = endpoint == "chat/completions"
         if not stream:
             return web.json_response(self._completion(model, chat, plan, mode))
@@ -272,23 +298,38 @@ class MisbehavingUpstream:
     def _completion(model: str, chat: bool, plan: _Plan, mode: str) -> dict[str, Any]:
         text = " ".join(f"word{i}" for i in range(plan.chunks))
         choice: dict[str, Any] = (
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"} if chat
-            else {"index": 0, "text": text, "finish_reason": "stop"})
-        out: dict[str, Any] = {"id": "chatcmpl-fake" if chat else "cmpl-fake",
-                               "object": "chat.completion" if chat else "text_completion",
-                               "created": int(time.time()), "model": model, "choices": [choice],
-                               "x_unknown_upstream_field": True}
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": text, "finish_reason": "stop"}
+        )
+        out: dict[str, Any] = {
+            "id": "chatcmpl-fake" if chat else "cmpl-fake",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "x_unknown_upstream_field": True,
+        }
         if mode != "no-usage":
-            out["usage"] = {"prompt_tokens": 11, "completion_tokens": plan.chunks, "total_tokens": 11 + plan.chunks,
-                            "prompt_tokens_details": {"cached_tokens": 2}}
+            out["usage"] = {
+                "prompt_tokens": 11,
+                "completion_tokens": plan.chunks,
+                "total_tokens": 11 + plan.chunks,
+                "prompt_tokens_details": {"cached_tokens": 2},
+            }
         return out
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], model: str, chat: bool, plan: _Plan,
-                      mode: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], model: str, chat: bool, plan: _Plan, mode: str
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk" if chat else "text_completion",
-                "created": int(time.time()), "model": model}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
 
         def frame(obj: dict[str, Any]) -> bytes:
             return b"data: " + orjson.dumps(obj) + b"\n\n"
@@ -320,8 +361,19 @@ class MisbehavingUpstream:
                     await asyncio.wait_for(self._stopping.wait(), 60)
             await response.write(frame(choice(None if chat else "", "stop")))
             if include_usage:
-                await response.write(frame({**base, "choices": [], "usage": {
-                    "prompt_tokens": 11, "completion_tokens": plan.chunks, "total_tokens": 11 + plan.chunks}}))
+                await response.write(
+                    frame(
+                        {
+                            **base,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": 11,
+                                "completion_tokens": plan.chunks,
+                                "total_tokens": 11 + plan.chunks,
+                            },
+                        }
+                    )
+                )
             if mode == "truncated":
                 await response.write(b'data: {"id": "chatcmpl-fake", "choi')
                 await response.write_eof()

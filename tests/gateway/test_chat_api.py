@@ -41,8 +41,11 @@ def test_the_receipt_and_the_response_agree_to_the_nano_dollar(v1, funded_team):
     assert receipt.prompt_tokens + receipt.cached_tokens == usage["prompt_tokens"]
     assert receipt.completion_tokens == usage["completion_tokens"]
     # costs are exact JSON numbers: compare the digits written, not floats
-    for field, nusd in (("input_cost_usd", receipt.input_cost_nusd), ("output_cost_usd", receipt.output_cost_nusd),
-                        ("total_cost_usd", receipt.total_cost_nusd)):
+    for field, nusd in (
+        ("input_cost_usd", receipt.input_cost_nusd),
+        ("output_cost_usd", receipt.output_cost_nusd),
+        ("total_cost_usd", receipt.total_cost_nusd),
+    ):
         written = text.split(f'"{field}":', 1)[1].split(",", 1)[0]
         assert Decimal(written) * USD == nusd
     assert receipt.total_cost_nusd > 0
@@ -153,23 +156,36 @@ def test_thaura_attachments_become_content_parts(v1):
 
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 32).decode()
     note = base64.b64encode(b"meeting notes").decode()
-    response = v1.post("/chat/completions", chat(attachments=[png, {"data": note, "mime_type": "text/plain",
-                                                                      "name": "notes.txt"}]))
+    response = v1.post(
+        "/chat/completions", chat(attachments=[png, {"data": note, "mime_type": "text/plain", "name": "notes.txt"}])
+    )
     assert response.status_code == 200, response.content
 
 
 def test_auto_picks_the_cheapest_model_that_supports_the_request(v1):
     plain = v1.post("/chat/completions", chat(model="auto")).json()
     assert plain["routing"]["routed_to"] == "demo-chat-mini"
-    image = {"role": "user", "content": [{"type": "text", "text": "what is this?"},
-                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+    image = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ],
+    }
     vision = v1.post("/chat/completions", {"model": "auto", "messages": [image], "max_tokens": 8}).json()
     assert vision["routing"]["routed_to"] == "demo-chat"
 
 
 def test_tools_produce_tool_calls(v1):
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
     body = v1.post("/chat/completions", chat(tools=tools, tool_choice="required")).json()
     call = body["choices"][0]["message"]["tool_calls"][0]
     assert call["function"]["name"] == "get_weather"

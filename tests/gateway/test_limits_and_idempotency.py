@@ -77,10 +77,16 @@ def test_the_same_key_with_another_body_is_422(v1):
 def test_a_key_still_in_flight_is_409(v1, funded_team):
     from django.utils import timezone
 
-    IdempotencyRecord.objects.create(team=funded_team, key="busy", endpoint="chat.completions",
-                                     fingerprint=__import__("gateway.idempotency", fromlist=["x"]).fingerprint(
-                                         "chat.completions", __import__("orjson").dumps(chat())),
-                                     request_id="req_x", expires_at=timezone.now() + timezone.timedelta(hours=1))
+    IdempotencyRecord.objects.create(
+        team=funded_team,
+        key="busy",
+        endpoint="chat.completions",
+        fingerprint=__import__("gateway.idempotency", fromlist=["x"]).fingerprint(
+            "chat.completions", __import__("orjson").dumps(chat())
+        ),
+        request_id="req_x",
+        expires_at=timezone.now() + timezone.timedelta(hours=1),
+    )
     response = v1.post("/chat/completions", chat(), headers={"Idempotency-Key": "busy"})
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "idempotency_conflict"

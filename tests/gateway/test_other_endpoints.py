@@ -25,8 +25,9 @@ def test_embeddings_for_one_string_and_a_batch(v1):
 
 def test_base64_embeddings_decode_to_the_same_vector_as_floats(v1):
     floats = v1.post("/embeddings", {"model": "demo-embed", "input": "same", "dimensions": 4}).json()
-    encoded = v1.post("/embeddings", {"model": "demo-embed", "input": "same", "dimensions": 4,
-                                      "encoding_format": "base64"}).json()
+    encoded = v1.post(
+        "/embeddings", {"model": "demo-embed", "input": "same", "dimensions": 4, "encoding_format": "base64"}
+    ).json()
     raw = base64.b64decode(encoded["data"][0]["embedding"])
     decoded = struct.unpack("<4f", raw)
     assert decoded == pytest.approx(floats["data"][0]["embedding"], rel=1e-6)
@@ -119,9 +120,17 @@ def test_the_team_setting_stores_every_completion(v1, funded_team):
 def test_openapi_describes_every_endpoint(client):
     spec = client.get("/v1/openapi.json").json()
     paths = spec["paths"]
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model_id}",
-                 "/v1/providers", "/v1/chat/completions/{completion_id}", "/v1/chat/completions/estimate",
-                 "/v1/embeddings/estimate"):
+    for path in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/v1/providers",
+        "/v1/chat/completions/{completion_id}",
+        "/v1/chat/completions/estimate",
+        "/v1/embeddings/estimate",
+    ):
         assert path in paths, path
     chat_schema = str(paths["/v1/chat/completions"]["post"])
     assert "ChatCompletionRequest" in chat_schema

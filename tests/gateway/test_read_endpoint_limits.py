@@ -10,8 +10,14 @@ from tests.gateway.conftest import V1, chat
 
 pytestmark = pytest.mark.django_db
 
-HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-           "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
 
 
 def reads(v1: V1) -> dict[str, object]:
@@ -81,11 +87,21 @@ def test_the_openapi_document_needs_no_key_and_is_not_limited(client):
 def test_the_openapi_document_describes_every_v1_endpoint_with_its_shapes(client):
     spec = client.get("/v1/openapi.json").json()
     operations = {(method.upper(), path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
-    assert {("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"), ("GET", "/v1/providers"), ("GET", "/v1/key"),
-            ("GET", "/v1/balance"), ("GET", "/v1/receipts"), ("GET", "/v1/receipts/{receipt_id}"),
-            ("GET", "/v1/chat/completions/{completion_id}"), ("POST", "/v1/chat/completions"),
-            ("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/chat/completions/estimate"),
-            ("POST", "/v1/embeddings/estimate")} <= set(operations)
+    assert {
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model_id}"),
+        ("GET", "/v1/providers"),
+        ("GET", "/v1/key"),
+        ("GET", "/v1/balance"),
+        ("GET", "/v1/receipts"),
+        ("GET", "/v1/receipts/{receipt_id}"),
+        ("GET", "/v1/chat/completions/{completion_id}"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/chat/completions/estimate"),
+        ("POST", "/v1/embeddings/estimate"),
+    } <= set(operations)
     for (method, path), op in operations.items():
         assert "content" in op["responses"]["200"], (method, path)
         if method == "POST":

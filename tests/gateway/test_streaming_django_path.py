@@ -17,8 +17,12 @@ async def _collect(response) -> bytes:
 
 
 async def test_a_stream_over_the_django_path_ends_with_usage_and_done(live_key):
-    response = await AsyncClient().post("/v1/chat/completions", orjson.dumps(chat(stream=True, stream_options={
-        "include_usage": True})), content_type="application/json", headers={"Authorization": f"Bearer {live_key}"})
+    response = await AsyncClient().post(
+        "/v1/chat/completions",
+        orjson.dumps(chat(stream=True, stream_options={"include_usage": True})),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {live_key}"},
+    )
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/event-stream")
     raw = await _collect(response)
@@ -34,8 +38,9 @@ async def test_an_idempotent_stream_is_replayed_byte_for_byte(live_key):
     client = AsyncClient()
     headers = {"Authorization": f"Bearer {live_key}", "Idempotency-Key": "stream-1"}
     body = orjson.dumps(chat(stream=True, stream_options={"include_usage": True}))
-    first = await _collect(await client.post("/v1/chat/completions", body, content_type="application/json",
-                                             headers=headers))
+    first = await _collect(
+        await client.post("/v1/chat/completions", body, content_type="application/json", headers=headers)
+    )
     replay = await client.post("/v1/chat/completions", body, content_type="application/json", headers=headers)
     assert replay["Idempotent-Replayed"] == "true"
     assert replay["Content-Type"].startswith("text/event-stream")

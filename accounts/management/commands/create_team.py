@@ -60,13 +60,17 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
 
         team.wallet.refresh_from_db()
-        self.stdout.write(json.dumps({
-            "team": {"id": team.public_id, "slug": team.slug, "name": team.name, "plan": team.plan},
-            "owner": owner.email,
-            "balance_usd": str(nusd_to_usd(team.wallet.balance_nusd)),
-            "balance_display": format_usd(team.wallet.balance_nusd),
-            "keys": keys,
-        }))
+        self.stdout.write(
+            json.dumps(
+                {
+                    "team": {"id": team.public_id, "slug": team.slug, "name": team.name, "plan": team.plan},
+                    "owner": owner.email,
+                    "balance_usd": str(nusd_to_usd(team.wallet.balance_nusd)),
+                    "balance_display": format_usd(team.wallet.balance_nusd),
+                    "keys": keys,
+                }
+            )
+        )
 
     @staticmethod
     def _credits(raw: str | None) -> int:

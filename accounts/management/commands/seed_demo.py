@@ -29,8 +29,16 @@ class Command(BaseCommand):
 
             out = StringIO()
             call_command(
-                "create_team", DEMO_SLUG, owner=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo team",
-                credits="5", key=["demo-live"], test_key=["demo-test"], json=True, stdout=out,
+                "create_team",
+                DEMO_SLUG,
+                owner=DEMO_EMAIL,
+                password=DEMO_PASSWORD,
+                name="Demo team",
+                credits="5",
+                key=["demo-live"],
+                test_key=["demo-test"],
+                json=True,
+                stdout=out,
             )
             data = json.loads(out.getvalue())
             settings.VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ from billing.reconcile import find_discrepancies, wallet_count
 
 
 class Command(BaseCommand):
-    help = ("Check that every wallet's balance equals the sum of its ledger entries and its held amount "
-            "equals the sum of its open holds. Exits non-zero naming each wallet that does not.")
+    help = (
+        "Check that every wallet's balance equals the sum of its ledger entries and its held amount "
+        "equals the sum of its open holds. Exits non-zero naming each wallet that does not."
+    )
 
     def handle(self, *args, **options):
         problems = find_discrepancies()

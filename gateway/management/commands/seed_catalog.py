@@ -45,18 +45,34 @@ class Command(BaseCommand):
         sim = self._provider(created, "simulator", ProviderKind.SIMULATOR, "Built-in simulator", "", "")
         self._models(created, sim, DEMO)
         if os.environ.get("OPENAI_API_KEY"):
-            provider = self._provider(created, "openai", ProviderKind.OPENAI, "OpenAI",
-                                      os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
-                                      os.environ["OPENAI_API_KEY"])
+            provider = self._provider(
+                created,
+                "openai",
+                ProviderKind.OPENAI,
+                "OpenAI",
+                os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+                os.environ["OPENAI_API_KEY"],
+            )
             self._models(created, provider, OPENAI)
         if os.environ.get("ANTHROPIC_API_KEY"):
-            provider = self._provider(created, "anthropic", ProviderKind.ANTHROPIC, "Anthropic",
-                                      os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-                                      os.environ["ANTHROPIC_API_KEY"])
+            provider = self._provider(
+                created,
+                "anthropic",
+                ProviderKind.ANTHROPIC,
+                "Anthropic",
+                os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+                os.environ["ANTHROPIC_API_KEY"],
+            )
             self._models(created, provider, ANTHROPIC)
         if os.environ.get("OPENAI_COMPAT_BASE_URL"):
-            provider = self._provider(created, "openai-compat", ProviderKind.OPENAI, "OpenAI-compatible server",
-                                      os.environ["OPENAI_COMPAT_BASE_URL"], os.environ.get("OPENAI_COMPAT_API_KEY", ""))
+            provider = self._provider(
+                created,
+                "openai-compat",
+                ProviderKind.OPENAI,
+                "OpenAI-compatible server",
+                os.environ["OPENAI_COMPAT_BASE_URL"],
+                os.environ.get("OPENAI_COMPAT_API_KEY", ""),
+            )
             names = [n.strip() for n in os.environ.get("OPENAI_COMPAT_MODELS", "default").split(",") if n.strip()]
             rows = [(f"local/{n}", ModelKind.CHAT, "0", "0", "0", 32_768, 4_096, True, False, True) for n in names]
             self._models(created, provider, rows, upstream_names=names)
@@ -64,8 +80,9 @@ class Command(BaseCommand):
             self.stdout.write(f"catalog ready ({len(created)} new: {', '.join(created) or 'nothing'})")
 
     def _provider(self, created, slug, kind, name, base_url, api_key) -> Provider:
-        provider, new = Provider.objects.get_or_create(slug=slug, defaults={"kind": kind, "name": name,
-                                                                            "base_url": base_url})
+        provider, new = Provider.objects.get_or_create(
+            slug=slug, defaults={"kind": kind, "name": name, "base_url": base_url}
+        )
         if new:
             created.append(f"provider {slug}")
         if api_key and provider.api_key != api_key:
@@ -75,16 +92,27 @@ class Command(BaseCommand):
 
     def _models(self, created, provider, rows, upstream_names=None) -> None:
         for i, (public_id, kind, price_in, price_cached, price_out, ctx, cap, tools, vision, json_) in enumerate(rows):
-            model, new = CatalogModel.objects.get_or_create(public_id=public_id, defaults=dict(
-                kind=kind, owned_by=provider.slug, input_price_nusd=per_m(price_in),
-                cached_price_nusd=per_m(price_cached), output_price_nusd=per_m(price_out), context_window=ctx,
-                max_output_tokens=cap, supports_tools=tools, supports_vision=vision, supports_json=json_,
-            ))
+            model, new = CatalogModel.objects.get_or_create(
+                public_id=public_id,
+                defaults=dict(
+                    kind=kind,
+                    owned_by=provider.slug,
+                    input_price_nusd=per_m(price_in),
+                    cached_price_nusd=per_m(price_cached),
+                    output_price_nusd=per_m(price_out),
+                    context_window=ctx,
+                    max_output_tokens=cap,
+                    supports_tools=tools,
+                    supports_vision=vision,
+                    supports_json=json_,
+                ),
+            )
             if new:
                 created.append(public_id)
             upstream = upstream_names[i] if upstream_names else public_id
             priority = RoutePriority.PRIMARY if not model.routes.exists() else RoutePriority.BACKUP
-            _route, new_route = Route.objects.get_or_create(model=model, provider=provider, upstream_model=upstream,
-                                                            defaults={"priority": priority})
+            _route, new_route = Route.objects.get_or_create(
+                model=model, provider=provider, upstream_model=upstream, defaults={"priority": priority}
+            )
             if new_route and not new:
                 created.append(f"route {public_id}→{provider.slug}")

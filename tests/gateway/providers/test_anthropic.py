@@ -22,8 +22,16 @@ def fixture_json(name: str) -> dict:
 
 
 def anthropic(upstream, **options):
-    return get_provider(ProviderConfig(kind="anthropic", name="anthropic", base_url=upstream.root_url,
-                                       api_key="sk-ant-secret", timeout_seconds=5, options=options))
+    return get_provider(
+        ProviderConfig(
+            kind="anthropic",
+            name="anthropic",
+            base_url=upstream.root_url,
+            api_key="sk-ant-secret",
+            timeout_seconds=5,
+            options=options,
+        )
+    )
 
 
 async def collect(stream):
@@ -44,11 +52,15 @@ async def test_the_outgoing_request_is_translated_exactly_as_anthropic_documents
 async def test_a_text_reply_comes_back_as_a_chat_completion_with_cached_tokens(upstream):
     upstream.script("/v1/messages", fixture("message_text.json"))
     result = await anthropic(upstream).chat(
-        {"messages": [{"role": "user", "content": "Weather?"}]}, upstream_model="claude-sonnet-4-5")
+        {"messages": [{"role": "user", "content": "Weather?"}]}, upstream_model="claude-sonnet-4-5"
+    )
     assert result.body["object"] == "chat.completion"
     choice = result.body["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "Paris is sunny at 18 C; Lyon is rainy at 15 C.",
-                                 "refusal": None}
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": "Paris is sunny at 18 C; Lyon is rainy at 15 C.",
+        "refusal": None,
+    }
     assert choice["finish_reason"] == "stop"
     assert result.usage == UpstreamUsage(prompt_tokens=2095, completion_tokens=21, cached_tokens=1800)
     assert result.body["usage"]["prompt_tokens"] == 2095 + 1800
@@ -59,9 +71,12 @@ async def test_a_text_reply_comes_back_as_a_chat_completion_with_cached_tokens(u
 async def test_a_tool_use_reply_becomes_tool_calls(upstream):
     upstream.script("/v1/messages", fixture("message_tool_use.json"))
     result = await anthropic(upstream).chat(
-        {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [
-            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]},
-        upstream_model="claude-sonnet-4-5")
+        {
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        },
+        upstream_model="claude-sonnet-4-5",
+    )
     choice = result.body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "I'll check the weather in Paris."
@@ -75,8 +90,11 @@ async def test_a_tool_use_reply_becomes_tool_calls(upstream):
 
 async def test_a_text_stream_becomes_openai_chunks_ending_with_usage(upstream):
     upstream.script("/v1/messages", fixture("stream_text.sse"), piece_size=7)  # split mid-event and mid-UTF-8
-    chunks = await collect(anthropic(upstream).stream_chat(
-        {"messages": [{"role": "user", "content": "Hi"}], "stream": True}, upstream_model="claude-sonnet-4-5"))
+    chunks = await collect(
+        anthropic(upstream).stream_chat(
+            {"messages": [{"role": "user", "content": "Hi"}], "stream": True}, upstream_model="claude-sonnet-4-5"
+        )
+    )
     assert upstream.requests[0].body["stream"] is True
     assert upstream.requests[0].headers["Accept"] == "text/event-stream"
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -86,18 +104,32 @@ async def test_a_text_stream_becomes_openai_chunks_ending_with_usage(upstream):
     assert text == "Hello, wörld! ✨"
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"  # max_tokens
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 35, "completion_tokens": 15, "total_tokens": 50,
-                                   "prompt_tokens_details": {"cached_tokens": 10}}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 35,
+        "completion_tokens": 15,
+        "total_tokens": 50,
+        "prompt_tokens_details": {"cached_tokens": 10},
+    }
 
 
 async def test_a_tool_use_stream_becomes_tool_call_chunks_with_argument_fragments(upstream):
     upstream.script("/v1/messages", fixture("stream_tool_use.sse"), piece_size=64)
-    chunks = await collect(anthropic(upstream).stream_chat(
-        {"messages": [{"role": "user", "content": "Weather in SF?"}]}, upstream_model="claude-sonnet-4-5"))
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
-             if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
-    assert calls[0] == {"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""}}
+    chunks = await collect(
+        anthropic(upstream).stream_chat(
+            {"messages": [{"role": "user", "content": "Weather in SF?"}]}, upstream_model="claude-sonnet-4-5"
+        )
+    )
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
+    assert calls[0] == {
+        "index": 0,
+        "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     arguments = "".join(c["function"]["arguments"] for c in calls)
     assert orjson.loads(arguments) == {"city": "San Francisco", "unit": "fahrenheit"}
     assert chunks[1]["choices"][0]["delta"] == {"content": "Okay, let me check."}
@@ -108,8 +140,11 @@ async def test_a_tool_use_stream_becomes_tool_call_chunks_with_argument_fragment
 async def test_an_error_event_mid_stream_is_a_retryable_provider_error(upstream):
     upstream.script("/v1/messages", fixture("stream_overloaded.sse"))
     with pytest.raises(ProviderError) as error:
-        await collect(anthropic(upstream).stream_chat({"messages": [{"role": "user", "content": "Hi"}]},
-                                                      upstream_model="claude-sonnet-4-5"))
+        await collect(
+            anthropic(upstream).stream_chat(
+                {"messages": [{"role": "user", "content": "Hi"}]}, upstream_model="claude-sonnet-4-5"
+            )
+        )
     assert (error.value.status, error.value.retryable) == (529, True)
     assert "Overloaded" in error.value.message
 
@@ -118,8 +153,11 @@ async def test_a_stream_without_message_stop_is_truncated(upstream):
     raw = fixture("stream_text.sse")
     upstream.script("/v1/messages", raw[: raw.index(b"event: message_stop")] + b"event: message_st")
     with pytest.raises(ProviderError) as error:
-        await collect(anthropic(upstream).stream_chat({"messages": [{"role": "user", "content": "Hi"}]},
-                                                      upstream_model="claude-sonnet-4-5"))
+        await collect(
+            anthropic(upstream).stream_chat(
+                {"messages": [{"role": "user", "content": "Hi"}]}, upstream_model="claude-sonnet-4-5"
+            )
+        )
     assert error.value.kind == "malformed" and "message_stop" in error.value.message
 
 
@@ -132,8 +170,10 @@ async def test_an_invalid_request_answer_is_not_retried(upstream):
 
 
 def test_tool_choice_variants_translate_to_anthropic_forms():
-    base = {"messages": [{"role": "user", "content": "x"}],
-            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
+    base = {
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    }
     expected = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
     for choice, translated in expected.items():
         assert to_anthropic_request({**base, "tool_choice": choice}, "m")["tool_choice"] == translated
@@ -142,8 +182,12 @@ def test_tool_choice_variants_translate_to_anthropic_forms():
 
 
 def test_json_response_formats_become_a_system_instruction_and_legacy_fields_are_dropped():
-    payload = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10, "frequency_penalty": 1,
-               "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}}
+    payload = {
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 10,
+        "frequency_penalty": 1,
+        "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
+    }
     body = to_anthropic_request(payload, "m")
     assert body["system"].startswith("Respond with a single JSON value")
     assert '{"type":"object"}' in body["system"]
@@ -154,8 +198,17 @@ def test_requests_it_cannot_express_are_client_errors():
     for payload in (
         {"messages": [{"role": "system", "content": "only a system prompt"}]},
         {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
-        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
-            {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]},
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+                    ],
+                },
+            ]
+        },
     ):
         with pytest.raises(ProviderError) as error:
             to_anthropic_request(copy.deepcopy(payload), "m")

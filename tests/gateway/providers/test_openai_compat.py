@@ -12,8 +12,15 @@ from tests.live_server import closed_port
 
 
 def provider(upstream, **overrides):
-    config = {"kind": "openai", "name": "fake", "base_url": upstream.base_url, "api_key": "sk-upstream-secret",
-              "timeout_seconds": 5.0, "connect_timeout_seconds": 2.0, **overrides}
+    config = {
+        "kind": "openai",
+        "name": "fake",
+        "base_url": upstream.base_url,
+        "api_key": "sk-upstream-secret",
+        "timeout_seconds": 5.0,
+        "connect_timeout_seconds": 2.0,
+        **overrides,
+    }
     return get_provider(ProviderConfig(**config))
 
 
@@ -60,17 +67,23 @@ async def test_without_upstream_usage_a_plain_reply_is_counted_too(upstream):
     assert result.body["usage"]["completion_tokens"] == result.usage.completion_tokens
 
 
-@pytest.mark.parametrize(("model", "status", "retryable"), [
-    ("status-500", 500, True),
-    ("status-503", 503, True),
-    ("status-429", 429, True),
-    ("status-400", 400, False),
-    ("status-404", 404, False),
-])
-async def test_upstream_error_statuses_become_http_errors_retryable_only_when_not_our_fault(upstream, model, status,
-                                                                                           retryable):
-    for call in (provider(upstream).chat(chat(), upstream_model=model),
-                 collect(provider(upstream).stream_chat(chat(), upstream_model=model))):
+@pytest.mark.parametrize(
+    ("model", "status", "retryable"),
+    [
+        ("status-500", 500, True),
+        ("status-503", 503, True),
+        ("status-429", 429, True),
+        ("status-400", 400, False),
+        ("status-404", 404, False),
+    ],
+)
+async def test_upstream_error_statuses_become_http_errors_retryable_only_when_not_our_fault(
+    upstream, model, status, retryable
+):
+    for call in (
+        provider(upstream).chat(chat(), upstream_model=model),
+        collect(provider(upstream).stream_chat(chat(), upstream_model=model)),
+    ):
         with pytest.raises(ProviderError) as error:
             await call
         assert (error.value.kind, error.value.status, error.value.retryable) == ("http", status, retryable)
@@ -80,8 +93,9 @@ async def test_upstream_error_statuses_become_http_errors_retryable_only_when_no
 
 
 async def test_a_refused_connection_is_a_retryable_connect_error():
-    config = ProviderConfig(kind="openai", name="gone", base_url=f"http://127.0.0.1:{closed_port()}/v1",
-                            timeout_seconds=2)
+    config = ProviderConfig(
+        kind="openai", name="gone", base_url=f"http://127.0.0.1:{closed_port()}/v1", timeout_seconds=2
+    )
     with pytest.raises(ProviderError) as error:
         await get_provider(config).chat(chat(), upstream_model="ok")
     assert error.value.kind == "connect" and error.value.retryable
@@ -176,8 +190,7 @@ async def test_legacy_completions_and_embeddings_go_to_their_paths(upstream):
     assert completion.body["choices"][0]["text"] == "word0 word1"
     chunks = await collect(p.stream_completion({"model": "x", "prompt": "Say hi"}, upstream_model="ok-c2"))
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "word0 word1 "
-    embedded = await p.embeddings({"model": "x", "input": ["a", "b"], "encoding_format": "base64"},
-                                  upstream_model="ok")
+    embedded = await p.embeddings({"model": "x", "input": ["a", "b"], "encoding_format": "base64"}, upstream_model="ok")
     assert [r.path for r in upstream.requests] == ["/v1/completions", "/v1/completions", "/v1/embeddings"]
     assert upstream.requests[-1].body["encoding_format"] == "float"
     assert embedded.body["data"][1]["embedding"] == [0.6, 0.8] and embedded.usage.prompt_tokens == 6

@@ -10,10 +10,20 @@ from gateway.providers.simulator import SimulatorProvider
 
 
 def test_it_builds_one_provider_per_configuration_and_a_new_one_when_it_changes():
-    config = ProviderConfig(kind="openai", name="openai", base_url="https://api.example/v1", api_key="a",
-                            options={"headers": {"X-Org": "1"}})
-    same = ProviderConfig(kind="openai", name="openai", base_url="https://api.example/v1", api_key="a",
-                          options={"headers": {"X-Org": "1"}})
+    config = ProviderConfig(
+        kind="openai",
+        name="openai",
+        base_url="https://api.example/v1",
+        api_key="a",
+        options={"headers": {"X-Org": "1"}},
+    )
+    same = ProviderConfig(
+        kind="openai",
+        name="openai",
+        base_url="https://api.example/v1",
+        api_key="a",
+        options={"headers": {"X-Org": "1"}},
+    )
     rotated = ProviderConfig(kind="openai", name="openai", base_url="https://api.example/v1", api_key="b")
     assert get_provider(config) is get_provider(same)
     assert get_provider(rotated) is not get_provider(config)

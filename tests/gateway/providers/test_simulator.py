@@ -28,8 +28,12 @@ WEATHER_TOOL = {
                 "hourly": {"type": "boolean"},
                 "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 4},
-                "where": {"type": "object", "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
-                          "required": ["lat", "lon"], "additionalProperties": False},
+                "where": {
+                    "type": "object",
+                    "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                    "required": ["lat", "lon"],
+                    "additionalProperties": False,
+                },
             },
             "required": ["city", "unit", "days"],
             "additionalProperties": False,
@@ -98,12 +102,21 @@ async def test_tool_choice_none_answers_in_words_and_a_tool_result_gets_a_summar
     none = await sim.chat(chat("Weather?", tools=[WEATHER_TOOL], tool_choice="none"), upstream_model="sim-1")
     assert none.body["choices"][0]["message"]["content"]
     assert "tool_calls" not in none.body["choices"][0]["message"]
-    round_trip = {"model": "demo-chat", "tools": [WEATHER_TOOL], "messages": [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees and sunny"},
-    ]}
+    round_trip = {
+        "model": "demo-chat",
+        "tools": [WEATHER_TOOL],
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees and sunny"},
+        ],
+    }
     answer = await sim.chat(round_trip, upstream_model="sim-1")
     assert answer.body["choices"][0]["finish_reason"] == "stop"
     assert answer.body["choices"][0]["message"]["content"].startswith('The tool returned "21 degrees and sunny"')
@@ -113,21 +126,28 @@ async def test_a_specific_tool_choice_is_the_tool_called():
     other = {"type": "function", "function": {"name": "noop", "parameters": {"type": "object", "properties": {}}}}
     result = await get_provider(SIM).chat(
         chat("hi", tools=[other, WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "noop"}}),
-        upstream_model="sim-1")
+        upstream_model="sim-1",
+    )
     assert result.body["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "noop", "arguments": "{}"}
 
 
 async def test_json_object_mode_returns_a_json_object():
-    result = await get_provider(SIM).chat(chat("json please", response_format={"type": "json_object"}),
-                                          upstream_model="sim-1")
+    result = await get_provider(SIM).chat(
+        chat("json please", response_format={"type": "json_object"}), upstream_model="sim-1"
+    )
     assert isinstance(orjson.loads(result.body["choices"][0]["message"]["content"]), dict)
 
 
 RECIPE_SCHEMA = {
     "type": "object",
-    "$defs": {"step": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1},
-                                                       "text": {"type": "string", "maxLength": 40}},
-                       "required": ["n", "text"], "additionalProperties": False}},
+    "$defs": {
+        "step": {
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 1}, "text": {"type": "string", "maxLength": 40}},
+            "required": ["n", "text"],
+            "additionalProperties": False,
+        }
+    },
     "properties": {
         "title": {"type": "string"},
         "servings": {"type": "integer", "minimum": 1, "maximum": 8, "multipleOf": 2},
@@ -144,11 +164,14 @@ RECIPE_SCHEMA = {
 
 
 async def test_json_schema_mode_returns_json_valid_against_the_schema():
-    response_format = {"type": "json_schema", "json_schema": {"name": "recipe", "strict": True,
-                                                              "schema": RECIPE_SCHEMA}}
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "recipe", "strict": True, "schema": RECIPE_SCHEMA},
+    }
     for dish in ("soup", "cake", "salad", "stew"):
-        result = await get_provider(SIM).chat(chat(f"A recipe for {dish}", response_format=response_format),
-                                              upstream_model="sim-1")
+        result = await get_provider(SIM).chat(
+            chat(f"A recipe for {dish}", response_format=response_format), upstream_model="sim-1"
+        )
         value = orjson.loads(result.body["choices"][0]["message"]["content"])
         jsonschema.validate(value, RECIPE_SCHEMA, format_checker=jsonschema.FormatChecker())
 
@@ -161,8 +184,12 @@ def test_generated_values_satisfy_assorted_schemas(seed):
         WEATHER_TOOL["function"]["parameters"],
         RECIPE_SCHEMA,
         {"type": "array", "items": {"type": "string", "enum": ["a", "b", "c"]}, "uniqueItems": True, "minItems": 3},
-        {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
-                   {"properties": {"b": {"const": 3}}, "required": ["b"]}]},
+        {
+            "allOf": [
+                {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                {"properties": {"b": {"const": 3}}, "required": ["b"]},
+            ]
+        },
         {"type": "object", "properties": {"tree": {"$ref": "#"}}, "required": []},
         {"type": "string", "minLength": 30, "maxLength": 35},
         {"type": "number", "minimum": -2.5, "maximum": -2.4},
@@ -188,10 +215,14 @@ async def test_a_stream_has_a_role_chunk_content_chunks_a_finish_chunk_and_a_usa
 
 
 async def test_a_streamed_tool_call_sends_id_and_name_then_argument_fragments():
-    chunks = await collect(get_provider(SIM).stream_chat(chat("Weather?", tools=[WEATHER_TOOL]),
-                                                         upstream_model="sim-1"))
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if c["choices"] and
-             c["choices"][0]["delta"].get("tool_calls")]
+    chunks = await collect(
+        get_provider(SIM).stream_chat(chat("Weather?", tools=[WEATHER_TOOL]), upstream_model="sim-1")
+    )
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    ]
     assert calls[0]["id"].startswith("call_") and calls[0]["function"]["name"] == "get_weather"
     assert len(calls) > 2 and all(c["index"] == 0 for c in calls)
     arguments = "".join(c["function"]["arguments"] for c in calls)
@@ -200,8 +231,9 @@ async def test_a_streamed_tool_call_sends_id_and_name_then_argument_fragments():
 
 
 async def test_latency_and_tokens_per_second_pace_the_stream():
-    sim = get_provider(ProviderConfig(kind="simulator", name="slow-sim",
-                                      options={"latency_ms": 50, "tokens_per_second": 400}))
+    sim = get_provider(
+        ProviderConfig(kind="simulator", name="slow-sim", options={"latency_ms": 50, "tokens_per_second": 400})
+    )
     started = time.perf_counter()
     stream = sim.stream_chat(chat("echo: " + "word " * 20, max_tokens=20), upstream_model="sim-1")
     await stream.__anext__()
@@ -215,24 +247,29 @@ async def test_latency_and_tokens_per_second_pace_the_stream():
 
 async def test_legacy_completion_returns_text_per_prompt_and_honours_max_tokens():
     sim = get_provider(SIM)
-    result = await sim.completion({"model": "demo", "prompt": ["Once upon a time", "echo: exact"], "max_tokens": 50},
-                                  upstream_model="sim-1")
+    result = await sim.completion(
+        {"model": "demo", "prompt": ["Once upon a time", "echo: exact"], "max_tokens": 50}, upstream_model="sim-1"
+    )
     first, second = result.body["choices"]
     assert result.body["object"] == "text_completion"
     assert first["text"] and second["text"] == "exact"
-    short = await sim.completion({"model": "demo", "prompt": "Once upon a time", "max_tokens": 3},
-                                 upstream_model="sim-1")
+    short = await sim.completion(
+        {"model": "demo", "prompt": "Once upon a time", "max_tokens": 3}, upstream_model="sim-1"
+    )
     assert short.body["choices"][0]["finish_reason"] == "length" and short.usage.completion_tokens == 3
-    chunks = await collect(sim.stream_completion({"model": "demo", "prompt": "Once upon a time", "max_tokens": 3},
-                                                 upstream_model="sim-1"))
+    chunks = await collect(
+        sim.stream_completion({"model": "demo", "prompt": "Once upon a time", "max_tokens": 3}, upstream_model="sim-1")
+    )
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == short.body["choices"][0]["text"]
     assert chunks[-1]["usage"]["completion_tokens"] == 3
 
 
 async def test_embeddings_are_deterministic_unit_vectors_of_the_asked_dimensions():
     sim = get_provider(SIM)
-    result = await sim.embeddings({"model": "demo-embed", "input": ["the cat sat", "the cat sat", "stock prices"],
-                                   "dimensions": 64}, upstream_model="sim-embed")
+    result = await sim.embeddings(
+        {"model": "demo-embed", "input": ["the cat sat", "the cat sat", "stock prices"], "dimensions": 64},
+        upstream_model="sim-embed",
+    )
     vectors = [d["embedding"] for d in result.body["data"]]
     assert [len(v) for v in vectors] == [64, 64, 64]
     for v in vectors:
@@ -246,7 +283,8 @@ async def test_embeddings_are_deterministic_unit_vectors_of_the_asked_dimensions
 
 async def test_related_texts_get_closer_embeddings_than_unrelated_ones():
     result = await get_provider(SIM).embeddings(
-        {"input": ["the cat sat on the mat", "a cat sat on a mat", "quarterly revenue grew"]}, upstream_model="e")
+        {"input": ["the cat sat on the mat", "a cat sat on a mat", "quarterly revenue grew"]}, upstream_model="e"
+    )
     a, b, c = (d["embedding"] for d in result.body["data"])
     assert sum(x * y for x, y in zip(a, b, strict=True)) > sum(x * y for x, y in zip(a, c, strict=True))
 

@@ -39,8 +39,13 @@ def test_the_prompt_estimate_covers_messages_tools_and_images_and_is_above_the_c
     payload = {
         "messages": [
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
-                                         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                ],
+            },
         ],
         "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
     }
