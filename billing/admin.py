@@ -12,7 +12,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from billing.models import Hold, LedgerEntry, Receipt, StripeEvent, TopUp, Wallet
-from billing.pricing import format_usd, usd_to_nusd
+from billing.money import usd
+from billing.pricing import usd_to_nusd
 from billing.services import MAX_ADJUSTMENT_NUSD, BillingError, adjust_balance
 
 
@@ -32,7 +33,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 def _usd(field: str, label: str):
     @admin.display(description=label, ordering=field)
     def show(self, obj):
-        return format_usd(getattr(obj, field), places=6)
+        return usd(getattr(obj, field))
 
     return show
 
@@ -59,7 +60,7 @@ class AdjustBalanceForm(forms.Form):
         if nusd == 0:
             raise forms.ValidationError("The amount cannot be zero.")
         if abs(nusd) > MAX_ADJUSTMENT_NUSD:
-            raise forms.ValidationError(f"One adjustment is limited to {format_usd(MAX_ADJUSTMENT_NUSD)} either way.")
+            raise forms.ValidationError(f"One adjustment is limited to {usd(MAX_ADJUSTMENT_NUSD)} either way.")
         return nusd
 
     def clean_reason(self) -> str:
@@ -82,7 +83,7 @@ class WalletAdmin(ReadOnlyAdmin):
 
     @admin.display(description="available")
     def available(self, obj: Wallet) -> str:
-        return format_usd(obj.available_nusd, places=6)
+        return usd(obj.available_nusd)
 
     def has_adjust_permission(self, request: HttpRequest) -> bool:
         # The wallet is read-only here; adjusting goes through the service and needs the change permission.
@@ -103,9 +104,7 @@ class WalletAdmin(ReadOnlyAdmin):
                     else:
                         done += 1
                 if done:
-                    self.message_user(
-                        request, f"Adjusted {done} wallet(s) by {format_usd(amount, places=9)}.", messages.SUCCESS
-                    )
+                    self.message_user(request, f"Adjusted {done} wallet(s) by {usd(amount)}.", messages.SUCCESS)
                 return None
         else:
             form = AdjustBalanceForm()
@@ -113,7 +112,7 @@ class WalletAdmin(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "title": "Adjust balance",
             "form": form,
-            "wallets": [(w.team, format_usd(w.balance_nusd, places=9)) for w in queryset.select_related("team")],
+            "wallets": [(w.team, usd(w.balance_nusd)) for w in queryset.select_related("team")],
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "opts": self.model._meta,
             "action_name": "adjust_balance_action",

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+import orjson
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema
 
 from accounts.auth import authenticate_request, key_headers
 from accounts.models import ApiKey
-from billing import exactjson, queries
+from billing import queries
 from billing.models import Receipt
-from billing.pricing import nusd_to_usd, per_million_usd
+from billing.money import json_number, per_million
 from billing.services import unsettled
 from config.errors import ApiError
 
@@ -20,7 +21,7 @@ router = Router(tags=["billing"])
 SCOPE = "billing:read"
 
 
-# --- OpenAPI shapes (documentation; bodies are written by billing.exactjson so money never passes a float) --
+# --- OpenAPI shapes (documentation; bodies are written with billing.money.json_number, never through a float) --
 
 
 class BalanceOut(Schema):
@@ -107,8 +108,15 @@ def _moment(param: str, raw: str | None, *, end: bool) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _usd(amount_nusd: int) -> Decimal:
-    return nusd_to_usd(amount_nusd)
+def _usd(amount_nusd: int):
+    return json_number(amount_nusd)
+
+
+def _json(value: dict, headers: dict[str, str]) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(value), content_type="application/json")
+    for name, header in headers.items():
+        response[name] = header
+    return response
 
 
 def receipt_json(receipt: Receipt) -> dict:
@@ -141,9 +149,9 @@ def receipt_json(receipt: Receipt) -> dict:
             "total_tokens": receipt.total_tokens,
         },
         "prices_usd_per_million_tokens": {
-            "input": per_million_usd(receipt.input_price_nusd),
-            "cached": per_million_usd(receipt.cached_price_nusd),
-            "output": per_million_usd(receipt.output_price_nusd),
+            "input": _usd(per_million(receipt.input_price_nusd)),
+            "cached": _usd(per_million(receipt.cached_price_nusd)),
+            "output": _usd(per_million(receipt.output_price_nusd)),
         },
         "input_cost_usd": _usd(receipt.input_cost_nusd),
         "output_cost_usd": _usd(receipt.output_cost_nusd),
@@ -160,7 +168,7 @@ def balance(request: HttpRequest) -> HttpResponse:
     ctx = authenticate_request(request, SCOPE)
     unsettled.wait(ctx.team_id)  # this process's replies whose settlement is still being written
     view = queries.balance_of(ctx.team_id)
-    return exactjson.response(
+    return _json(
         {
             "credits": _usd(view.balance_nusd),
             "held_credits": _usd(view.held_nusd),
@@ -208,7 +216,7 @@ def list_receipts(
 
     page = queries.receipt_page(ctx.team_id, limit=limit, after=cursor, since=since_at, until=until_at, key_id=key_id)
     data = [receipt_json(r) for r in page.receipts]
-    return exactjson.response(
+    return _json(
         {
             "object": "list",
             "data": data,
@@ -227,4 +235,4 @@ def get_receipt(request: HttpRequest, receipt_id: str) -> HttpResponse:
     receipt = queries.receipt_for_team(ctx.team_id, receipt_id) if receipt_id.startswith("rcpt_") else None
     if receipt is None:
         raise ApiError(404, "not_found", f"No receipt '{receipt_id[:60]}'.", param="receipt_id")
-    return exactjson.response(receipt_json(receipt), headers=key_headers(ctx))
+    return _json(receipt_json(receipt), headers=key_headers(ctx))

@@ -9,10 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from billing.money import NUSD_PER_USD
 from config.ids import new_id
-
-NUSD_PER_USD = 1_000_000_000
-NUSD_PER_CENT = 10_000_000
 
 
 def _txn_id() -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-NUSD_PER_USD = 1_000_000_000
-TOKENS_PER_MILLION = 1_000_000
+from billing.money import NUSD_PER_USD, TOKENS_PER_MILLION
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +81,3 @@ def per_million_to_per_token_nusd(usd_per_million: Decimal | str) -> int:
     if value != value.to_integral_value():
         raise ValueError(f"${usd_per_million}/M tokens is not a whole number of nano-dollars per token")
     return int(value)
-
-
-def format_usd(amount_nusd: int, places: int = 2) -> str:
-    """Display: '$1.50'. Rounds half-up for display only; stored amounts stay exact."""
-    quant = Decimal(1).scaleb(-places)
-    value = (Decimal(amount_nusd) / NUSD_PER_USD).quantize(quant, rounding="ROUND_HALF_UP")
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.{places}f}"

@@ -24,6 +24,7 @@ from billing import fastpath, pricing
 from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, ReceiptStatus, Wallet
 from billing.models import _hold_id as _hold_public_id
 from billing.models import _txn_id as _txn_public_id
+from billing.money import usd
 from billing.signals import receipt_settled, wallet_credited
 from config.db import run_db
 from config.errors import ApiError
@@ -112,9 +113,7 @@ def adjust_balance(team, amount_nusd: int, actor, reason: str) -> LedgerEntry:
     if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd == 0:
         raise BillingError("invalid_amount", "An adjustment must be a non-zero whole number of nano-dollars.")
     if abs(amount_nusd) > MAX_ADJUSTMENT_NUSD:
-        raise BillingError(
-            "invalid_amount", f"One adjustment is limited to {pricing.format_usd(MAX_ADJUSTMENT_NUSD)} either way."
-        )
+        raise BillingError("invalid_amount", f"One adjustment is limited to {usd(MAX_ADJUSTMENT_NUSD)} either way.")
     with transaction.atomic():
         wallet = ensure_wallet(team)
         entry = _post(wallet.pk, kind=LedgerKind.ADJUSTMENT, amount_nusd=amount_nusd, actor=actor, reason=reason)
@@ -179,7 +178,7 @@ def _insufficient(amount_nusd: int) -> ApiError:
         402,
         "insufficient_balance",
         f"Your team's available credit does not cover this request (it needs up to "
-        f"{pricing.format_usd(amount_nusd, places=6)}). Top up to continue.",
+        f"{usd(amount_nusd)}). Top up to continue.",
         kind="insufficient_balance",
     )
 
@@ -229,8 +228,8 @@ def place_hold(
                 raise ApiError(  # raising inside the block rolls the reservation back
                     402,
                     "spend_cap_exceeded",
-                    f"This API key's monthly spend cap of {pricing.format_usd(monthly_spend_cap_nusd)} would be "
-                    f"exceeded ({pricing.format_usd(used)} used or reserved this month).",
+                    f"This API key's monthly spend cap of {usd(monthly_spend_cap_nusd)} would be "
+                    f"exceeded ({usd(used)} used or reserved this month).",
                     kind="insufficient_balance",
                 )
         hold = Hold.objects.create(

@@ -27,8 +27,8 @@ from accounts.models import Membership, Role, Team, User
 from accounts.permissions import Action
 from accounts.services import audit, require
 from billing import signals, stripe_client
-from billing.models import NUSD_PER_CENT, LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
-from billing.pricing import format_usd
+from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
+from billing.money import NUSD_PER_CENT, usd
 from billing.services import BillingError, _post, ensure_wallet
 from config.ids import new_id
 
@@ -138,7 +138,7 @@ def start_checkout(team: Team, amount_cents: int, actor: User, *, ip: str | None
             actor=actor,
             target=topup_id,
             ip=ip,
-            amount_usd=format_usd(amount_cents * NUSD_PER_CENT),
+            amount_usd=usd(amount_cents * NUSD_PER_CENT),
         )
     return session.url
 
@@ -164,7 +164,7 @@ def _credit(topup: TopUp, *, amount_nusd: int, payment_intent_id: str, kind: str
         actor=None,
         actor_label="stripe",
         target=topup.public_id,
-        amount_usd=format_usd(amount_nusd),
+        amount_usd=usd(amount_nusd),
         kind=topup.kind,
         payment_intent=payment_intent_id,
     )
@@ -180,8 +180,8 @@ def _after_commit_credit(team_id: int, entry_id: int, topup_public_id: str) -> N
             billing_contacts(entry.wallet.team),
             "topup_credited",
             team=entry.wallet.team,
-            amount=format_usd(entry.amount_nusd),
-            balance=format_usd(entry.balance_after_nusd),
+            amount=usd(entry.amount_nusd),
+            balance=usd(entry.balance_after_nusd),
             topup_id=topup_public_id,
             auto=entry.kind == LedgerKind.AUTO_RECHARGE,
         )
@@ -354,13 +354,13 @@ def apply_refund(charge: dict) -> str:
         team=topup.team,
         actor_label="stripe",
         target=topup.public_id,
-        amount_usd=format_usd(delta),
-        refunded_total_usd=format_usd(refunded_nusd),
+        amount_usd=usd(delta),
+        refunded_total_usd=usd(refunded_nusd),
     )
     transaction.on_commit(
         lambda: signals.wallet_credited.send(sender=Wallet, wallet=Wallet.objects.get(pk=wallet.pk), entry=entry)
     )
-    return f"debited {format_usd(delta)}"
+    return f"debited {usd(delta)}"
 
 
 # --- webhook events ----------------------------------------------------------------------------------
@@ -460,8 +460,8 @@ def update_auto_recharge(
             actor=actor,
             ip=ip,
             enabled=enabled,
-            threshold_usd=format_usd(threshold_cents * NUSD_PER_CENT),
-            amount_usd=format_usd(amount_cents * NUSD_PER_CENT),
+            threshold_usd=usd(threshold_cents * NUSD_PER_CENT),
+            amount_usd=usd(amount_cents * NUSD_PER_CENT),
         )
     wallet.refresh_from_db()
     return wallet
@@ -559,7 +559,7 @@ def _auto_recharge_failed(wallet: Wallet, topup: TopUp, message: str, payment_in
         team = wallet.team
         transaction.on_commit(
             lambda: _email(
-                owners(team), "auto_recharge_failed", team=team, error=message, amount=format_usd(topup.amount_nusd)
+                owners(team), "auto_recharge_failed", team=team, error=message, amount=usd(topup.amount_nusd)
             )
         )
 

@@ -16,7 +16,7 @@ from accounts.auth import client_ip_from_request
 from accounts.services import PermissionDenied
 from billing import topups
 from billing.models import TopUp, TopUpStatus
-from billing.pricing import format_usd
+from billing.money import usd
 from billing.services import ensure_wallet
 
 
@@ -52,9 +52,9 @@ def topup_success(request: HttpRequest) -> HttpResponse:
     context = {
         "topup": topup,
         "team": topup.team,
-        "amount": format_usd(topup.amount_nusd),
-        "balance": format_usd(wallet.balance_nusd),
-        "available": format_usd(wallet.available_nusd),
+        "amount": usd(topup.amount_nusd),
+        "balance": usd(wallet.balance_nusd),
+        "available": usd(wallet.available_nusd),
         "credited": topup.status in (TopUpStatus.PAID, TopUpStatus.PARTIALLY_REFUNDED, TopUpStatus.REFUNDED),
         "pending": topup.status == TopUpStatus.PENDING,
     }

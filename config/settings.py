@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -154,6 +155,11 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"
     CELERY_TASK_ALWAYS_EAGER = True
+# Who runs background tasks (config.background): the Celery worker with a broker, else a worker thread of
+# the server process; the test suite runs them inline.
+BACKGROUND_RUNNER = env_str("BACKGROUND_RUNNER", "inline" if TESTING else ("celery" if REDIS_URL else "thread"))
+if BACKGROUND_RUNNER not in ("celery", "thread", "inline"):
+    raise ImproperlyConfigured(f"BACKGROUND_RUNNER must be celery, thread or inline, got {BACKGROUND_RUNNER!r}")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -15,9 +15,9 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import SynchronousOnlyOperation
 
+from billing.money import usd
 from billing.signals import receipt_settled, wallet_credited
 from config.db import run_db
-from dashboard.templatetags.dashboard_tags import usd
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.access import TeamAccess
 from accounts.models import ApiKey
 from accounts.permissions import Action
-from billing import stripe_client
+from billing import money, stripe_client
 from billing.models import LedgerEntry, LedgerKind, Receipt, ReceiptStatus
 from billing.pricing import nusd_to_usd
 from billing.services import ensure_wallet
@@ -121,7 +121,6 @@ class _Echo:
 def _csv_rows(qs):
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
-    million = 1_000_000
     for r in qs.iterator(chunk_size=500):
         yield writer.writerow(
             [
@@ -138,12 +137,12 @@ def _csv_rows(qs):
                 r.prompt_tokens,
                 r.cached_tokens,
                 r.completion_tokens,
-                f"{nusd_to_usd(r.input_price_nusd * million):f}",
-                f"{nusd_to_usd(r.cached_price_nusd * million):f}",
-                f"{nusd_to_usd(r.output_price_nusd * million):f}",
-                f"{nusd_to_usd(r.input_cost_nusd):f}",
-                f"{nusd_to_usd(r.output_cost_nusd):f}",
-                f"{nusd_to_usd(r.total_cost_nusd):f}",
+                money.exact(money.per_million(r.input_price_nusd)),
+                money.exact(money.per_million(r.cached_price_nusd)),
+                money.exact(money.per_million(r.output_price_nusd)),
+                money.exact(r.input_cost_nusd),
+                money.exact(r.output_cost_nusd),
+                money.exact(r.total_cost_nusd),
                 r.total_cost_nusd,
             ]
         )

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 
+from billing.money import per_million, usd
 from billing.pricing import per_million_to_per_token_nusd, per_million_usd
 from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion
 
@@ -136,11 +137,11 @@ class CatalogModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="input $/1M")
     def input_per_m(self, obj: CatalogModel) -> str:
-        return f"${per_million_usd(obj.input_price_nusd)}"
+        return usd(per_million(obj.input_price_nusd))
 
     @admin.display(description="output $/1M")
     def output_per_m(self, obj: CatalogModel) -> str:
-        return f"${per_million_usd(obj.output_price_nusd)}"
+        return usd(per_million(obj.output_price_nusd))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -10,11 +10,11 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 
 from django.db.models.signals import post_delete, post_save
 
-from billing.pricing import Prices, per_million_usd
+from billing import money
+from billing.pricing import Prices
 from config.db import run_db
 from gateway import conf
 from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
@@ -80,8 +80,7 @@ class ModelEntry:
 
 
 def _usd(price_nusd: int) -> str:
-    value: Decimal = per_million_usd(price_nusd)
-    return format(value, "f")
+    return money.exact(money.per_million(price_nusd))
 
 
 @dataclass(frozen=True, slots=True)

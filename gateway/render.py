@@ -13,15 +13,7 @@ from typing import Any
 import orjson
 
 from billing.models import Receipt
-from billing.pricing import NUSD_PER_USD
-
-
-def usd_number(amount_nusd: int) -> orjson.Fragment:
-    """1234 nusd → 0.000001234 (a JSON number, exact)."""
-    sign = "-" if amount_nusd < 0 else ""
-    whole, frac = divmod(abs(amount_nusd), NUSD_PER_USD)
-    text = f"{sign}{whole}" if not frac else f"{sign}{whole}.{frac:09d}".rstrip("0")
-    return orjson.Fragment(text.encode())
+from billing.money import json_number
 
 
 def usage_block(receipt: Receipt, *, embeddings: bool = False, upstream: dict | None = None) -> dict[str, Any]:
@@ -36,9 +28,9 @@ def usage_block(receipt: Receipt, *, embeddings: bool = False, upstream: dict | 
     details = dict(usage.get("prompt_tokens_details") or {})
     details["cached_tokens"] = receipt.cached_tokens
     usage["prompt_tokens_details"] = details
-    usage["input_cost_usd"] = usd_number(receipt.input_cost_nusd)
-    usage["output_cost_usd"] = usd_number(receipt.output_cost_nusd)
-    usage["total_cost_usd"] = usd_number(receipt.total_cost_nusd)
+    usage["input_cost_usd"] = json_number(receipt.input_cost_nusd)
+    usage["output_cost_usd"] = json_number(receipt.output_cost_nusd)
+    usage["total_cost_usd"] = json_number(receipt.total_cost_nusd)
     usage["latency_ms"] = receipt.latency_ms
     usage["ttft_ms"] = receipt.ttft_ms
     usage["receipt_id"] = receipt.public_id

@@ -23,6 +23,7 @@ import orjson
 from accounts.auth import KeyContext, aauthenticate, check_model_allowed, key_headers
 from billing import pricing
 from billing.models import Receipt
+from billing.money import json_number
 from billing.services import (
     HoldRef,
     ReceiptMeta,
@@ -639,10 +640,10 @@ async def estimate(ctx: KeyContext, endpoint: Endpoint, body: bytes | dict) -> b
             "model": p.model.id,
             "prompt_tokens": p.prompt_estimate,
             "max_completion_tokens": p.output_budget,
-            "input_cost_usd": render.usd_number(prompt_cost),
-            "max_output_cost_usd": render.usd_number(output_cost),
-            "max_total_cost_usd": render.usd_number(prompt_cost + output_cost),
-            "hold_usd": render.usd_number(0 if ctx.is_test else p.hold_nusd),
+            "input_cost_usd": json_number(prompt_cost),
+            "max_output_cost_usd": json_number(output_cost),
+            "max_total_cost_usd": json_number(prompt_cost + output_cost),
+            "hold_usd": json_number(0 if ctx.is_test else p.hold_nusd),
             "is_test": ctx.is_test,
         }
     )

@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 from django.utils import timezone
 
-from billing.pricing import NUSD_PER_USD, nusd_to_usd, per_million_usd
+from billing import money
 
 register = template.Library()
 
 
 @register.filter
-def usd(amount_nusd: int | None, places: int = 9) -> str:
-    """'$5.00', '$4.999999802', '$0.0000198': exact to the nano-dollar by default (so sums shown match the
-    receipts), trailing zeros trimmed, never fewer than two decimals."""
-    if amount_nusd is None:
-        return "—"
-    value = (Decimal(int(amount_nusd)) / NUSD_PER_USD).quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP)
-    text = f"{'-' if value < 0 else ''}${abs(value):,.{int(places)}f}"  # fixed-point: never "1E-9"
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0")
-    return f"{whole}.{frac.ljust(2, '0')}"
-
-
-def _dollars(value: Decimal) -> str:
-    """'$1.50', '-$0.000012345': every digit the Decimal holds, never fewer than two decimals."""
-    whole, _, frac = f"{abs(value):f}".partition(".")
-    return f"{'-' if value < 0 else ''}${whole}.{frac.ljust(2, '0')}"
-
-
-@register.filter
-def usd_exact(amount_nusd: int | None) -> str:
-    """Every nano-dollar: '$0.000012345'."""
-    return "—" if amount_nusd is None else _dollars(nusd_to_usd(int(amount_nusd)))
+def usd(amount_nusd: int | None) -> str:
+    """Every nano-dollar, as people read it: '$5.00', '$0.000012345' (billing.money.usd)."""
+    return money.usd(None if amount_nusd is None else int(amount_nusd))
 
 
 @register.filter
 def per_million(price_nusd_per_token: int | None) -> str:
-    return "—" if price_nusd_per_token is None else _dollars(per_million_usd(int(price_nusd_per_token)))
+    """A per-token price as the price of a million tokens: '$0.50'."""
+    return "—" if price_nusd_per_token is None else money.usd(money.per_million(price_nusd_per_token))
 
 
 @register.filter

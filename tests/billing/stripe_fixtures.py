@@ -9,7 +9,8 @@ import time
 import stripe
 from django.test import TestCase
 
-from billing.models import NUSD_PER_CENT, TopUp
+from billing.models import TopUp
+from billing.money import NUSD_PER_CENT
 
 WHSEC = "whsec_tollgate_test_0123456789"
 _counter = iter(range(1, 10**9))

@@ -15,7 +15,8 @@ from django.utils import timezone
 from accounts.models import AuditLog
 from accounts.services import PermissionDenied
 from billing import stripe_client, topups
-from billing.models import NUSD_PER_USD, LedgerEntry, LedgerKind, TopUp, TopUpStatus, Wallet
+from billing.models import LedgerEntry, LedgerKind, TopUp, TopUpStatus, Wallet
+from billing.money import NUSD_PER_USD
 from billing.services import place_hold, settle
 from config.celery import app as celery_app
 from tests.billing.conftest import META, PRICES, fund, usage

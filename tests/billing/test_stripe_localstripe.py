@@ -19,7 +19,8 @@ from django.core import mail  # noqa: E402
 from django.test import TestCase  # noqa: E402
 
 from billing import topups  # noqa: E402
-from billing.models import NUSD_PER_USD, LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet  # noqa: E402
+from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet  # noqa: E402
+from billing.money import NUSD_PER_USD  # noqa: E402
 from config.celery import app as celery_app  # noqa: E402
 from tests.billing import localstripe_ext  # noqa: E402
 from tests.billing.conftest import META, PRICES, usage  # noqa: E402

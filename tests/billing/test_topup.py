@@ -7,7 +7,8 @@ import pytest
 from accounts.models import AuditLog
 from accounts.services import PermissionDenied
 from billing import stripe_client, topups
-from billing.models import NUSD_PER_CENT, TopUp, TopUpStatus, Wallet
+from billing.models import TopUp, TopUpStatus, Wallet
+from billing.money import NUSD_PER_CENT
 from billing.services import grant_credit
 
 

@@ -9,7 +9,8 @@ import pytest
 from django.core import mail
 
 from accounts.models import AuditLog
-from billing.models import NUSD_PER_CENT, LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
+from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
+from billing.money import NUSD_PER_CENT
 from tests.billing.stripe_fixtures import WHSEC, charge, checkout_session, event, post, sign
 
 pytestmark = pytest.mark.usefixtures("stripe_webhooks")

@@ -11,7 +11,8 @@ from django.test import Client
 
 from accounts.models import User
 from accounts.services import create_team
-from billing.models import NUSD_PER_CENT, LedgerEntry, StripeEvent, TopUp, TopUpStatus, Wallet
+from billing.models import LedgerEntry, StripeEvent, TopUp, TopUpStatus, Wallet
+from billing.money import NUSD_PER_CENT
 from tests.billing.stripe_fixtures import WHSEC, charge, checkout_session, event, post
 from tests.conftest import requires_postgres
 

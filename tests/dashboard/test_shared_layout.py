@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from billing.models import NUSD_PER_CENT, TopUp
+from billing.models import TopUp
+from billing.money import NUSD_PER_CENT
 from tests.dashboard.conftest import client_for
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ from django.db import transaction
 from accounts.keys import mint_key, validate_scopes
 from accounts.models import DEFAULT_SCOPES, Plan, Team, User
 from accounts.services import AccountsError, create_team
-from billing.pricing import format_usd, nusd_to_usd, usd_to_nusd
+from billing.money import usd
+from billing.pricing import nusd_to_usd, usd_to_nusd
 from billing.services import grant_credit
 
 
@@ -66,7 +67,7 @@ class Command(BaseCommand):
                     "team": {"id": team.public_id, "slug": team.slug, "name": team.name, "plan": team.plan},
                     "owner": owner.email,
                     "balance_usd": str(nusd_to_usd(team.wallet.balance_nusd)),
-                    "balance_display": format_usd(team.wallet.balance_nusd),
+                    "balance_display": usd(team.wallet.balance_nusd),
                     "keys": keys,
                 }
             )
