@@ -1,17 +1,50 @@
-"""GET /v1/key: what the calling key is and may do (like OpenRouter's /api/v1/key). Any valid key."""
+"""API-key security for the ninja /v1 routes of every app, and GET /v1/key: what the calling key is and may do
+(like OpenRouter's /api/v1/key)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
+from ninja.security.base import AuthBase
 
-from accounts.auth import aauthenticate_request, key_headers
+from accounts.auth import (
+    KeyContext,
+    aauthenticate,
+    authenticate,
+    client_ip_from_request,
+    extract_key,
+    key_headers,
+)
 from accounts.models import ApiKey
+from config.db import run_db
 
 router = Router(tags=["keys"])
+
+
+class KeyAuth(AuthBase):
+    """Bearer API key (or X-Api-Key) holding `scope` ("" = any valid key), for a sync operation; errors in
+    OpenAI's envelope (config/api.py). Declared as HTTP bearer security in the OpenAPI document."""
+
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__()
+
+    def __call__(self, request: HttpRequest) -> KeyContext:
+        return authenticate(extract_key(request.headers), client_ip=client_ip_from_request(request), scope=self.scope)
+
+
+class AsyncKeyAuth(KeyAuth):
+    """KeyAuth for an async operation."""
+
+    async def __call__(self, request: HttpRequest) -> KeyContext:  # type: ignore[override]
+        return await aauthenticate(
+            extract_key(request.headers), client_ip=client_ip_from_request(request), scope=self.scope
+        )
 
 
 class KeyLimits(Schema):
@@ -47,10 +80,15 @@ def _row(key_id: int) -> dict:
     return ApiKey.objects.values("expires_at", "ip_allowlist").get(pk=key_id)
 
 
-@router.get("/key", response=KeyInfoResponse, summary="The calling API key: scopes, effective limits, expiry")
+@router.get(
+    "/key",
+    auth=AsyncKeyAuth(""),
+    response=KeyInfoResponse,
+    summary="The calling API key: scopes, effective limits, expiry",
+)
 async def current_key(request: HttpRequest, response: HttpResponse):
-    ctx = await aauthenticate_request(request, scope="")
-    row = await sync_to_async(_row)(ctx.key_id)
+    ctx: KeyContext = request.auth  # type: ignore[attr-defined]
+    row = await run_db(_row, ctx.key_id)
     for name, value in key_headers(ctx).items():
         response[name] = value
     return {

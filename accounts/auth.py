@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError
 from django.utils import timezone
 
 from accounts import keyformat
 from accounts.models import PLAN_LIMITS, ApiKey
+from config.db import run_db
 from config.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -325,12 +324,13 @@ def _touch_due(key_id: int) -> bool:
 
 
 def _touch(key_id: int) -> None:
-    """Record use at most once a minute per key across processes (cache.add is atomic in Redis)."""
+    """Record use at most once a minute per key across processes (cache.add is atomic in Redis). Best effort:
+    a cache or database that is away must not refuse a request over a "last used" timestamp."""
     try:
         if cache.add(f"apikey:used:{key_id}", 1, timeout=int(TOUCH_INTERVAL)):
             ApiKey.objects.filter(pk=key_id).update(last_used_at=now())
-    except DatabaseError:
-        log.warning("could not record last use of API key id=%s", key_id, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - DatabaseError, RedisError, OSError: all only cost a timestamp
+        log.warning("could not record last use of API key id=%s: %s", key_id, type(exc).__name__)
 
 
 # --- public entry points ---------------------------------------------------------------------
@@ -359,7 +359,7 @@ async def _aload(h: str) -> _Entry | None:
     pending = _inflight.get(slot)
     if pending is not None:
         return await asyncio.shield(pending)
-    future = asyncio.ensure_future(sync_to_async(_load)(h))
+    future = asyncio.ensure_future(run_db(_load, h))
     _inflight[slot] = future
     try:
         entry = await asyncio.shield(future)
@@ -376,16 +376,8 @@ async def aauthenticate(raw_key: str | None, *, client_ip: str | None, scope: st
         entry = await _aload(h)
     ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
     if _touch_due(ctx.key_id):
-        await sync_to_async(_touch)(ctx.key_id)
+        await run_db(_touch, ctx.key_id)
     return ctx
-
-
-def authenticate_request(request, scope: str) -> KeyContext:
-    return authenticate(extract_key(request.headers), client_ip=client_ip_from_request(request), scope=scope)
-
-
-async def aauthenticate_request(request, scope: str) -> KeyContext:
-    return await aauthenticate(extract_key(request.headers), client_ip=client_ip_from_request(request), scope=scope)
 
 
 def rfc3339(moment: datetime) -> str:

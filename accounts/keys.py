@@ -287,10 +287,6 @@ def list_keys(actor: KeyActor) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(team=actor.team).select_related("created_by", "team").order_by("-created_at", "-id")
 
 
-def keys_of_team(team: Team) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(team=team).select_related("created_by").order_by("-created_at", "-id")
-
-
 def get_key(actor: KeyActor, key_public_id: str) -> ApiKey:
     key = ApiKey.objects.select_related("created_by", "team").filter(team=actor.team, public_id=key_public_id).first()
     if key is None:

@@ -11,10 +11,11 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from billing.errors import BillingError
 from billing.models import Hold, LedgerEntry, Receipt, StripeEvent, TopUp, Wallet
 from billing.money import usd
 from billing.pricing import usd_to_nusd
-from billing.services import MAX_ADJUSTMENT_NUSD, BillingError, adjust_balance
+from billing.services import MAX_ADJUSTMENT_NUSD, adjust_balance
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

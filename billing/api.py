@@ -9,16 +9,18 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema
 
-from accounts.auth import authenticate_request, key_headers
+from accounts.api import KeyAuth
+from accounts.auth import KeyContext, key_headers
 from accounts.models import ApiKey
 from billing import queries
 from billing.models import Receipt
 from billing.money import json_number, per_million
-from billing.services import unsettled
+from billing.settlement import unsettled
 from config.errors import ApiError
 
 router = Router(tags=["billing"])
 SCOPE = "billing:read"
+BILLING_READ = KeyAuth(SCOPE)
 
 
 # --- OpenAPI shapes (documentation; bodies are written with billing.money.json_number, never through a float) --
@@ -163,9 +165,9 @@ def receipt_json(receipt: Receipt) -> dict:
 # --- endpoints ----------------------------------------------------------------------------------
 
 
-@router.get("/balance", response=BalanceOut, summary="Team balance")
+@router.get("/balance", auth=BILLING_READ, response=BalanceOut, summary="Team balance")
 def balance(request: HttpRequest) -> HttpResponse:
-    ctx = authenticate_request(request, SCOPE)
+    ctx: KeyContext = request.auth  # type: ignore[attr-defined]
     unsettled.wait(ctx.team_id)  # this process's replies whose settlement is still being written
     view = queries.balance_of(ctx.team_id)
     return _json(
@@ -179,7 +181,7 @@ def balance(request: HttpRequest) -> HttpResponse:
     )
 
 
-@router.get("/receipts", response=ReceiptListOut, summary="List receipts, newest first")
+@router.get("/receipts", auth=BILLING_READ, response=ReceiptListOut, summary="List receipts, newest first")
 def list_receipts(
     request: HttpRequest,
     limit: int = Query(20, ge=1, le=100, description="Page size, 1 to 100."),
@@ -201,7 +203,7 @@ def list_receipts(
     if key is not None and not key.startswith("key_"):
         raise _bad("key", "Invalid value for 'key': expected an API key id (key_…).")
 
-    ctx = authenticate_request(request, SCOPE)
+    ctx: KeyContext = request.auth  # type: ignore[attr-defined]
     unsettled.wait(ctx.team_id)
     cursor = None
     if after is not None:
@@ -228,9 +230,9 @@ def list_receipts(
     )
 
 
-@router.get("/receipts/{receipt_id}", response=ReceiptOut, summary="One receipt")
+@router.get("/receipts/{receipt_id}", auth=BILLING_READ, response=ReceiptOut, summary="One receipt")
 def get_receipt(request: HttpRequest, receipt_id: str) -> HttpResponse:
-    ctx = authenticate_request(request, SCOPE)
+    ctx: KeyContext = request.auth  # type: ignore[attr-defined]
     unsettled.wait(ctx.team_id)
     receipt = queries.receipt_for_team(ctx.team_id, receipt_id) if receipt_id.startswith("rcpt_") else None
     if receipt is None:

@@ -70,8 +70,25 @@ class HoldStatus(models.TextChoices):
     EXPIRED = "expired", "Expired (released by the sweeper)"
 
 
+class HoldLease(models.Model):
+    """One per server process that places holds (billing.leases). The process renews `expires_at` for all its
+    holds at once; when it stops (the process died), the sweeper releases the holds that carry this lease.
+    Rows are tiny and kept (one per process start), so a hold's lease is never dangling."""
+
+    owner = models.CharField(max_length=120, help_text="host:pid of the process.")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} ({self.owner})"
+
+
 class Hold(models.Model):
-    """Credit reserved before an upstream call. Open holds add up to the wallet's `held_nusd`."""
+    """Credit reserved before an upstream call. Open holds add up to the wallet's `held_nusd`.
+
+    A hold placed by a serving process carries that process's `lease` and stays open while the process lives,
+    however long its request runs. A hold that outlives its request on purpose (an asynchronous job) has no
+    lease and expires at `expires_at` instead."""
 
     public_id = models.CharField(max_length=40, unique=True, default=_hold_id, editable=False)
     wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="holds")
@@ -80,11 +97,12 @@ class Hold(models.Model):
     amount_nusd = models.BigIntegerField()
     status = models.CharField(max_length=10, choices=HoldStatus.choices, default=HoldStatus.OPEN)
     created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
+    lease = models.ForeignKey(HoldLease, null=True, blank=True, on_delete=models.PROTECT, related_name="holds")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Only for holds without a lease.")
     closed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "expires_at"])]
+        indexes = [models.Index(fields=["status", "expires_at"]), models.Index(fields=["status", "lease"])]
         constraints = [models.CheckConstraint(condition=models.Q(amount_nusd__gte=0), name="hold_amount_non_negative")]
 
     def __str__(self) -> str:
@@ -169,9 +187,9 @@ class Receipt(models.Model):
     provider = models.CharField(max_length=120, blank=True)
     upstream_model = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveSmallIntegerField(default=1)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
     input_price_nusd = models.BigIntegerField(default=0, help_text="Per prompt token.")
     cached_price_nusd = models.BigIntegerField(default=0, help_text="Per cached prompt token.")
     output_price_nusd = models.BigIntegerField(default=0, help_text="Per completion token.")
@@ -179,6 +197,11 @@ class Receipt(models.Model):
     output_cost_nusd = models.BigIntegerField(default=0)
     total_cost_nusd = models.BigIntegerField(default=0)
     hold_amount_nusd = models.BigIntegerField(default=0)
+    uncollected_nusd = models.BigIntegerField(
+        default=0,
+        help_text="Part of the cost the wallet could not pay (its hold had been released by the sweeper and the "
+        "balance ran out). The charge entry in the ledger is total cost minus this.",
+    )
     status = models.CharField(max_length=10, choices=ReceiptStatus.choices, default=ReceiptStatus.SUCCEEDED)
     error_code = models.CharField(max_length=60, blank=True)
     streamed = models.BooleanField(default=False)
@@ -196,6 +219,11 @@ class Receipt(models.Model):
                 name="receipt_total_is_sum",
             ),
             models.CheckConstraint(condition=models.Q(total_cost_nusd__gte=0), name="receipt_cost_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(uncollected_nusd__gte=0)
+                & models.Q(uncollected_nusd__lte=models.F("total_cost_nusd")),
+                name="receipt_uncollected_within_cost",
+            ),
         ]
 
     def __str__(self) -> str:

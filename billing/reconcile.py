@@ -1,5 +1,6 @@
-"""The ledger check: every wallet's balance equals the sum of its ledger entries, and its held amount
-equals the sum of its open holds. `check_ledger`, the tests and the benchmark all call `find_discrepancies`."""
+"""The ledger check: every wallet's balance equals the sum of its ledger entries, its held amount equals the
+sum of its open holds, and no balance is below zero. `check_ledger`, the tests and the benchmark all call
+`find_discrepancies`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class Discrepancy:
                 f"balance {self.balance_nusd} != ledger sum {self.ledger_sum_nusd} "
                 f"(off by {self.balance_nusd - self.ledger_sum_nusd} nusd)"
             )
+        if self.balance_nusd < 0:
+            found.append(f"balance {self.balance_nusd} is below zero")
         if self.held_nusd != self.open_holds_nusd:
             found.append(
                 f"held {self.held_nusd} != open holds {self.open_holds_nusd} "
@@ -56,7 +59,7 @@ def find_discrepancies() -> list[Discrepancy]:
     """Every wallet that does not reconcile; empty when all is well. One query."""
     rows = (
         annotated_wallets()
-        .filter(~Q(balance_nusd=F("ledger_sum")) | ~Q(held_nusd=F("open_holds")))
+        .filter(~Q(balance_nusd=F("ledger_sum")) | ~Q(held_nusd=F("open_holds")) | Q(balance_nusd__lt=0))
         .values_list("pk", "team__slug", "balance_nusd", "ledger_sum", "held_nusd", "open_holds")
         .order_by("pk")
     )

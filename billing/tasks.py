@@ -7,10 +7,10 @@ from celery import shared_task
 from billing import services
 
 
-@shared_task(name="billing.tasks.release_expired_holds", ignore_result=True)
-def release_expired_holds() -> int:
-    """Free credit reserved by requests that died (their holds outlived HOLD_TTL_SECONDS)."""
-    return services.release_expired_holds()
+@shared_task(name="billing.tasks.release_abandoned_holds", ignore_result=True)
+def release_abandoned_holds() -> int:
+    """Free credit reserved by requests whose process died (billing.leases), every HOLD_SWEEP_SECONDS."""
+    return services.release_abandoned_holds()
 
 
 # --- Stripe (billing/topups.py) ----------------------------------------------------------------------

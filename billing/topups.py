@@ -27,9 +27,10 @@ from accounts.models import Membership, Role, Team, User
 from accounts.permissions import Action
 from accounts.services import audit, require
 from billing import signals, stripe_client
+from billing.errors import BillingError
 from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
 from billing.money import NUSD_PER_CENT, usd
-from billing.services import BillingError, _post, ensure_wallet
+from billing.services import _post, ensure_wallet
 from config.ids import new_id
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,17 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from config.errors import ApiError, api_error_response, error_response
 
-api = NinjaAPI(
+
+class TollgateAPI(NinjaAPI):
+    def get_openapi_schema(self, *args, **kwargs):
+        """Ninja's document, plus the charging operations the pipeline's transport serves."""
+        from gateway.openapi import add_operations
+        from gateway.operations import OPERATIONS
+
+        return add_operations(super().get_openapi_schema(*args, **kwargs), OPERATIONS)
+
+
+api = TollgateAPI(
     title="Tollgate API",
     version="1",
     description="OpenAI-compatible inference API with prepaid, per-token billing.",

@@ -1,4 +1,5 @@
-"""ASGI entry point: hot /v1 inference paths and websockets go to Channels consumers, the rest to Django."""
+"""ASGI entry point: the charging /v1 operations go to the pipeline's transport (gateway/urls.py), websockets to
+the dashboard's consumer, everything else to Django; lifespan events to config/lifespan.py."""
 
 import os
 
@@ -13,12 +14,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from config.lifespan import Lifespan, on_first_request  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
-from gateway.routing import http_urlpatterns  # noqa: E402
+from gateway.urls import http_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
+        "http": on_first_request(URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "lifespan": Lifespan(),
     }
 )

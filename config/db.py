@@ -1,15 +1,18 @@
-"""The one way async code (the gateway, billing's async entry points) reaches the ORM: small, self-contained
-sync units run in a thread pool.
+"""The one way async code reaches the ORM: small, self-contained sync units run in a thread pool.
 
-Django's default (thread-sensitive) mode would run every request's database work on one shared
-thread; these units are independent transactions, so they run on the loop's pool instead. Tests whose
-rows live in the test transaction set DB_THREAD_SENSITIVE so the units run on the test's own connection.
-Each pool thread keeps its own persistent connection; Django's request_started/finished hooks never
-run there, so the unit itself drops a connection that broke or outlived CONN_MAX_AGE.
+Django's default (thread-sensitive) mode would run every request's database work on one shared thread;
+these units are independent transactions, so they run on the loop's pool instead. Tests whose rows live in
+the test transaction set DB_THREAD_SENSITIVE so the units run on the test's own connection.
+
+Each pool thread keeps its own persistent connection, and Django's request_started/finished hooks never run
+there, so each unit looks after it: a connection that broke or outlived CONN_MAX_AGE is dropped, and one idle
+for more than IDLE_CHECK_SECONDS is pinged first (Django's health check), so a connection whose backend was
+terminated or whose server restarted meanwhile is replaced before it can fail a request.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,17 +23,22 @@ from django.db import connection
 
 T = TypeVar("T")
 
+IDLE_CHECK_SECONDS = 1.0
+_last_use = threading.local()
+
 
 def _hygienic(fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
-    # Cheap checks only: close_if_unusable_or_obsolete() would force a health-check ping next query.
-    if connection.connection is not None and (
-        connection.errors_occurred or (connection.close_at is not None and time.monotonic() >= connection.close_at)
-    ):
-        connection.close_if_unusable_or_obsolete()
+    if connection.connection is not None and not connection.in_atomic_block:
+        now = time.monotonic()
+        if connection.errors_occurred or (connection.close_at is not None and now >= connection.close_at):
+            connection.close_if_unusable_or_obsolete()
+        elif now - getattr(_last_use, "at", 0.0) > IDLE_CHECK_SECONDS and not connection.is_usable():
+            connection.close()  # the next query reconnects
     try:
         return fn(*args, **kwargs)
     finally:
-        if connection.errors_occurred:
+        _last_use.at = time.monotonic()
+        if connection.errors_occurred and not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
 
 

@@ -125,12 +125,22 @@ else:
         }
     }
 # The gateway's hold and settlement statements run from the event loop on a small async psycopg pool
-# per worker process (billing.fastpath); 0 sends them through worker threads like other ORM work.
+# per worker process (billing/backends/postgres.py); 0 sends them through worker threads like other ORM work.
 DB_ASYNC_POOL_SIZE = env_int("DB_ASYNC_POOL_SIZE", 8)
 DB_ASYNC_POOL_TIMEOUT_SECONDS = env_float("DB_ASYNC_POOL_TIMEOUT_SECONDS", 10.0)
-# Whether those two statements wait for the WAL flush (billing.fastpath, "Commit durability").
+# Whether those two statements wait for the WAL flush (billing/backends/postgres.py, "Commit durability").
 HOT_PATH_SYNCHRONOUS_COMMIT = env_bool("HOT_PATH_SYNCHRONOUS_COMMIT", False)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Holds (billing.leases): a request's hold lives as long as the process serving it renews its lease (every
+# HOLD_LEASE_SECONDS / 3); the sweeper runs every HOLD_SWEEP_SECONDS, so a dead process's holds are released
+# within HOLD_LEASE_SECONDS + HOLD_SWEEP_SECONDS. A hold without a lease (an asynchronous job's) expires after
+# HOLD_TTL_SECONDS.
+HOLD_LEASE_SECONDS = env_int("HOLD_LEASE_SECONDS", 45)
+HOLD_SWEEP_SECONDS = env_int("HOLD_SWEEP_SECONDS", 30)
+HOLD_LEASE_RENEWAL = env_bool("HOLD_LEASE_RENEWAL", not TESTING)
+UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 300)
+HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", UPSTREAM_TIMEOUT_SECONDS * 2 + 60)
 
 # --- Cache, channel layer, Celery -------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -164,7 +174,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
-    "release-expired-holds": {"task": "billing.tasks.release_expired_holds", "schedule": 60.0},
+    "release-abandoned-holds": {"task": "billing.tasks.release_abandoned_holds", "schedule": HOLD_SWEEP_SECONDS},
     "purge-idempotency-records": {"task": "gateway.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
 
@@ -274,9 +284,6 @@ STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # tests point this at localstripe
 SIMULATOR_LATENCY_MS = env_int("SIMULATOR_LATENCY_MS", 0)
 SIMULATOR_TOKENS_PER_SECOND = env_int("SIMULATOR_TOKENS_PER_SECOND", 0)
-UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 300)
-# A hold outlives the longest upstream call it can cover, plus margin, before the sweeper frees it.
-HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", UPSTREAM_TIMEOUT_SECONDS * 2 + 60)
 # Gateway tuning (defaults and meaning in gateway/conf.py).
 GATEWAY_CATALOG_TTL_SECONDS = env_float("GATEWAY_CATALOG_TTL_SECONDS", 5.0)
 GATEWAY_KEEPALIVE_SECONDS = env_float("GATEWAY_KEEPALIVE_SECONDS", 15.0)

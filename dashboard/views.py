@@ -26,7 +26,7 @@ from accounts.permissions import Action, can_assign
 from accounts.services import AccountsError, PermissionDenied
 from billing.models import Receipt
 from billing.pricing import nusd_to_usd
-from billing.services import month_start
+from billing.settlement import month_start
 from dashboard import catalog
 from dashboard.common import forbidden, page, team_page
 from dashboard.forms import (

@@ -205,28 +205,6 @@ def list_models(snap: Snapshot | None = None) -> list[ModelEntry]:
     return sorted(snap.models.values(), key=lambda m: m.id)
 
 
-def price_table(snap: Snapshot | None = None) -> list[dict]:
-    """What the dashboard shows: one row per enabled model, prices per million tokens as exact strings."""
-    rows = []
-    for m in list_models(snap):
-        public = m.public()
-        rows.append(
-            {
-                "id": m.id,
-                "kind": m.kind,
-                "input_per_million_usd": public["pricing"]["input"],
-                "cached_input_per_million_usd": public["pricing"]["cached_input"],
-                "output_per_million_usd": public["pricing"]["output"],
-                "context_window": m.context_window,
-                "max_output_tokens": m.max_output_tokens,
-                "supports_tools": m.supports_tools,
-                "supports_vision": m.supports_vision,
-                "supports_json": m.supports_json,
-            }
-        )
-    return rows
-
-
 @dataclass(frozen=True, slots=True)
 class Needs:
     """What a request needs from a model (for `model: "auto"`)."""
@@ -290,7 +268,6 @@ __all__ = [
     "list_models",
     "load",
     "order_routes",
-    "price_table",
     "resolve",
     "snapshot",
 ]

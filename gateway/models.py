@@ -123,9 +123,10 @@ class StoredCompletion(models.Model):
     request_id = models.CharField(max_length=40, db_index=True)
     receipt_id = models.CharField(max_length=40, blank=True)
     model = models.CharField(max_length=120)
-    request = models.JSONField(help_text="The request as sent upstream.")
+    # JSON text rather than jsonb: PostgreSQL's jsonb refuses "\u0000", which a prompt may contain.
+    request = models.TextField(help_text="The request as sent upstream (JSON).")
     response = models.TextField(help_text="The response body exactly as returned (costs are exact JSON numbers).")
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.TextField(default="{}", blank=True, help_text="The request's metadata (JSON).")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -152,6 +153,9 @@ class IdempotencyRecord(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_content_type = models.CharField(max_length=60, blank=True)
     response_body = models.BinaryField(null=True, blank=True)
+    # The process serving the first request: while in flight, the record lives as long as that process does
+    # (billing.leases); a record whose process died is taken over by the next request with the same key.
+    lease = models.ForeignKey("billing.HoldLease", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)
 

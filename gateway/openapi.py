@@ -181,3 +181,77 @@ class ProviderListOut(Schema):
 
 ERRORS: dict[int, type[Schema]] = {code: ErrorOut for code in (400, 401, 403, 404, 429)}
 INFERENCE_ERRORS: dict[int, type[Schema]] = {**ERRORS, **{code: ErrorOut for code in (402, 409, 422, 502, 503, 504)}}
+
+
+# --- the charging operations (served by gateway/transport.py, not by ninja) -----------------------------
+
+REF = "#/components/schemas/{model}"
+
+
+def _component(schemas: dict[str, Any], model: type) -> dict[str, str]:
+    """Put a pydantic model (and the models it uses) into components.schemas; a $ref to it."""
+    spec = model.model_json_schema(ref_template=REF, by_alias=True)  # type: ignore[attr-defined]
+    schemas.update(spec.pop("$defs", {}))
+    schemas[model.__name__] = spec
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _responses(schemas: dict[str, Any], ok: type, *, streamed: bool) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": _component(schemas, ok)}}
+    if streamed:
+        content["text/event-stream"] = {
+            "schema": {
+                "type": "string",
+                "description": "Server-sent events (`data: <chunk JSON>`), ending in `data: [DONE]`.",
+            }
+        }
+    error = {"content": {"application/json": {"schema": _component(schemas, ErrorOut)}}}
+    out: dict[str, Any] = {"200": {"description": "OK", "content": content}}
+    for status in sorted(INFERENCE_ERRORS | {413: ErrorOut}):
+        out[str(status)] = {"description": HTTP_REASONS.get(status, "Error"), **error}
+    return out
+
+
+HTTP_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
+    """Describe every charging operation (and its estimate) in the ninja-generated document."""
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    components.setdefault("securitySchemes", {})["KeyAuth"] = {"type": "http", "scheme": "bearer"}
+    paths = document.setdefault("paths", {})
+    for op in operations:
+        request_body = {"required": True, "content": {"application/json": {"schema": _component(schemas, op.schema)}}}
+        base = {"tags": ["inference"], "security": [{"KeyAuth": []}], "requestBody": request_body}
+        paths[op.path] = {
+            "post": {
+                **base,
+                "operationId": op.name.replace(".", "_"),
+                "summary": op.summary,
+                "responses": _responses(schemas, op.response_doc, streamed=op.streams),
+            }
+        }
+        if op.has_estimate:
+            paths[op.path + "/estimate"] = {
+                "post": {
+                    **base,
+                    "operationId": op.name.replace(".", "_") + "_estimate",
+                    "summary": "Estimate the cost and hold of this request (no upstream call, no charge)",
+                    "responses": _responses(schemas, EstimateOut, streamed=False),
+                }
+            }
+    return document

@@ -225,6 +225,27 @@ class EmbeddingRequest(_Open):
 
 # --- validation ------------------------------------------------------------------------------------
 
+# Deeper JSON than this is refused before anything else looks at it (orjson, which the tokenizer uses to
+# measure tools and schemas, refuses to write more than 254 levels).
+MAX_JSON_DEPTH = 128
+
+
+def check_depth(payload: dict) -> None:
+    """400 naming the field when the body nests deeper than MAX_JSON_DEPTH (iterative: no recursion limit)."""
+    stack: list[tuple[dict | list, int, tuple]] = [(payload, 1, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            param = ".".join(str(p) for p in path[:4])
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Invalid value for '{param}': JSON nested more than {MAX_JSON_DEPTH} levels deep.",
+                param=param,
+            )
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack.extend((v, depth + 1, (*path, k)) for k, v in items if isinstance(v, dict | list))
+
 
 def param_of(loc: tuple) -> str | None:
     """Same spelling as config/api.py's ninja handler: `messages.0.content`."""

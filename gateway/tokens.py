@@ -148,7 +148,6 @@ def count_prompt_tokens(payload: dict[str, Any]) -> int:
     return total
 
 
-def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
-    """An upper-bound-ish prompt estimate for holds: our count plus a margin for other tokenizers."""
-    counted = count_prompt_tokens(payload)
-    return counted + (counted * ESTIMATE_MARGIN_PERCENT + 99) // 100
+def estimate_margin(counted: int) -> int:
+    """What a hold adds to our count of a prompt, since other tokenizers count differently."""
+    return (counted * ESTIMATE_MARGIN_PERCENT + 99) // 100

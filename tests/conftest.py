@@ -21,6 +21,17 @@ requires_postgres = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_connection_outlives_the_session(django_db_setup, django_db_blocker):
+    """Worker threads (config.db.run_db, the live server's) keep persistent connections; PostgreSQL cannot drop
+    the test database while they are open."""
+    yield
+    from tests.live_server import drop_other_connections
+
+    with django_db_blocker.unblock():
+        drop_other_connections()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rate_limit_windows():
     """Rate-limit windows live in the cache and ids repeat between tests: no test inherits another's counts."""
@@ -28,8 +39,28 @@ def _fresh_rate_limit_windows():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """A hold lease and queued background work belong to one test: their rows roll back with it."""
+    from billing import leases
+    from config import background
+
+    leases.forget()
+    background.worker.clear()
+    yield
+    leases.forget()
+    background.worker.clear()
+
+
+@pytest.fixture(autouse=True)
+def _db_units_on_the_test_connection(settings):
+    """config.db.run_db units run on the test's own thread and connection, so they see the rows of the test's
+    transaction (the live server, `live`, turns this off: its rows are committed)."""
+    settings.DB_THREAD_SENSITIVE = True
+
+
+@pytest.fixture(autouse=True)
 def _no_async_db_pool(settings):
-    """The async hold/settle connections (billing.fastpath) cannot see rows of the test transaction: off
+    """The async hold/settle connections (billing/backends/postgres.py) cannot see rows of the test transaction: off
     by default; on for the live server (`live`) and for the tests of the pool itself."""
     settings.DB_ASYNC_POOL_SIZE = 0
 

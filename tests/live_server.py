@@ -68,12 +68,12 @@ def start(app=None) -> LiveASGIServer:
     server = _ThreadServer(config)
 
     async def serve_then_close_pool() -> None:
-        from billing import fastpath
+        from billing.backends import postgres
 
         try:
             await server.serve(sockets=[sock])
         finally:
-            await fastpath.close_pool()
+            await postgres.close_pool()
 
     def serve() -> None:
         asyncio.run(serve_then_close_pool())
@@ -91,7 +91,7 @@ def start(app=None) -> LiveASGIServer:
     return LiveASGIServer(url=f"http://127.0.0.1:{port}", server=server, thread=thread)
 
 
-def _drop_other_connections() -> None:
+def drop_other_connections() -> None:
     """The server's pool threads keep persistent connections; PostgreSQL cannot drop the test database
     while they are open."""
     from django.db import connection
@@ -110,8 +110,6 @@ def asgi_live_server(django_db_setup, django_db_blocker) -> Iterator[LiveASGISer
     server = start()
     yield server
     server.stop()
-    with django_db_blocker.unblock():
-        _drop_other_connections()
 
 
 @pytest.fixture
@@ -120,6 +118,7 @@ def live(asgi_live_server, transactional_db, settings) -> LiveASGIServer:
     settings.PUBLIC_BASE_URL = asgi_live_server.url
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
     settings.DB_ASYNC_POOL_SIZE = 4  # as in production: holds and settlements on the server loop's own pool
+    settings.DB_THREAD_SENSITIVE = False  # and other database units on worker threads
     # pytest-django's SQLite test database is in memory with a shared cache, where a write that meets
     # another answers "table is locked" at once instead of waiting (a file database, as `make run` uses,
     # waits): there, a settlement written after the reply could collide with the client's next request.

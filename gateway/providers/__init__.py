@@ -58,3 +58,8 @@ def get_provider(config: ProviderConfig) -> Provider:
             _cache.clear()
         provider = _cache[key] = _build(config)
     return provider
+
+
+def clear_cache() -> None:
+    """Forget built providers (tests change the settings a provider reads when it is built)."""
+    _cache.clear()

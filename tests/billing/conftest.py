@@ -7,7 +7,8 @@ import pytest
 from accounts.auth import clear_cache
 from accounts.keys import mint_key
 from billing.pricing import NUSD_PER_USD, Prices, Usage
-from billing.services import ReceiptMeta, grant_credit
+from billing.services import grant_credit
+from billing.settlement import ReceiptMeta
 
 USD = NUSD_PER_USD
 PRICES = Prices(input_nusd=1_000, output_nusd=3_000, cached_nusd=250)  # $1 / $3 / $0.25 per million tokens

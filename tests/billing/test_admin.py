@@ -6,9 +6,11 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from accounts.models import AuditLog, User
+from billing.errors import BillingError
 from billing.models import LedgerEntry, LedgerKind, Wallet
 from billing.reconcile import find_discrepancies
-from billing.services import BillingError, adjust_balance, place_hold, settle
+from billing.services import adjust_balance
+from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, USD, usage
 
 CHANGELIST = "/admin/billing/wallet/"

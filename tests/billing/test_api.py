@@ -12,7 +12,8 @@ from django.utils import timezone
 from accounts.keys import mint_key
 from accounts.models import AuditLog
 from billing.models import Hold, LedgerEntry, Receipt
-from billing.services import ReceiptMeta, place_hold, release, settle
+from billing.settlement import ReceiptMeta
+from tests.billing.calls import place_hold, release, settle
 from tests.billing.conftest import META, PRICES, USD, fund, usage
 
 

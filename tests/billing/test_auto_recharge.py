@@ -17,8 +17,8 @@ from accounts.services import PermissionDenied
 from billing import stripe_client, topups
 from billing.models import LedgerEntry, LedgerKind, TopUp, TopUpStatus, Wallet
 from billing.money import NUSD_PER_USD
-from billing.services import place_hold, settle
 from config.celery import app as celery_app
+from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, fund, usage
 from tests.billing.stripe_fixtures import WHSEC, event, post
 from tests.conftest import requires_postgres

@@ -17,10 +17,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from billing.models import Hold, HoldStatus, Wallet
+from billing.errors import BillingError, InsufficientBalance
+from billing.models import Hold, HoldLease, HoldStatus, Wallet
 from billing.reconcile import find_discrepancies
-from billing.services import place_hold, release_expired_holds, settle
-from config.errors import ApiError
+from billing.services import release_abandoned_holds
+from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, USD, fund, usage
 from tests.conftest import requires_postgres
 
@@ -54,7 +55,9 @@ def run_threads(count: int, work) -> list:
 
 def outcome(result) -> str:
     return (
-        result.code if isinstance(result, ApiError) else ("ok" if not isinstance(result, Exception) else repr(result))
+        result.code
+        if isinstance(result, BillingError)
+        else ("ok" if not isinstance(result, Exception) else repr(result))
     )
 
 
@@ -64,7 +67,7 @@ def test_fifty_threads_race_for_a_wallet_that_affords_seven(team, capsys):
         50, lambda i: place_hold(team_id=team.id, key_id=None, request_id=f"req_t{i}", amount_nusd=HOLD, is_test=False)
     )
     assert Counter(map(outcome, results)) == {"ok": 7, "insufficient_balance": 43}
-    assert all(r.status == 402 for r in results if isinstance(r, ApiError))
+    assert all(isinstance(r, InsufficientBalance) for r in results if isinstance(r, BillingError))
     w = Wallet.objects.get(team=team)
     assert (w.balance_nusd, w.held_nusd, w.available_nusd) == (7 * USD, 7 * USD, 0)
     assert Hold.objects.filter(status=HoldStatus.OPEN).count() == 7
@@ -85,7 +88,7 @@ def test_fifty_threads_settling_and_placing_at_once_keep_the_books_straight(team
         return place_hold(team_id=team.id, key_id=None, request_id=f"req_b{i}", amount_nusd=HOLD // 4, is_test=False)
 
     results = run_threads(50, work)
-    assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, ApiError)]
+    assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, BillingError)]
     w = Wallet.objects.get(team=team)
     placed = sum(1 for r in results[7:] if not isinstance(r, Exception))
     assert w.balance_nusd == 7 * USD - 7 * (USD // 4)
@@ -99,12 +102,12 @@ def test_settle_racing_the_sweeper_releases_each_hold_exactly_once(team):
         place_hold(team_id=team.id, key_id=None, request_id=f"req_s{i}", amount_nusd=HOLD, is_test=False)
         for i in range(20)
     ]
-    Hold.objects.update(expires_at=timezone.now() - timedelta(seconds=1))  # every request looks dead
+    HoldLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))  # every request's process looks dead
 
     def work(i: int):
         if i < 20:
             return settle(refs[i], usage=usage(prompt=1_000, completion=0), prices=PRICES, meta=META)
-        return release_expired_holds()
+        return release_abandoned_holds()
 
     run_threads(24, work)
     w = Wallet.objects.get(team=team)
@@ -118,8 +121,8 @@ import json, os, sys
 import django
 django.setup()
 from django.db import connection
-from billing.services import place_hold
-from config.errors import ApiError
+from tests.billing.calls import place_hold
+from billing.errors import InsufficientBalance
 
 team_id, attempts, tag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 connection.ensure_connection()
@@ -130,7 +133,7 @@ for i in range(attempts):
     try:
         place_hold(team_id=team_id, key_id=None, request_id=f"req_{tag}_{i}", amount_nusd=10**9, is_test=False)
         ok += 1
-    except ApiError as exc:
+    except InsufficientBalance as exc:
         assert exc.code == "insufficient_balance", exc.code
         refused += 1
 connection.close()

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, ReceiptStatus, Wallet
+from billing import leases
+from billing.errors import BillingError, InsufficientBalance, SpendCapExceeded
+from billing.models import Hold, HoldLease, HoldStatus, LedgerEntry, LedgerKind, Receipt, ReceiptStatus, Wallet
 from billing.pricing import Prices
 from billing.reconcile import find_discrepancies
-from billing.services import (
-    BillingError,
-    aplace_hold,
-    arelease,
-    asettle,
-    place_hold,
-    release,
-    release_expired_holds,
-    settle,
-)
+from billing.services import release_abandoned_holds
 from billing.signals import receipt_settled
-from config.errors import ApiError
+from tests.billing.calls import aplace_hold, arelease, asettle, place_hold, release, settle
 from tests.billing.conftest import META, PRICES, USD, fund, usage
 
 
@@ -59,9 +53,9 @@ def test_a_hold_reserves_credit_without_spending_it(funded_team, live_key):
 
 def test_it_refuses_a_hold_the_available_credit_cannot_cover(funded_team):
     hold_for(funded_team, 8 * USD)
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(InsufficientBalance) as exc:
         hold_for(funded_team, 2 * USD + 1)
-    assert (exc.value.status, exc.value.code) == (402, "insufficient_balance")
+    assert (exc.value.code, exc.value.amount_nusd) == ("insufficient_balance", 2 * USD + 1)
     assert Hold.objects.count() == 1 and wallet(funded_team).held_nusd == 8 * USD
 
 
@@ -70,17 +64,18 @@ def test_a_hold_can_use_exactly_the_last_nano_dollar(funded_team):
     assert wallet(funded_team).available_nusd == 0
 
 
-def test_a_team_without_credit_gets_402(team):
-    with pytest.raises(ApiError) as exc:
+def test_a_team_without_credit_is_refused(team):
+    with pytest.raises(InsufficientBalance) as exc:
         hold_for(team, 1)
     assert exc.value.code == "insufficient_balance"
 
 
 def test_placing_a_hold_is_one_statement_on_postgresql_and_two_elsewhere(funded_team, live_key):
+    leases.current()  # the process's lease exists from its first hold on
     with CaptureQueriesContext(connection) as ctx:
         hold_for(funded_team, USD, key=live_key)
     statements = data_statements(ctx.captured_queries)
-    if connection.vendor == "postgresql":  # billing.fastpath: UPDATE wallet + INSERT hold as one CTE
+    if connection.vendor == "postgresql":  # billing/backends/postgres.py: UPDATE wallet + INSERT hold as one CTE
         assert len(statements) == 1, statements
         assert statements[0].upper().startswith("WITH W AS (UPDATE")
     else:
@@ -89,6 +84,7 @@ def test_placing_a_hold_is_one_statement_on_postgresql_and_two_elsewhere(funded_
 
 
 def test_a_capped_key_keeps_the_transactional_hold_with_its_spend_query(funded_team, live_key):
+    leases.current()
     with CaptureQueriesContext(connection) as ctx:
         hold_for(funded_team, USD, key=live_key, cap=5 * USD)
     statements = data_statements(ctx.captured_queries)
@@ -214,19 +210,43 @@ def test_a_hold_cannot_be_settled_twice(funded_team):
     assert Receipt.objects.count() == 1 and find_discrepancies() == []
 
 
-def test_settling_a_hold_the_sweeper_expired_charges_but_does_not_release_twice(funded_team, time_machine):
-    time_machine.move_to("2026-05-01T12:00:00Z", tick=False)
+def test_a_hold_carries_its_process_lease_and_no_expiry_of_its_own(funded_team):
     ref = hold_for(funded_team, USD)
-    time_machine.shift(settings.HOLD_TTL_SECONDS + 1)  # the request outlived its hold
-    hold_for(funded_team, 2 * USD, request_id="req_other")
-    assert release_expired_holds() == 1
-    assert wallet(funded_team).held_nusd == 2 * USD  # only the other request's hold remains
+    row = Hold.objects.get(pk=ref.hold_id)
+    assert row.lease_id == leases.current() and row.expires_at is None
 
-    receipt = settle(ref, usage=usage(), prices=PRICES, meta=META)
-    assert receipt.total_cost_nusd == 250_000
-    w = wallet(funded_team)
-    assert (w.balance_nusd, w.held_nusd) == (10 * USD - 250_000, 2 * USD)
+
+def test_settling_a_hold_the_sweeper_released_charges_what_the_balance_covers_and_never_goes_below_zero(team):
+    """The overdraft of defect 2: the sweeper frees a live request's hold (its process looked dead), the
+    wallet's credit is spent meanwhile, then the late settlement arrives."""
+    fund(team, 1)
+    ref = hold_for(team, USD)  # a wallet worth exactly one hold
+    HoldLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert release_abandoned_holds() == 1
+    assert wallet(team).held_nusd == 0
+    other = hold_for(team, USD - 100_000, request_id="req_other")  # the freed credit is reserved again …
+    settle(other, usage=usage(prompt=900_000, completion=0), prices=PRICES, meta=META)  # … and spent: $0.90
+
+    receipt = settle(ref, usage=usage(prompt=250_000, completion=0), prices=PRICES, meta=META)  # costs $0.25
+    assert receipt.total_cost_nusd == 250_000_000 and receipt.uncollected_nusd == 150_000_000  # only $0.10 was left
+    w = wallet(team)
+    assert (w.balance_nusd, w.held_nusd) == (0, 0)
+    assert (
+        LedgerEntry.objects.filter(kind=LedgerKind.CHARGE, reference=receipt.public_id).get().amount_nusd
+        == -100_000_000
+    )
     assert Hold.objects.get(pk=ref.hold_id).status == HoldStatus.EXPIRED
+    assert find_discrepancies() == []
+
+
+def test_settling_a_hold_the_sweeper_released_charges_in_full_while_credit_lasts(funded_team):
+    ref = hold_for(funded_team, USD)
+    HoldLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert release_abandoned_holds() == 1
+    receipt = settle(ref, usage=usage(), prices=PRICES, meta=META)
+    assert (receipt.total_cost_nusd, receipt.uncollected_nusd) == (250_000, 0)
+    w = wallet(funded_team)
+    assert (w.balance_nusd, w.held_nusd) == (10 * USD - 250_000, 0)
     assert find_discrepancies() == []
 
 
@@ -252,9 +272,9 @@ def test_the_monthly_spend_cap_counts_settled_spend_and_open_holds(funded_team, 
     first = hold_for(funded_team, 400_000_000, key=live_key, cap=cap)
     settle(first, usage=usage(prompt=300_000, completion=0), prices=PRICES, meta=META)  # spent $0.30
     hold_for(funded_team, 500_000_000, key=live_key, cap=cap)  # $0.30 + $0.50 reserved
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(SpendCapExceeded) as exc:
         hold_for(funded_team, 200_000_001, key=live_key, cap=cap)
-    assert (exc.value.status, exc.value.code) == (402, "spend_cap_exceeded")
+    assert (exc.value.code, exc.value.limit, exc.value.used_nusd) == ("spend_cap_exceeded", "key", 800_000_000)
     assert wallet(funded_team).held_nusd == 500_000_000  # the refused reservation was rolled back
     hold_for(funded_team, 200_000_000, key=live_key, cap=cap)  # exactly up to the cap is fine
     assert find_discrepancies() == []
@@ -264,7 +284,7 @@ def test_the_spend_cap_starts_afresh_each_month(funded_team, live_key, time_mach
     time_machine.move_to("2026-03-31T23:00:00Z")
     ref = hold_for(funded_team, USD, key=live_key, cap=USD)
     settle(ref, usage=usage(prompt=1_000_000, completion=0), prices=PRICES, meta=META)  # exactly $1
-    with pytest.raises(ApiError):
+    with pytest.raises(SpendCapExceeded):
         hold_for(funded_team, 1, key=live_key, cap=USD)
     time_machine.move_to("2026-04-01T00:00:01Z")
     hold_for(funded_team, USD, key=live_key, cap=USD)

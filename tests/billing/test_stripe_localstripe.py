@@ -139,7 +139,8 @@ def test_auto_recharge_charges_the_saved_card_off_session_and_credits_once(strip
     topups.update_auto_recharge(team, actor=owner, enabled=True, threshold_cents=1000, amount_cents=2000)
 
     with TestCase.captureOnCommitCallbacks(execute=True):  # a settlement's receiver enqueues the (eager) task
-        from billing.services import grant_credit, place_hold, settle
+        from billing.services import grant_credit
+        from tests.billing.calls import place_hold, settle
 
         grant_credit(team, amount_nusd=5 * USD)
         hold = place_hold(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from billing.models import Hold, HoldStatus, LedgerEntry, Wallet
+from billing import leases, settlement
+from billing.models import Hold, HoldLease, HoldStatus, LedgerEntry, Wallet
 from billing.reconcile import find_discrepancies
-from billing.services import place_hold, settle
-from billing.tasks import release_expired_holds
+from billing.settlement import HoldRequest
+from billing.tasks import release_abandoned_holds
+from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, USD, usage
 
 
@@ -17,23 +22,29 @@ def hold(team, amount, request_id="req_x"):
     return place_hold(team_id=team.id, key_id=None, request_id=request_id, amount_nusd=amount, is_test=False)
 
 
-def test_a_hold_lives_longer_than_the_longest_upstream_call(funded_team):
+def test_a_live_processs_hold_is_never_swept_however_long_its_request_runs(funded_team, time_machine):
+    time_machine.move_to("2026-06-01T10:00:00Z", tick=False)
     ref = hold(funded_team, USD)
-    row = Hold.objects.get(pk=ref.hold_id)
-    assert (row.expires_at - row.created_at).total_seconds() == settings.HOLD_TTL_SECONDS
-    assert settings.HOLD_TTL_SECONDS > settings.UPSTREAM_TIMEOUT_SECONDS
+    for _ in range(10):  # an hour of streaming: the process renews its lease on schedule
+        time_machine.shift(settings.HOLD_LEASE_SECONDS / 3 * 20)
+        assert leases.renew()
+        assert release_abandoned_holds.apply().get() == 0
+    assert Hold.objects.get(pk=ref.hold_id).status == HoldStatus.OPEN
+    settle(ref, usage=usage(), prices=PRICES, meta=META)
+    assert Wallet.objects.get(team=funded_team).balance_nusd == 10 * USD - 250_000
+    assert find_discrepancies() == []
 
 
-def test_the_periodic_task_releases_a_dead_requests_hold(funded_team, time_machine):
+def test_the_periodic_task_releases_the_holds_of_a_process_that_stopped_renewing(funded_team, time_machine):
     time_machine.move_to("2026-06-01T10:00:00Z", tick=False)
     dead = hold(funded_team, 3 * USD, "req_dead")
-    time_machine.shift(settings.HOLD_TTL_SECONDS - 1)
-    alive = hold(funded_team, 2 * USD, "req_alive")
-    release_expired_holds.apply()  # the Celery task, run here rather than through a broker
-    assert Hold.objects.get(pk=dead.hold_id).status == HoldStatus.OPEN  # not yet expired
+    time_machine.shift(settings.HOLD_LEASE_SECONDS - 1)
+    assert release_abandoned_holds.apply().get() == 0  # the lease has not run out yet
 
-    time_machine.shift(2)
-    assert release_expired_holds.apply().get() == 1
+    time_machine.shift(2)  # the process died: no renewal came
+    leases.forget()  # a new process (same test) gets a lease of its own
+    alive = hold(funded_team, 2 * USD, "req_alive")
+    assert release_abandoned_holds.apply().get() == 1  # the Celery task, run here rather than through a broker
     w = Wallet.objects.get(team=funded_team)
     assert Hold.objects.get(pk=dead.hold_id).status == HoldStatus.EXPIRED
     assert Hold.objects.get(pk=alive.hold_id).status == HoldStatus.OPEN
@@ -42,13 +53,46 @@ def test_the_periodic_task_releases_a_dead_requests_hold(funded_team, time_machi
     assert not LedgerEntry.objects.filter(kind="charge").exists()  # releasing moves no money
 
 
-def test_the_sweeper_leaves_settled_holds_alone(funded_team, time_machine):
+def test_a_dead_processs_holds_are_released_within_two_minutes_whatever_the_hold_ttl(funded_team, settings):
+    settings.HOLD_TTL_SECONDS = 10 * 24 * 3600  # irrelevant to leased holds
+    assert settings.HOLD_LEASE_SECONDS + settings.HOLD_SWEEP_SECONDS <= 120
+    assert settings.CELERY_BEAT_SCHEDULE["release-abandoned-holds"]["schedule"] == settings.HOLD_SWEEP_SECONDS
+    ref = hold(funded_team, USD)
+    row = Hold.objects.get(pk=ref.hold_id)
+    assert row.expires_at is None and row.lease.expires_at <= row.created_at + timedelta(
+        seconds=settings.HOLD_LEASE_SECONDS + 1
+    )
+
+
+def test_a_hold_without_a_lease_expires_after_the_hold_ttl(funded_team, time_machine):
+    """Holds that outlive their request on purpose (an asynchronous job) are not tied to a process."""
     time_machine.move_to("2026-06-01T10:00:00Z", tick=False)
+    ref = settlement.place_hold_sync(
+        HoldRequest(
+            team_id=funded_team.id, key_id=None, request_id="req_job", amount_nusd=USD, is_test=False, leased=False
+        )
+    )
+    row = Hold.objects.get(pk=ref.hold_id)
+    assert row.lease_id is None and (row.expires_at - row.created_at).total_seconds() == settings.HOLD_TTL_SECONDS
+    time_machine.shift(settings.HOLD_TTL_SECONDS - 1)
+    assert release_abandoned_holds() == 0
+    time_machine.shift(2)
+    assert release_abandoned_holds() == 1
+
+
+def test_the_sweeper_leaves_settled_holds_alone(funded_team):
     settle(hold(funded_team, USD), usage=usage(), prices=PRICES, meta=META)
-    time_machine.shift(settings.HOLD_TTL_SECONDS * 2)
-    assert release_expired_holds() == 0
+    HoldLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert release_abandoned_holds() == 0
     assert Wallet.objects.get(team=funded_team).held_nusd == 0
     assert find_discrepancies() == []
+
+
+def test_ending_a_lease_frees_what_its_process_left_at_the_next_sweep(funded_team):
+    hold(funded_team, USD)
+    leases.end()  # graceful shutdown of this process
+    assert release_abandoned_holds() == 1
+    assert Wallet.objects.get(team=funded_team).held_nusd == 0
 
 
 def test_check_ledger_says_ok_when_everything_reconciles(funded_team, capsys):
@@ -75,3 +119,12 @@ def test_check_ledger_exits_non_zero_from_the_shell(funded_team):
 
         ManagementUtility(["manage.py", "check_ledger"]).execute()
     assert exc.value.code != 0
+
+
+def test_check_ledger_fails_on_a_negative_balance_even_when_the_ledger_agrees(funded_team, capsys):
+    from billing.services import adjust_balance
+
+    adjust_balance(funded_team, -11 * USD, None, "a correction that overshoots")  # ledger and wallet agree
+    with pytest.raises(CommandError):
+        call_command("check_ledger")
+    assert "balance -1000000000 is below zero" in capsys.readouterr().err

@@ -8,7 +8,8 @@ from django.core.management import call_command
 
 from accounts.keys import mint_key
 from billing.pricing import NUSD_PER_USD
-from billing.services import grant_credit, unsettled
+from billing.services import grant_credit
+from billing.settlement import unsettled
 from gateway import catalog
 from gateway.models import CatalogModel, Provider, Route
 from tests.gateway.conftest import reset_gateway_state

@@ -11,8 +11,9 @@ import openai
 import orjson
 import pytest
 
-from billing.models import Receipt, Wallet
+from billing.models import Hold, Receipt, Wallet
 from billing.reconcile import find_discrepancies
+from gateway.tokens import count_tokens
 from tests.e2e.conftest import flaky_model, settled
 from tests.live_server import closed_port
 
@@ -108,8 +109,24 @@ def test_with_a_backup_an_open_breaker_routes_straight_to_it(sdk, upstream, acme
 
 
 @pytest.mark.parametrize("mode", ["truncated", "drop-c6", "malformed"])
-def test_a_stream_broken_mid_way_reports_an_error_and_costs_nothing(sdk, upstream, acme, mode):
+def test_a_stream_broken_after_delivering_output_charges_what_was_delivered(sdk, upstream, acme, mode):
+    """Defect 12: the client keeps what it received, so it pays for it (as a client disconnect does)."""
     model = flaky_model(upstream, mode)
+    before = _balance(acme)
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in sdk.chat.completions.create(model=model, messages=MSGS, stream=True):
+            received.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(received).startswith("word0 ")
+    receipt = Receipt.objects.get()
+    assert receipt.status == "partial" and receipt.completion_tokens == count_tokens("".join(received))
+    assert receipt.total_cost_nusd > 0 and _balance(acme) == before - receipt.total_cost_nusd
+    assert Hold.objects.get().status == "settled"
+    assert find_discrepancies() == []
+
+
+def test_a_stream_broken_before_any_output_costs_nothing(sdk, upstream, acme):
+    model = flaky_model(upstream, "drop-c1", backup=False)  # the role chunk, then the connection drops
     before = _balance(acme)
     with pytest.raises(openai.APIError):
         for _chunk in sdk.chat.completions.create(model=model, messages=MSGS, stream=True):

@@ -75,9 +75,9 @@ def test_the_team_setting_stores_streams_too_and_without_it_only_metadata_is_kep
 
     acme.store_completions = True
     acme.save(update_fields=["store_completions"])
-    from gateway import services
+    from gateway import teams
 
-    services._team_store.clear()  # the per-process cache of the setting (a few seconds in production)
+    teams.clear()  # the per-process cache of the setting (a few seconds in production)
     kept = stream(sdk, messages=[{"role": "user", "content": "Hello"}])
     stored = sdk.chat.completions.retrieve(kept[0].id)
     assert stored.model_extra["stored"] is True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
@@ -11,15 +10,16 @@ from accounts.auth import clear_cache
 from accounts.keys import mint_key
 from billing.pricing import NUSD_PER_USD
 from billing.services import grant_credit
-from gateway import catalog, services
-from gateway.router import breakers
+from gateway import catalog, providers, teams
+from gateway.fallback import breakers
+from tests.asgi import V1
 
 USD = NUSD_PER_USD
 
 
 def reset_gateway_state() -> None:
     """Forget every per-process cache a request leaves behind: keys, catalog, breakers, team settings, counters."""
-    for reset in (clear_cache, catalog.invalidate, breakers.reset, services._team_store.clear, cache.clear):
+    for reset in (clear_cache, catalog.invalidate, breakers.reset, teams.clear, cache.clear, providers.clear_cache):
         reset()
 
 
@@ -54,30 +54,10 @@ def test_key(funded_team, owner, seeded) -> str:
     return mint_key(team=funded_team, name="sandbox", mode="test", created_by=owner).plaintext
 
 
-class V1:
-    """Django test client calls to /v1 with a key."""
-
-    def __init__(self, client, key: str | None) -> None:
-        self.client = client
-        self.key = key
-
-    def _auth(self, headers: dict | None) -> dict:
-        out = {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
-        for name, value in (headers or {}).items():
-            out["HTTP_" + name.upper().replace("-", "_")] = value
-        return out
-
-    def post(self, path: str, body, headers: dict | None = None):
-        data = body if isinstance(body, bytes | str) else orjson.dumps(body)
-        return self.client.post(f"/v1{path}", data=data, content_type="application/json", **self._auth(headers))
-
-    def get(self, path: str, headers: dict | None = None, **params):
-        return self.client.get(f"/v1{path}", params, **self._auth(headers))
-
-
 @pytest.fixture
-def v1(client, live_key) -> V1:
-    return V1(client, live_key)
+def v1(live_key) -> V1:
+    """/v1 through the production ASGI application (tests/asgi.py), with a live key."""
+    return V1(live_key)
 
 
 def chat(**extra) -> dict:

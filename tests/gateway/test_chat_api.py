@@ -57,7 +57,7 @@ def test_the_receipt_and_the_response_agree_to_the_nano_dollar(v1, funded_team):
 
 def test_a_test_key_runs_on_the_simulator_and_moves_no_money(client, test_key, funded_team):
     CatalogModel.objects.filter(public_id="demo-chat").update(input_price_nusd=5_000)
-    response = V1(client, test_key).post("/chat/completions", chat())
+    response = V1(test_key).post("/chat/completions", chat())
     assert response.status_code == 200
     receipt = Receipt.objects.get(public_id=response.json()["usage"]["receipt_id"])
     assert receipt.is_test
@@ -71,16 +71,16 @@ def test_one_plain_request_makes_only_the_hold_and_settlement_queries(v1, django
 
     v1.post("/chat/completions", chat())  # warms the key, catalog and team caches
     if connection.vendor == "postgresql":
-        # billing.fastpath: the hold is one statement (UPDATE wallet + INSERT hold as CTEs), the settlement
-        # another (close hold, move held and balance, INSERT receipt and ledger entry), both in autocommit.
+        # billing/backends/postgres.py: the hold is one statement (UPDATE wallet + INSERT hold as CTEs), the
+        # settlement another (lock wallet, close hold, move held and balance, INSERT receipt and ledger entry).
         with django_assert_max_num_queries(2) as captured:
             response = v1.post("/chat/completions", chat())
         assert response.status_code == 200
         statements = [q["sql"] for q in captured.captured_queries]
-        assert [s.split(" AS (")[0] for s in statements] == ["WITH w", "WITH h"], statements
+        assert [s.split(" AS (")[0] for s in statements] == ["WITH w", "WITH lk"], statements
         return
-    # hold: UPDATE wallet + INSERT hold; settle: UPDATE hold, UPDATE wallet, SELECT wallet, INSERT receipt,
-    # INSERT ledger entry. Each transaction is a savepoint inside the test's transaction (+2 statements each).
+    # hold: UPDATE wallet + INSERT hold; settle: UPDATE hold, SELECT wallet FOR UPDATE, UPDATE wallet, INSERT
+    # receipt, INSERT ledger entry. Each transaction is a savepoint inside the test's transaction (+2 statements each).
     with django_assert_max_num_queries(11) as captured:
         response = v1.post("/chat/completions", chat())
     assert response.status_code == 200
@@ -89,7 +89,7 @@ def test_one_plain_request_makes_only_the_hold_and_settlement_queries(v1, django
 
 
 def test_it_refuses_a_missing_key_before_looking_at_the_body(client, seeded):
-    response = V1(client, None).post("/chat/completions", b"not json")
+    response = V1(None).post("/chat/completions", b"not json")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
 
@@ -126,17 +126,17 @@ def test_a_key_limited_to_other_models_gets_403_model_not_allowed(client, funded
     from accounts.keys import mint_key
 
     key = mint_key(team=funded_team, name="mini only", created_by=owner, allowed_models=["demo-chat-mini"]).plaintext
-    response = V1(client, key).post("/chat/completions", chat())
+    response = V1(key).post("/chat/completions", chat())
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "model_not_allowed"
-    assert V1(client, key).post("/chat/completions", chat(model="demo-chat-mini")).status_code == 200
+    assert V1(key).post("/chat/completions", chat(model="demo-chat-mini")).status_code == 200
 
 
 def test_without_credit_it_is_402_and_upstream_is_not_called(client, team, owner, seeded):
     from accounts.keys import mint_key
 
     key = mint_key(team=team, name="broke", created_by=owner).plaintext
-    response = V1(client, key).post("/chat/completions", chat())
+    response = V1(key).post("/chat/completions", chat())
     assert response.status_code == 402
     assert response.json()["error"]["code"] == "insufficient_balance"
     assert not Receipt.objects.exists()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def limited(client, funded_team, owner, seeded) -> V1:
-    return V1(client, mint_key(team=funded_team, name="slow", created_by=owner, rpm_limit=2).plaintext)
+    return V1(mint_key(team=funded_team, name="slow", created_by=owner, rpm_limit=2).plaintext)
 
 
 def test_responses_carry_openai_rate_limit_headers(v1):
@@ -50,7 +50,7 @@ def test_the_limit_resets_in_the_next_minute(limited):
 
 
 def test_a_request_bigger_than_the_token_budget_is_refused(client, funded_team, owner, seeded):
-    key = V1(client, mint_key(team=funded_team, name="tiny", created_by=owner, tpm_limit=50).plaintext)
+    key = V1(mint_key(team=funded_team, name="tiny", created_by=owner, tpm_limit=50).plaintext)
     response = key.post("/chat/completions", chat(max_tokens=100))
     assert response.status_code == 429
     assert "tokens" in response.json()["error"]["message"]
@@ -96,7 +96,7 @@ def test_idempotency_keys_are_per_team(v1, client, other_team, outsider, seeded)
     from billing.services import grant_credit
 
     grant_credit(other_team, amount_nusd=10**9, reason="t")
-    theirs = V1(client, mint_key(team=other_team, name="e", created_by=outsider).plaintext)
+    theirs = V1(mint_key(team=other_team, name="e", created_by=outsider).plaintext)
     v1.post("/chat/completions", chat(), headers={"Idempotency-Key": "shared"})
     response = theirs.post("/chat/completions", chat(max_tokens=3), headers={"Idempotency-Key": "shared"})
     assert response.status_code == 200

@@ -66,7 +66,7 @@ def test_models_need_the_models_read_scope(client, funded_team, owner, seeded):
     from accounts.keys import mint_key
 
     key = mint_key(team=funded_team, name="inference only", created_by=owner, scopes=["inference"]).plaintext
-    response = V1(client, key).get("/models")
+    response = V1(key).get("/models")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "insufficient_scope"
 
@@ -106,7 +106,7 @@ def test_another_team_cannot_fetch_our_completion(v1, client, other_team, outsid
 
     stored = v1.post("/chat/completions", chat(store=True)).json()
     theirs = mint_key(team=other_team, name="evil", created_by=outsider).plaintext
-    response = V1(client, theirs).get(f"/chat/completions/{stored['id']}")
+    response = V1(theirs).get(f"/chat/completions/{stored['id']}")
     assert response.status_code == 404
 
 

@@ -57,7 +57,7 @@ def test_each_read_counts_one_request_and_carries_the_rate_limit_headers(v1):
 @time_machine.travel("2026-01-01 12:00:05", tick=False)
 @pytest.mark.parametrize("path", ["/models", "/key", "/balance", "/receipts", "/chat/completions/chatcmpl-x"])
 def test_a_read_at_the_requests_per_minute_limit_gets_429_with_retry_after(client, funded_team, owner, seeded, path):
-    limited = V1(client, mint_key(team=funded_team, name="slow", created_by=owner, rpm_limit=2).plaintext)
+    limited = V1(mint_key(team=funded_team, name="slow", created_by=owner, rpm_limit=2).plaintext)
     assert limited.get("/models").status_code == 200
     assert limited.post("/chat/completions", chat()).status_code == 200  # inference shares the window
     response = limited.get(path)
@@ -71,7 +71,7 @@ def test_a_read_at_the_requests_per_minute_limit_gets_429_with_retry_after(clien
 
 
 def test_a_refused_key_is_answered_by_the_endpoint_and_not_counted(client, v1):
-    response = V1(client, "tg_live_not-a-real-key").get("/balance")
+    response = V1("tg_live_not-a-real-key").get("/balance")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
     assert not response.has_header("x-ratelimit-limit-requests")

