@@ -22,7 +22,6 @@ from billing.errors import BillingUnavailable, HoldClosed, InsufficientBalance, 
 from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, Wallet
 from billing.settlement import Hold as HoldRef
 from billing.settlement import HoldRequest, Settlement, announce, hold_expiry, key_month_spend_nusd
-
 from config.db import run_db
 
 log = logging.getLogger(__name__)
