@@ -85,19 +85,22 @@ def save(data: dict, path: Path | None = None) -> Path:
     """Write the whole file atomically: a new 0600 file renamed over the old one, so the key is never
     readable by others, not even for a moment, and a crash leaves the old file whole."""
     path = path or config_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask; the file is ours
-            out.write(tomli_w.dumps(data).encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o600)  # the mode given to O_CREAT passes through the umask
+                out.write(tomli_w.dumps(data).encode("utf-8"))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"Cannot write {path}: {exc.strerror or exc}.") from None
     return path
 
 
@@ -130,5 +133,8 @@ def remove_profile(profile: str, env: Mapping[str, str] = os.environ) -> bool:
     if profiles or set(data) - {"profiles"}:
         save(data, path)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot remove {path}: {exc.strerror or exc}.") from None
     return True

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 from tollgate_cli import __version__, chat, config, images, keys
 from tollgate_cli.client import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, Client, CliError
@@ -90,6 +91,8 @@ def cmd_logout(ctx: Context) -> int:
         ctx.out.note("The key itself still works; revoke it with `tollgate keys revoke` or in the dashboard.")
     else:
         ctx.out.line(f"Profile {ctx.settings.profile} was not logged in.")
+    if ctx.settings.key_from_env:
+        ctx.out.warn("TOLLGATE_API_KEY is still set in this shell: commands keep using it.")
     return EXIT_OK
 
 
@@ -297,7 +300,7 @@ def cmd_receipts(ctx: Context) -> int:
 
 
 def cmd_receipt(ctx: Context) -> int:
-    r = ctx.client.get(f"/v1/receipts/{ctx.args.id}")
+    r = ctx.client.get(f"/v1/receipts/{quote(ctx.args.id, safe='')}")
     if ctx.json:
         ctx.out.json(r)
         return EXIT_OK
