@@ -1,0 +1,5 @@
+import sys
+
+from tollgate_cli.main import main
+
+sys.exit(main())
