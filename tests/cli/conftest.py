@@ -17,7 +17,8 @@ from django.core.management import call_command
 from accounts.keys import mint_key
 from accounts.models import Scope
 from billing.money import NUSD_PER_USD
-from billing.services import grant_credit, unsettled
+from billing.services import grant_credit
+from billing.settlement import unsettled
 from tests.gateway.conftest import reset_gateway_state
 
 # `make install` (pip install -e .) puts the console script beside the interpreter.
