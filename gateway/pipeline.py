@@ -25,7 +25,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -40,7 +39,7 @@ from config.db import run_db
 from config.errors import ApiError
 from gateway import conf, errors, fallback, idempotency, ratelimit, schemas, sse
 from gateway.catalog import AUTO_MODEL, RouteEntry, asnapshot, order_routes, resolve
-from gateway.operations.base import Call, Result, StreamView
+from gateway.operations.base import Call, Reply, Result, StreamView
 from gateway.providers.base import ProviderError, usage_from_openai
 from gateway.tokens import count_tokens, estimate_margin
 
@@ -48,16 +47,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 INFERENCE = "inference"
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-    content_type: str = "application/json"
-    # Work to run once the reply is sent: the settlement, when it is written after replying.
-    after: Callable[[], Awaitable[Any]] | None = None
 
 
 async def uncancellable(coro: Awaitable[T]) -> T:
@@ -618,4 +607,10 @@ async def run(call: Call) -> Reply | None:
         raise errors.unavailable() from None
     if replay is not None or call.stream:
         return replay
+    if call.op.deferred:
+        try:
+            return await call.op.submit(call)
+        except BaseException:
+            await fail(call, error_code="internal_error", attempts=0, route=None)
+            raise
     return await complete(call, settle_after_reply=conf.get("GATEWAY_SETTLE_AFTER_REPLY"))

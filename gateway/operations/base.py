@@ -11,7 +11,7 @@ gateway/operations/ plus a line in its __init__; the pipeline does not change.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,6 +72,16 @@ class Call:
 
 
 @dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    content_type: str = "application/json"
+    # Work to run once the reply is sent: the settlement, when it is written after replying.
+    after: Callable[[], Awaitable[Any]] | None = None
+
+
+@dataclass(slots=True)
 class Result:
     """What a provider call returned: the upstream body (an OpenAI-shaped dict) and its validated usage."""
 
@@ -125,6 +135,9 @@ class Operation:
     summary: ClassVar[str] = ""  # for the OpenAPI document, with:
     response_doc: ClassVar[type]  # the response's shape (a ninja Schema in gateway/openapi.py)
     streams: ClassVar[bool] = False  # it can answer with server-sent events
+    # An asynchronous operation (a job) answers from `submit` once its hold is placed, instead of calling a
+    # provider inside the request; its hold then outlives the request (no process lease, HOLD_TTL_SECONDS).
+    deferred: ClassVar[bool] = False
 
     # -- planning (no I/O) ------------------------------------------------------------------------------
 
@@ -147,6 +160,11 @@ class Operation:
 
     def wants_stream(self, call: Call) -> bool:
         return False
+
+    async def submit(self, call: Call) -> Reply:
+        """A deferred operation's answer (e.g. 202 with the queued job). It takes over the hold: it must end it
+        (or hand it to work that will) and set `call.ended`; if it raises first, the pipeline releases it."""
+        raise NotImplementedError
 
     # -- the provider call ------------------------------------------------------------------------------
 
