@@ -20,6 +20,9 @@ from accounts.models import ApiKey, KeyMode, Scope
 from accounts.rest_auth import ApiKeyPrincipal
 from accounts.services import AccountsError, PermissionDenied
 
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
 # --- errors: {"error": {"code", "message", "param"}, "request_id"} -------------------------------
 
 
@@ -76,9 +79,10 @@ def exception_handler(exc, context):
 
 class LimitsSerializer(serializers.Serializer):
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
-    rpm_limit = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    tpm_limit = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    monthly_spend_cap_nusd = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    # Bounded by the columns (int4, int8): a larger number is a 400 naming the field, not a database error.
+    rpm_limit = serializers.IntegerField(min_value=1, max_value=INT4_MAX, allow_null=True, required=False)
+    tpm_limit = serializers.IntegerField(min_value=1, max_value=INT4_MAX, allow_null=True, required=False)
+    monthly_spend_cap_nusd = serializers.IntegerField(min_value=0, max_value=INT8_MAX, allow_null=True, required=False)
     ip_allowlist = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
 
 

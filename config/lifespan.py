@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
-
 from config import background
 
 log = logging.getLogger("tollgate")
@@ -29,14 +27,10 @@ def startup() -> None:
 
 
 def production_warnings() -> list[str]:
-    """Settings that are fine on a laptop and wrong in production (also `manage.py check --deploy`)."""
-    found = []
-    if settings.DATABASE_URL and settings.EMAIL_BACKEND.endswith((".console.EmailBackend", ".locmem.EmailBackend")):
-        found.append(
-            "EMAIL_BACKEND is the console backend: password-reset and invitation links go to this log. "
-            "Set EMAIL_BACKEND (e.g. django.core.mail.backends.smtp.EmailBackend) and EMAIL_HOST."
-        )
-    return found
+    """Settings that are fine on a laptop and wrong in production (`manage.py check --deploy` fails on them)."""
+    from config.checks import email_backend_problem
+
+    return [problem for problem in (email_backend_problem(),) if problem]
 
 
 async def shutdown() -> None:

@@ -16,3 +16,6 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("", include("dashboard.urls")),
 ]
+
+handler400 = "config.views.bad_request"
+handler500 = "config.views.server_error"

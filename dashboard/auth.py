@@ -35,3 +35,7 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def get_login_redirect_url(self, request):
         return "/"
+
+    def get_client_ip(self, request) -> str:
+        """The address allauth rate-limits by: the client behind TRUSTED_PROXIES, as for API-key allow-lists."""
+        return client_ip_from_request(request) or super().get_client_ip(request)

@@ -103,7 +103,7 @@ class KeyLimitsForm(forms.Form):
         label="Tokens per minute",
         required=False,
         min_value=1,
-        max_value=10_000_000_000,
+        max_value=2**31 - 1,  # the column is int4
         help_text="Empty: the plan's limit.",
     )
     monthly_spend_cap_usd = forms.DecimalField(

@@ -365,19 +365,23 @@ async def finish(
         receipt = priced.receipt
     call.ended = True
     if call.idempotency_key is not None:
-        spawn(
-            settlement.eventually(
-                functools.partial(
-                    run_db,
-                    idempotency.abandon,
-                    team_id=call.ctx.team_id,
-                    key=call.idempotency_key,
-                    request_id=call.request_id,
-                ),
-                f"releasing the Idempotency-Key of {call.request_id}",
-            )
-        )
+        await _release_key(call)
     return render_body(receipt)
+
+
+async def _release_key(call: Call) -> None:
+    """Free the Idempotency-Key of a request that will not store its reply; if the database is away, as soon as
+    it is back (a key must never stay "in flight" after its request ended)."""
+    assert call.idempotency_key is not None
+    release = functools.partial(
+        run_db, idempotency.abandon, team_id=call.ctx.team_id, key=call.idempotency_key, request_id=call.request_id
+    )
+    try:
+        await release()
+    except Exception as exc:
+        if not settlement.transient(exc):
+            raise
+        spawn(settlement.eventually(release, f"releasing the Idempotency-Key of {call.request_id}"))
 
 
 def validated_usage(reported: dict[str, Any] | None, *, prompt_tokens: int, produced: str) -> pricing.Usage:

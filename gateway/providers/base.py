@@ -65,16 +65,36 @@ class UpstreamUsage:
     cached_tokens: int = 0
 
 
-def usage_from_openai(usage: dict[str, Any] | None) -> UpstreamUsage | None:
-    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not)."""
-    if not usage:
+# Upstream usage is believed only when it is a plain count in this range: anything else (a negative, a
+# string, 5e9 completion tokens for a 16-token request) is a broken or hostile upstream, and the gateway
+# counts locally instead. Costs are clamped to the hold either way (billing.settlement.price).
+MAX_REPORTED_TOKENS = 1_000_000_000
+
+
+def token_count(value: Any) -> int | None:
+    """A token count from an upstream's JSON, or None when it is not a believable whole number."""
+    if isinstance(value, bool):
         return None
-    prompt = int(usage.get("prompt_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    cached = min(int(details.get("cached_tokens") or 0), prompt)
-    return UpstreamUsage(
-        prompt_tokens=prompt - cached, completion_tokens=int(usage.get("completion_tokens") or 0), cached_tokens=cached
-    )
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_REPORTED_TOKENS:
+        return value
+    return None
+
+
+def usage_from_openai(usage: Any) -> UpstreamUsage | None:
+    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not).
+    None when absent or not believable (the caller counts locally)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens", 0))
+    details = usage.get("prompt_tokens_details")
+    cached = token_count((details.get("cached_tokens") if isinstance(details, dict) else None) or 0)
+    if prompt is None or completion is None or cached is None:
+        return None
+    cached = min(cached, prompt)
+    return UpstreamUsage(prompt_tokens=prompt - cached, completion_tokens=completion, cached_tokens=cached)
 
 
 @dataclass(slots=True)

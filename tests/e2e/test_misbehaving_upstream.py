@@ -219,3 +219,55 @@ def test_bad_input_to_the_consumer_is_an_openai_error_never_a_500(base_url, live
         assert envelope["error"]["message"] and envelope["request_id"] == headers["x-request-id"]
     got, _headers, envelope = asyncio.run(send(b"", method="PUT"))
     assert got == 405
+
+
+# --- usage an upstream reports that cannot be believed (defect 3) -----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["usage-negative", "usage-huge", "usage-text"])
+def test_unbelievable_usage_is_counted_locally_and_every_request_ends_with_a_receipt(sdk, upstream, acme, mode):
+    model = flaky_model(upstream, mode, backup=False)
+    before = _balance(acme)
+    completion = sdk.chat.completions.create(model=model, messages=MSGS, max_tokens=16)
+    settled()
+    receipt = Receipt.objects.get(public_id=completion.usage.model_extra["receipt_id"])  # the receipt it names exists
+    text = completion.choices[0].message.content
+    assert receipt.status == "succeeded" and receipt.completion_tokens == count_tokens(text)
+    assert 0 < receipt.prompt_tokens < 100 and receipt.total_cost_nusd <= receipt.hold_amount_nusd
+    assert _balance(acme) == before - receipt.total_cost_nusd
+    assert not Hold.objects.filter(status="open").exists()
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model=model, messages=MSGS, max_tokens=16, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    settled()
+    usage = chunks[-1].usage
+    streamed = Receipt.objects.get(public_id=usage.model_extra["receipt_id"])
+    produced = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.completion_tokens == count_tokens(produced) == usage.completion_tokens
+    assert not Hold.objects.filter(status="open").exists()
+    assert find_discrepancies() == []
+
+
+def test_a_200_that_carries_an_error_falls_back_to_the_backup(sdk, upstream, acme):
+    model = flaky_model(upstream, "error-200")
+    assert sdk.chat.completions.create(model=model, messages=MSGS).model_extra["routing"]["provider"] == "simulator"
+    chunks = list(sdk.chat.completions.create(model=model, messages=MSGS, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    settled()
+    assert set(Receipt.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_200_that_carries_an_error_with_no_backup_is_502_and_costs_nothing(sdk, upstream, acme):
+    model = flaky_model(upstream, "error-200", backup=False)
+    before = _balance(acme)
+    with pytest.raises(openai.APIStatusError) as exc:
+        sdk.chat.completions.create(model=model, messages=MSGS)
+    assert exc.value.status_code == 502
+    with pytest.raises(openai.APIStatusError) as exc:
+        list(sdk.chat.completions.create(model=model, messages=MSGS, stream=True))
+    assert exc.value.status_code == 502
+    assert _balance(acme) == before and set(Receipt.objects.values_list("status", flat=True)) == {"failed"}
+    assert find_discrepancies() == []

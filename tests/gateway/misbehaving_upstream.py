@@ -27,6 +27,9 @@ Modes:
     malformed     200 with a body that is not JSON (stream: a chunk whose data is not JSON)
     truncated     a stream that ends cleanly but without [DONE] (and cut inside its last event)
     slow          a stream with the chunk delay defaulting to 200 ms
+    error-200     200 whose JSON body is an error envelope (stream: an error chunk instead of the first delta)
+    usage-negative, usage-huge, usage-text
+                  like ok, but the usage reports -5 prompt tokens / 5e9 completion tokens / "abc"
 Instead of a mode, `upstream.script(path, body, ...)` answers the next requests to `path` with fixed
 bytes (recorded fixtures), optionally written in small pieces to exercise arbitrary chunk boundaries.
 
@@ -55,6 +58,17 @@ import pytest
 from aiohttp import web
 
 _KNOBS = re.compile(r"-([cdl])(\d+)")
+
+
+def _hostile(mode: str, usage: dict[str, Any]) -> dict[str, Any]:
+    """The usage block as a broken or hostile upstream would report it."""
+    if mode == "usage-negative":
+        return {**usage, "prompt_tokens": -5}
+    if mode == "usage-huge":
+        return {**usage, "completion_tokens": 5e9}
+    if mode == "usage-text":
+        return {**usage, "prompt_tokens": "abc"}
+    return usage
 
 
 @dataclass
@@ -274,6 +288,8 @@ class MisbehavingUpstream:
             return web.Response(status=500)
         if mode == "malformed" and not stream:
             return web.Response(body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
+        if mode == "error-200" and not stream:
+            return web.json_response({"error": {"message": "overloaded, try later", "type": "server_error"}})
         if endpoint == "embeddings":
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else inputs
@@ -311,12 +327,15 @@ class MisbehavingUpstream:
             "x_unknown_upstream_field": True,
         }
         if mode != "no-usage":
-            out["usage"] = {
-                "prompt_tokens": 11,
-                "completion_tokens": plan.chunks,
-                "total_tokens": 11 + plan.chunks,
-                "prompt_tokens_details": {"cached_tokens": 2},
-            }
+            out["usage"] = _hostile(
+                mode,
+                {
+                    "prompt_tokens": 11,
+                    "completion_tokens": plan.chunks,
+                    "total_tokens": 11 + plan.chunks,
+                    "prompt_tokens_details": {"cached_tokens": 2},
+                },
+            )
         return out
 
     async def _stream(
@@ -345,6 +364,10 @@ class MisbehavingUpstream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and mode != "no-usage"
         drop_after = plan.chunks // 2 if mode == "drop" else None
         try:
+            if mode == "error-200":
+                await response.write(frame({"error": {"message": "overloaded, try later", "code": 503}}))
+                await response.write_eof()
+                return response
             if chat:
                 await response.write(frame(choice("", role=True)))
             for i in range(plan.chunks):
@@ -366,11 +389,14 @@ class MisbehavingUpstream:
                         {
                             **base,
                             "choices": [],
-                            "usage": {
-                                "prompt_tokens": 11,
-                                "completion_tokens": plan.chunks,
-                                "total_tokens": 11 + plan.chunks,
-                            },
+                            "usage": _hostile(
+                                mode,
+                                {
+                                    "prompt_tokens": 11,
+                                    "completion_tokens": plan.chunks,
+                                    "total_tokens": 11 + plan.chunks,
+                                },
+                            ),
                         }
                     )
                 )
