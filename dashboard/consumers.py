@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.models import Membership
 from accounts.permissions import Action, can
+from dashboard import live
 from dashboard.live import group_name
 
 
@@ -32,8 +35,18 @@ class TeamConsumer(AsyncJsonWebsocketConsumer):
         self.group = group_name(team_public_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        await live.mark_open(team_public_id)
+        self.presence = asyncio.ensure_future(self._stay_present(team_public_id))
+
+    async def _stay_present(self, team_public_id: str) -> None:
+        while True:
+            await asyncio.sleep(live.PRESENCE_REFRESH)
+            await live.mark_open(team_public_id)
 
     async def disconnect(self, code) -> None:
+        presence = getattr(self, "presence", None)
+        if presence is not None:
+            presence.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

@@ -2,7 +2,8 @@
 
 Runs after every settlement commits (on the hot path, possibly on the gateway's event loop): one
 group_send, no queries beyond the team's public id, which is cached per process (it never changes; on
-the event loop a miss is looked up in a thread); nothing at all while no page listens.
+the event loop a miss is looked up in a thread); nothing at all while no page of the team is open. Only the
+public APIs of channels, Django and asgiref are used.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import asyncio
 import logging
 import time
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 from django.core.exceptions import SynchronousOnlyOperation
 
 from billing.money import usd
@@ -81,41 +83,51 @@ def receipt_payload(receipt, team_public: str) -> dict:
 _pending: set[asyncio.Task] = set()  # strong references until each fire-and-forget send finishes
 
 # Most settlements happen while nobody has a dashboard open. Skipping the send then saves two Redis round
-# trips per request (group_send's ZREMRANGEBYSCORE + ZRANGE), ~10 % of a request's CPU. In-memory layer:
-# its group table is this process's truth, read directly. Redis layer: whether a group has members is
-# remembered per process for LISTENERS_TTL seconds, so a page that just connected may miss the updates
-# of its first second (it rendered from the database moments before; the gap already existed).
+# trips per request (group_send's ZREMRANGEBYSCORE + ZRANGE), ~10 % of a request's CPU. An open page marks its
+# team present in the cache (the websocket consumer, every PRESENCE_REFRESH seconds while connected); a
+# publisher reads that at most once per LISTENERS_TTL per team and process, off the request's path. A page
+# that just connected may miss the updates of its first second (it rendered from the database moments before).
+PRESENCE_TTL = 90
+PRESENCE_REFRESH = 30
 LISTENERS_TTL = 1.0
 _listening: dict[str, tuple[bool, float]] = {}
+# The server's event loop, once a page connected to this process: sends from plain threads (the in-process
+# background worker) are handed to it, since the in-memory channel layer belongs to that loop.
+_server_loop: asyncio.AbstractEventLoop | None = None
 
 
-def _nobody_listening(layer, group: str) -> bool:
-    """True only when we know, without I/O, that the group has no member."""
-    groups = getattr(layer, "groups", None)
-    if isinstance(groups, dict):  # channels.layers.InMemoryChannelLayer
-        return not groups.get(group)
-    hit = _listening.get(group)
-    return hit is not None and not hit[0] and time.monotonic() - hit[1] < LISTENERS_TTL
+def presence_key(team_public: str) -> str:
+    return f"live:open:{team_public}"
 
 
-async def _deliver(layer, group: str, message: dict) -> None:
+async def mark_open(team_public: str) -> None:
+    """Called by an open page's websocket consumer: updates for this team are worth sending."""
+    global _server_loop
+    _server_loop = asyncio.get_running_loop()
+    await cache.aset(presence_key(team_public), 1, timeout=PRESENCE_TTL)
+    _listening[team_public] = (True, time.monotonic())
+
+
+async def _someone_listening(team_public: str) -> bool:
+    hit = _listening.get(team_public)
+    if hit is not None and time.monotonic() - hit[1] < LISTENERS_TTL:
+        return hit[0]
+    if len(_listening) >= _MAX_CACHED:
+        _listening.clear()
+    # Claim the probe first: settlements arriving while it runs reuse the last answer instead of each asking.
+    _listening[team_public] = (hit[0] if hit else False, time.monotonic())
+    present = bool(await cache.aget(presence_key(team_public)))
+    _listening[team_public] = (present, time.monotonic())
+    return present
+
+
+async def _deliver(team_public: str, message: dict) -> None:
     try:
-        if hasattr(layer, "_group_key") and hasattr(layer, "group_expiry"):  # channels_redis
-            hit = _listening.get(group)
-            if hit is None or time.monotonic() - hit[1] >= LISTENERS_TTL:
-                if len(_listening) >= _MAX_CACHED:
-                    _listening.clear()
-                # Claim the probe first: settlements arriving while it runs reuse the last answer (or
-                # skip) instead of each opening a Redis connection of their own.
-                _listening[group] = (hit[0] if hit else False, time.monotonic())
-                conn = layer.connection(layer.consistent_hash(group))
-                members = await conn.zcount(layer._group_key(group), int(time.time()) - layer.group_expiry, "+inf")
-                _listening[group] = hit = (members > 0, time.monotonic())
-            if not hit[0]:
-                return
-        await layer.group_send(group, message)
+        layer = get_channel_layer()
+        if layer is not None and await _someone_listening(team_public):
+            await layer.group_send(group_name(team_public), message)
     except Exception as exc:  # noqa: BLE001 - a live update is best effort; the receipt is already written
-        log.warning("live update to %s dropped: %s", group, exc)
+        log.warning("live update to team %s dropped: %s", team_public, exc)
 
 
 def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
@@ -125,27 +137,20 @@ def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
 
 
 def _send(team_public: str, build) -> None:
-    """Fire and forget `build(team_public)` to the team's group. On the gateway's hot path this runs on
-    the event loop or in a worker thread right after the settlement commits; blocking that thread on
-    `async_to_sync` cost ~6 ms CPU per request, so the send is handed to the server's event loop instead.
-    Plain sync callers (tests, commands, admin) block."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    group = group_name(team_public)
-    if _nobody_listening(layer, group):
-        return
+    """Fire and forget `build(team_public)` to the team's group. On the event loop (the gateway's settlement)
+    it becomes a task; from a plain thread it goes to the server's loop when there is one, else (commands,
+    tests, a worker thread under async code) it is sent before returning."""
     message = build(team_public)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-        if loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(_spawn, loop, _deliver(layer, group, message))
-            return
-        async_to_sync(_deliver)(layer, group, message)
+        server = _server_loop
+        if server is not None and server.is_running():
+            asyncio.run_coroutine_threadsafe(_deliver(team_public, message), server)
+        else:
+            async_to_sync(_deliver)(team_public, message)
         return
-    _spawn(loop, _deliver(layer, group, message))
+    _spawn(loop, _deliver(team_public, message))
 
 
 def _publish(team_id: int, build, receipt=None, wallet=None) -> None:

@@ -92,7 +92,7 @@ def test_the_settlement_hook_makes_no_query_once_the_team_is_known(team, monkeyp
 
     layer = get_channel_layer()
     monkeypatch.setattr(layer, "group_send", group_send)
-    async_to_sync(layer.group_add)(f"team.{team.public_id}", "specific.listening-page")  # a page is open
+    async_to_sync(live.mark_open)(team.public_id)  # a page of the team is open (in any process)
     live._listening.clear()
     wallet = ensure_wallet(team)
     first, second = make_receipt(team), make_receipt(team)
@@ -103,7 +103,6 @@ def test_the_settlement_hook_makes_no_query_once_the_team_is_known(team, monkeyp
     assert len(queries) == 0
     assert [g for g, _ in sent] == [f"team.{team.public_id}"] * 2
     assert sent[1][1]["receipt"]["id"] == second.public_id
-    async_to_sync(layer.group_discard)(f"team.{team.public_id}", "specific.listening-page")
 
 
 def test_nothing_is_sent_while_no_page_of_the_team_is_open(team, monkeypatch):
