@@ -301,5 +301,6 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # its INFO line names every URL called, webhook URLs (which may hold tokens) too
     },
 }

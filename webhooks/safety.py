@@ -78,7 +78,7 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 def refusal(address: IPAddress) -> str | None:
     """Why webhooks may not reach this address, or None when it is a public one."""
-    for candidate in (address, _embedded_ipv4(address)):
+    for candidate in (_embedded_ipv4(address), address):  # an embedded IPv4 address says more than its wrapper
         if candidate is None:
             continue
         if candidate.is_loopback:
@@ -87,9 +87,11 @@ def refusal(address: IPAddress) -> str | None:
             return "a link-local address"
         if candidate.is_multicast:
             return "a multicast address"
+        if candidate.is_reserved or candidate.is_unspecified:
+            return "a reserved address"
         if candidate.is_private:
             return "a private address"
-        if candidate.is_reserved or candidate.is_unspecified or not candidate.is_global:
+        if not candidate.is_global:
             return "a reserved address"
     return None
 
