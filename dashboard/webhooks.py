@@ -77,7 +77,7 @@ def webhook_create(request, access: TeamAccess):
     if not form.is_valid():
         return _list_page(request, access, create_form=form, status=400)
     try:
-        created = services.create_endpoint(_actor(request, access), **form.values())
+        created = services.create_endpoint(actor=_actor(request, access), **form.values())
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     except services.WebhookError as exc:
@@ -138,7 +138,7 @@ def webhook_detail(request, access: TeamAccess, endpoint_id: str):
     if not form.is_valid():
         return _detail_page(request, access, endpoint, form=form, status=400)
     try:
-        services.update_endpoint(_actor(request, access), endpoint, **form.values())
+        services.update_endpoint(endpoint, actor=_actor(request, access), **form.values())
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     except services.WebhookError as exc:
@@ -157,7 +157,7 @@ def webhook_rotate(request, access: TeamAccess, endpoint_id: str):
         return redirect("dashboard:webhook", team_id=access.team.public_id, endpoint_id=endpoint.public_id)
     try:
         rotated = services.rotate_secret(
-            _actor(request, access), endpoint, grace_seconds=form.cleaned_data["grace_seconds"]
+            endpoint, actor=_actor(request, access), grace_seconds=form.cleaned_data["grace_seconds"]
         )
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
@@ -176,7 +176,7 @@ def _result(row: Delivery) -> str:
 def webhook_test(request, access: TeamAccess, endpoint_id: str):
     endpoint = _endpoint(request, access, endpoint_id)
     try:
-        row = services.send_test(_actor(request, access), endpoint)
+        row = services.send_test(endpoint, actor=_actor(request, access))
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     row.refresh_from_db()
@@ -188,7 +188,7 @@ def webhook_test(request, access: TeamAccess, endpoint_id: str):
 def webhook_redeliver(request, access: TeamAccess, endpoint_id: str, delivery_id: str):
     endpoint = _endpoint(request, access, endpoint_id)
     try:
-        row = services.redeliver(_actor(request, access), endpoint, delivery_id)
+        row = services.redeliver(endpoint, delivery_id, actor=_actor(request, access))
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     except services.NotFound:
@@ -204,7 +204,7 @@ def webhook_redeliver(request, access: TeamAccess, endpoint_id: str, delivery_id
 def webhook_delete(request, access: TeamAccess, endpoint_id: str):
     endpoint = _endpoint(request, access, endpoint_id)
     try:
-        services.delete_endpoint(_actor(request, access), endpoint)
+        services.delete_endpoint(endpoint, actor=_actor(request, access))
     except PermissionDenied as exc:
         return forbidden(request, access, exc.message)
     messages.success(request, f"Endpoint {endpoint.url} deleted.")

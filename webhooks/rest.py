@@ -196,7 +196,7 @@ class TeamWebhooksView(_WebhooksView):
         actor = self.team_actor(team_public_id)
         data = CreateEndpointSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        created = services.create_endpoint(actor, **data.validated_data)
+        created = services.create_endpoint(actor=actor, **data.validated_data)
         body = EndpointWithSecretSerializer(created.endpoint, context={"secret": created.secret}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -212,13 +212,13 @@ class WebhookDetailView(_WebhooksView):
         endpoint, actor = self.endpoint_and_actor(endpoint_public_id)
         data = UpdateEndpointSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        endpoint = services.update_endpoint(actor, endpoint, **data.validated_data)
+        endpoint = services.update_endpoint(endpoint, actor=actor, **data.validated_data)
         return Response(EndpointSerializer(endpoint).data)
 
     @extend_schema(summary="Delete a webhook endpoint and its delivery log", responses={204: None})
     def delete(self, request, endpoint_public_id: str):
         endpoint, actor = self.endpoint_and_actor(endpoint_public_id)
-        services.delete_endpoint(actor, endpoint)
+        services.delete_endpoint(endpoint, actor=actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -232,7 +232,7 @@ class RotateSecretView(_WebhooksView):
         endpoint, actor = self.endpoint_and_actor(endpoint_public_id)
         data = RotateSecretSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        rotated = services.rotate_secret(actor, endpoint, grace_seconds=data.validated_data["grace_seconds"])
+        rotated = services.rotate_secret(endpoint, actor=actor, grace_seconds=data.validated_data["grace_seconds"])
         return Response(EndpointWithSecretSerializer(rotated.endpoint, context={"secret": rotated.secret}).data)
 
 
@@ -254,7 +254,7 @@ class RedeliverView(_WebhooksView):
     )
     def post(self, request, endpoint_public_id: str, delivery_public_id: str):
         endpoint, actor = self.endpoint_and_actor(endpoint_public_id)
-        row = services.redeliver(actor, endpoint, delivery_public_id)
+        row = services.redeliver(endpoint, delivery_public_id, actor=actor)
         row.refresh_from_db()  # the embedded default has already sent it; Celery may not have yet
         return Response(DeliverySerializer(row).data, status=status.HTTP_202_ACCEPTED)
 
@@ -265,6 +265,6 @@ class TestEventView(_WebhooksView):
     @extend_schema(summary="Send a ping event to this endpoint", request=None, responses={202: DeliverySerializer})
     def post(self, request, endpoint_public_id: str):
         endpoint, actor = self.endpoint_and_actor(endpoint_public_id)
-        row = services.send_test(actor, endpoint)
+        row = services.send_test(endpoint, actor=actor)
         row.refresh_from_db()
         return Response(DeliverySerializer(row).data, status=status.HTTP_202_ACCEPTED)

@@ -197,7 +197,7 @@ def _store_secret(endpoint: Endpoint, secret: str) -> None:
 
 @transaction.atomic
 def create_endpoint(
-    actor: Actor, *, url: Any, events: Any = ("*",), description: Any = "", enabled: Any = True
+    *, actor: Actor, url: Any, events: Any = ("*",), description: Any = "", enabled: Any = True
 ) -> WithSecret:
     actor.require_manage()
     url, chosen, description, enabled = (
@@ -223,7 +223,7 @@ def create_endpoint(
 
 
 @transaction.atomic
-def update_endpoint(actor: Actor, endpoint: Endpoint, **changes: Any) -> Endpoint:
+def update_endpoint(endpoint: Endpoint, *, actor: Actor, **changes: Any) -> Endpoint:
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
         raise WebhookError("invalid_field", f"These fields cannot be changed: {', '.join(unknown)}.", unknown[0])
@@ -247,7 +247,7 @@ def update_endpoint(actor: Actor, endpoint: Endpoint, **changes: Any) -> Endpoin
 
 
 @transaction.atomic
-def delete_endpoint(actor: Actor, endpoint: Endpoint) -> None:
+def delete_endpoint(endpoint: Endpoint, *, actor: Actor) -> None:
     actor.require_manage()
     endpoint = _lock(endpoint)
     actor.audit("webhook.deleted", endpoint.public_id, url=endpoint.url)
@@ -255,7 +255,7 @@ def delete_endpoint(actor: Actor, endpoint: Endpoint) -> None:
 
 
 @transaction.atomic
-def rotate_secret(actor: Actor, endpoint: Endpoint, *, grace_seconds: Any = None) -> WithSecret:
+def rotate_secret(endpoint: Endpoint, *, actor: Actor, grace_seconds: Any = None) -> WithSecret:
     """A new secret now; the previous one keeps signing (a second `v1=`) until the grace end. Only one previous
     secret is kept: rotating again ends an earlier grace window at once."""
     grace = validate_grace(grace_seconds)
@@ -290,7 +290,7 @@ def rotate_secret(actor: Actor, endpoint: Endpoint, *, grace_seconds: Any = None
 
 
 @transaction.atomic
-def send_test(actor: Actor, endpoint: Endpoint) -> Delivery:
+def send_test(endpoint: Endpoint, *, actor: Actor) -> Delivery:
     """A `ping` event to this endpoint only (disabled or not), one attempt; the result lands in its log."""
     actor.require_manage()
     endpoint = _lock(endpoint)
@@ -306,7 +306,7 @@ def send_test(actor: Actor, endpoint: Endpoint) -> Delivery:
 
 
 @transaction.atomic
-def redeliver(actor: Actor, endpoint: Endpoint, delivery_public_id: str) -> Delivery:
+def redeliver(endpoint: Endpoint, delivery_public_id: str, *, actor: Actor) -> Delivery:
     """Send the event of one of this endpoint's deliveries again, now, as the next attempt number."""
     actor.require_manage()
     endpoint = _lock(endpoint)

@@ -95,3 +95,6 @@ def test_an_owner_adds_tests_redelivers_and_rotates_a_webhook_from_the_dashboard
         expect(page.get_by_test_id("endpoint-status")).to_have_text("disabled")
         endpoint.refresh_from_db()
         assert endpoint.enabled is False
+        page.get_by_role("link", name="← Webhooks").click()
+        expect(page.locator(f'[data-endpoint="{endpoint.public_id}"]')).to_contain_text("disabled")
+        shot(page, "webhooks-list")

@@ -79,7 +79,7 @@ def drive(django_capture_on_commit_callbacks):
 
 def add_endpoint(team, owner, url: str, *, events=("*",), **fields) -> tuple[Endpoint, str]:
     actor = services.Actor.for_user(owner, team.public_id)
-    created = services.create_endpoint(actor, url=url, events=list(events), **fields)
+    created = services.create_endpoint(actor=actor, url=url, events=list(events), **fields)
     return created.endpoint, created.secret
 
 

@@ -54,7 +54,9 @@ def test_concurrent_creations_cannot_pass_the_endpoint_limit(team, owner, receiv
         add_endpoint(team, owner, f"{receiver.url}/{n}")
 
     def create(i: int):
-        return services.create_endpoint(services.Actor.for_user(owner, team.public_id), url=f"{receiver.url}/c{i}")
+        return services.create_endpoint(
+            actor=services.Actor.for_user(owner, team.public_id), url=f"{receiver.url}/c{i}"
+        )
 
     results = run_threads(6, create)
 
@@ -70,7 +72,7 @@ def test_concurrent_redeliveries_get_distinct_attempt_numbers(team, owner, recei
     first = Delivery.objects.get(endpoint=endpoint)
     actor = services.Actor.for_user(owner, team.public_id)
 
-    results = run_threads(5, lambda i: services.redeliver(actor, endpoint, first.public_id).attempt)
+    results = run_threads(5, lambda i: services.redeliver(endpoint, first.public_id, actor=actor).attempt)
 
     assert sorted(results) == [2, 3, 4, 5, 6]
     assert sorted(r.header("Tollgate-Delivery-Attempt") for r in receiver.requests) == ["1", "2", "3", "4", "5", "6"]

@@ -86,7 +86,7 @@ def test_during_a_rotation_grace_both_secrets_verify_and_only_the_new_one_after(
     endpoint, old_secret = hook
     actor = services.Actor.for_user(owner, team.public_id)
     with time_machine.travel(START, tick=False) as clock:
-        new_secret = services.rotate_secret(actor, endpoint, grace_seconds=3600).secret
+        new_secret = services.rotate_secret(endpoint, actor=actor, grace_seconds=3600).secret
         assert new_secret != old_secret and new_secret.startswith("whsec_")
         new_key("during grace")
         during = receiver.requests[-1]
@@ -102,7 +102,7 @@ def test_during_a_rotation_grace_both_secrets_verify_and_only_the_new_one_after(
 
 def test_a_rotation_without_grace_signs_with_the_new_secret_only(team, owner, hook, receiver, new_key):
     endpoint, old_secret = hook
-    new_secret = services.rotate_secret(services.Actor.for_user(owner, team.public_id), endpoint, grace_seconds=0)
+    new_secret = services.rotate_secret(endpoint, actor=services.Actor.for_user(owner, team.public_id), grace_seconds=0)
     new_key()
     assert verifies(receiver.requests[-1], new_secret.secret) and not verifies(receiver.requests[-1], old_secret)
 
@@ -231,7 +231,7 @@ def test_a_redelivery_sends_the_same_event_again_as_the_next_attempt(team, owner
     new_key()
     first = log_of(endpoint)[0]
     with committed():
-        services.redeliver(services.Actor.for_user(owner, team.public_id), endpoint, first.public_id)
+        services.redeliver(endpoint, first.public_id, actor=services.Actor.for_user(owner, team.public_id))
     one, two = receiver.requests
     assert one.header("Tollgate-Event-Id") == two.header("Tollgate-Event-Id")
     assert two.header("Tollgate-Delivery-Attempt") == "2" and verifies(two, secret)
@@ -244,7 +244,9 @@ def test_a_failed_redelivery_is_not_retried(team, owner, hook, receiver, new_key
     new_key()
     receiver.answer(500)
     with committed():
-        services.redeliver(services.Actor.for_user(owner, team.public_id), endpoint, log_of(endpoint)[0].public_id)
+        services.redeliver(
+            endpoint, log_of(endpoint)[0].public_id, actor=services.Actor.for_user(owner, team.public_id)
+        )
     assert log_of(endpoint)[-1].status == "failed" and drive(advance=10**6) == 0
 
 
@@ -252,7 +254,7 @@ def test_a_test_event_is_a_signed_ping_to_that_endpoint_only(team, owner, hook, 
     endpoint, secret = hook
     add_endpoint(team, owner, receiver.url.replace("/hook", "/other"))
     with committed():
-        services.send_test(services.Actor.for_user(owner, team.public_id), endpoint)
+        services.send_test(endpoint, actor=services.Actor.for_user(owner, team.public_id))
     [got] = receiver.requests
     body = json.loads(got.body)
     assert (got.path, body["type"], body["data"]["object"]["id"]) == ("/hook", "ping", endpoint.public_id)
@@ -287,7 +289,7 @@ def test_a_delivery_whose_endpoint_was_deleted_meanwhile_sends_nothing(team, own
     receiver.answer(500)
     new_key()
     retry = log_of(endpoint)[-1]
-    services.delete_endpoint(services.Actor.for_user(owner, team.public_id), endpoint)
+    services.delete_endpoint(endpoint, actor=services.Actor.for_user(owner, team.public_id))
     assert delivery.attempt(retry.pk) == "skipped" and len(receiver.requests) == 1
 
 
@@ -296,7 +298,7 @@ def test_the_secret_never_reaches_the_logs_or_the_audit_log(team, owner, hook, r
     caplog.set_level(logging.DEBUG)
     receiver.answer(500)
     new_key()
-    rotated = services.rotate_secret(services.Actor.for_user(owner, team.public_id), endpoint)
+    rotated = services.rotate_secret(endpoint, actor=services.Actor.for_user(owner, team.public_id))
     text = caplog.text + json.dumps(list(AuditLog.objects.values_list("metadata", flat=True)))
     assert "webhook delivery" in caplog.text
     assert secret not in text and rotated.secret not in text

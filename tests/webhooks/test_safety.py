@@ -23,7 +23,7 @@ def production(settings):
 
 
 def register(team, owner, url):
-    return services.create_endpoint(services.Actor.for_user(owner, team.public_id), url=url)
+    return services.create_endpoint(actor=services.Actor.for_user(owner, team.public_id), url=url)
 
 
 @pytest.mark.parametrize(
