@@ -7,7 +7,8 @@ deliveries made in the test's own thread reach it over the loopback like any cus
     receiver.wait_for(n, timeout) → bool, for deliveries made from another thread (the live server)
 
 `with running() as receiver:` starts and stops one (tests use the `receiver` fixture of tests/webhooks/conftest.py).
-An Answer can `hang` (never answer until the test ends, bounded at 30 s), redirect (`location`), or send a body.
+An Answer can `hang` (never answer until the test ends, bounded at 30 s), `trickle` (send its header one byte at a
+time), redirect (`location`), or send a body.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Answer:
     status: int = 200
     body: bytes = b"ok"
     hang: bool = False
+    trickle: float = 0.0  # seconds between single bytes of the header block: alive, but never done in time
+    trickle_for: float = HANG_LIMIT  # then go silent (hang) until the test ends
     location: str | None = None
 
 
@@ -92,6 +95,21 @@ class Receiver:
                 if answer.hang:
                     receiver._release.wait(HANG_LIMIT)
                     self.close_connection = True
+                    return
+                if answer.trickle:
+                    self.close_connection = True
+                    started = time.monotonic()
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 10_000:
+                        if receiver._release.wait(answer.trickle) or time.monotonic() - started > HANG_LIMIT:
+                            return
+                        if time.monotonic() - started > answer.trickle_for:
+                            receiver._release.wait(HANG_LIMIT)
+                            return
+                        try:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
                     return
                 self.send_response(answer.status)
                 if answer.location:

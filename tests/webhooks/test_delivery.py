@@ -189,6 +189,25 @@ def test_a_receiver_that_hangs_is_cut_at_ten_seconds_and_retried(hook, receiver,
     assert log_of(endpoint)[-1].status == "succeeded" and len(receiver.requests) == 2
 
 
+def test_the_ten_seconds_bound_the_whole_attempt_not_each_read(hook, receiver, new_key, monkeypatch):
+    """A receiver that sends its answer a byte at a time never lets a per-read timeout fire, and one that then
+    goes silent would get a whole timeout more; the attempt's deadline cuts both at the limit. (The limit is
+    shortened to 2 s here so this takes seconds, not tens of seconds.)"""
+    endpoint, _ = hook
+    monkeypatch.setattr(delivery, "TIMEOUT_SECONDS", 2.0)
+    receiver.answer(Answer(trickle=0.25), Answer(trickle=0.25, trickle_for=1.5))
+    for _ in range(2):
+        started = time.monotonic()
+        if not Delivery.objects.filter(endpoint=endpoint).exists():
+            new_key()
+        else:
+            delivery.attempt(log_of(endpoint)[-1].pk)
+        assert time.monotonic() - started < 3.0  # per-read timeouts alone: 2.25 s and 3.5 s, then more
+    first, second = log_of(endpoint)[:2]
+    for row in (first, second):
+        assert row.status == "failed" and row.http_status is None and "within 2 s" in row.error
+
+
 def test_a_redirect_is_never_followed_and_counts_as_a_failure(hook, receiver, new_key):
     endpoint, _ = hook
     receiver.answer(Answer(status=302, location=receiver.url.replace("/hook", "/elsewhere")))
