@@ -380,6 +380,11 @@ async def aauthenticate(raw_key: str | None, *, client_ip: str | None, scope: st
     return ctx
 
 
+def authenticate_request(request, scope: str) -> KeyContext:
+    """`authenticate` for a Django request (sync views that also accept a session)."""
+    return authenticate(extract_key(request.headers), client_ip=client_ip_from_request(request), scope=scope)
+
+
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts import auth, keyformat
+from accounts import auth, keyformat, signals
 from accounts.models import DEFAULT_SCOPES, ApiKey, KeyMode, Membership, Plan, Role, Scope, Team, User
 from accounts.permissions import Action, can
 from accounts.services import AccountsError, PermissionDenied, audit
@@ -364,6 +364,7 @@ def mint_key(
         mode=mode,
         scopes=scopes,
     )
+    signals.key_created.send(sender=ApiKey, key=key)
     return MintedKey(key, plaintext)
 
 
@@ -454,6 +455,7 @@ def rotate_key(key: ApiKey, *, actor: KeyActor, grace_seconds: int | None = None
         grace_seconds=int(grace.total_seconds()),
         old_secret_expires_at=key.previous_expires_at.isoformat(),
     )
+    signals.key_rotated.send(sender=ApiKey, key=key, previous_masked=old_masked)
     _forget_on_commit(key.previous_secret_hash, dropped)
     return MintedKey(key, plaintext)
 
@@ -476,6 +478,7 @@ def revoke_key(key: ApiKey, *, actor: KeyActor) -> ApiKey:
         ip=actor.ip,
         key=key.public_id,
     )
+    signals.key_revoked.send(sender=ApiKey, key=key)
     _forget_on_commit(key.secret_hash, key.previous_secret_hash)
     return key
 

@@ -184,6 +184,8 @@ class Scope(models.TextChoices):
     MODELS_READ = "models:read", "Read models"
     BILLING_READ = "billing:read", "Read balance, receipts and usage"
     KEYS_WRITE = "keys:write", "Manage keys through the API"
+    EVENTS_READ = "events:read", "Read the event log"
+    WEBHOOKS_WRITE = "webhooks:write", "Manage webhook endpoints through the API"
 
 
 DEFAULT_SCOPES = [Scope.INFERENCE.value, Scope.MODELS_READ.value, Scope.BILLING_READ.value]

@@ -19,10 +19,12 @@ class Action(StrEnum):
     BILLING_VIEW = "billing.view"  # balance, ledger, receipts
     BILLING_MANAGE = "billing.manage"  # top-up, auto-recharge
     USAGE_VIEW = "usage.view"
+    EVENTS_VIEW = "events.view"  # the event log (/v1/events from a session)
+    WEBHOOKS_MANAGE = "webhooks.manage"  # webhook endpoints: add, edit, rotate secrets, test, redeliver
 
 
 _ALL = frozenset(Action)
-_READ = frozenset({Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.BILLING_VIEW, Action.USAGE_VIEW})
+_READ = frozenset({Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.BILLING_VIEW, Action.USAGE_VIEW, Action.EVENTS_VIEW})
 
 MATRIX: dict[str, frozenset[Action]] = {
     Role.OWNER: _ALL,

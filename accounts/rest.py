@@ -26,7 +26,9 @@ INT8_MAX = 2**63 - 1
 # --- errors: {"error": {"code", "message", "param"}, "request_id"} -------------------------------
 
 
-def _error(request, status_code: int, code: str, message: str, param: str | None = None, fields=None) -> Response:
+def error_response(
+    request, status_code: int, code: str, message: str, param: str | None = None, fields=None
+) -> Response:
     body = {"error": {"code": code, "message": message, "param": param}}
     if fields:
         body["error"]["fields"] = fields
@@ -47,17 +49,17 @@ def _first_field_error(detail) -> tuple[str | None, str]:
 def exception_handler(exc, context):
     request = context["request"]
     if isinstance(exc, keys.KeyNotFound):
-        return _error(request, 404, exc.code, exc.message)
+        return error_response(request, 404, exc.code, exc.message)
     if isinstance(exc, PermissionDenied):
-        return _error(request, 403, exc.code, exc.message, param=getattr(exc, "field", None))
+        return error_response(request, 403, exc.code, exc.message, param=getattr(exc, "field", None))
     if isinstance(exc, keys.KeyFieldError):
-        return _error(request, 400, exc.code, exc.message, param=exc.field)
+        return error_response(request, 400, exc.code, exc.message, param=exc.field)
     if isinstance(exc, AccountsError):
-        return _error(request, 400, exc.code, exc.message)
+        return error_response(request, 400, exc.code, exc.message)
     if isinstance(exc, exceptions.ValidationError):
         param, message = _first_field_error(exc.detail)
         text = f"Invalid value for '{param}': {message}" if param else message
-        return _error(request, 400, "invalid_request", text, param=param, fields=exc.detail)
+        return error_response(request, 400, "invalid_request", text, param=param, fields=exc.detail)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # a real bug: let Django log it and answer 500
@@ -67,7 +69,7 @@ def exception_handler(exc, context):
         detail = getattr(exc, "detail", "")
         code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")
         message = str(detail)
-    out = _error(request, response.status_code, code, message)
+    out = error_response(request, response.status_code, code, message)
     for header in ("WWW-Authenticate", "Retry-After"):
         if header in response:
             out[header] = response[header]

@@ -1,4 +1,5 @@
-"""DRF authentication by API key: a key holding `keys:write` may use the management API.
+"""DRF authentication by API key: a key holding `keys:write` may use the key-management API (webhooks
+subclasses this with `webhooks:write`).
 
 Without a key header this authenticator steps aside (returns None) so session login can apply.
 """
@@ -39,12 +40,14 @@ class _Refused(exceptions.APIException):
 
 
 class ApiKeyAuthentication(BaseAuthentication):
+    scope: str = Scope.KEYS_WRITE  # the scope a key needs for the views using this class (webhooks: its own)
+
     def authenticate(self, request):
         raw = extract_key(request.headers)
         if raw is None:
             return None
         try:
-            ctx = authenticate(raw, client_ip=client_ip_from_request(request), scope=Scope.KEYS_WRITE)
+            ctx = authenticate(raw, client_ip=client_ip_from_request(request), scope=self.scope)
         except ApiError as exc:
             raise _Refused(exc.status, exc.code, exc.message)
         return ApiKeyPrincipal(ctx), ctx

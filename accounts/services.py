@@ -13,6 +13,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts import signals
 from accounts.models import AuditLog, Invitation, Membership, Role, Team, User
 from accounts.permissions import Action, can, can_assign
 
@@ -290,6 +291,8 @@ def accept_invitation(*, token: str, user: User, ip: str | None = None) -> Membe
             role=membership.role,
             new_member=created,
         )
+        if created:
+            signals.member_joined.send(sender=Membership, membership=membership, invited_by=invitation.invited_by)
         return membership
 
 

@@ -45,6 +45,10 @@ class Wallet(models.Model):
     stripe_customer_id = models.CharField(max_length=64, blank=True)
     stripe_payment_method_id = models.CharField(max_length=64, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The balance.low event: sent once each time the balance falls below the threshold (None: off); `low_balance`
+    # remembers that it is below, so it is not sent again until the balance has been back at or above it.
+    low_balance_threshold_nusd = models.BigIntegerField(null=True, blank=True)
+    low_balance = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -52,6 +56,11 @@ class Wallet(models.Model):
             models.CheckConstraint(
                 condition=models.Q(auto_recharge_threshold_nusd__gte=0) & models.Q(auto_recharge_amount_nusd__gte=0),
                 name="wallet_auto_recharge_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(low_balance_threshold_nusd__isnull=True)
+                | models.Q(low_balance_threshold_nusd__gte=0),
+                name="wallet_low_balance_threshold_non_negative",
             ),
         ]
 

@@ -1,15 +1,27 @@
-"""Billing's own signal listeners: after a settlement, maybe top the wallet up from the saved card."""
+"""Billing's own signal listeners: after a settlement, maybe top the wallet up from the saved card; after a
+settlement or a credit, maybe send (or re-arm) the balance.low event. Both checks are query-free on the wallet
+the signal carries and hand any real work to the background, so a settlement never waits for them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from django.dispatch import receiver
 
-from billing.signals import receipt_settled
+from billing.signals import receipt_settled, wallet_credited
 
 log = logging.getLogger(__name__)
+
+
+def _off_the_loop(fn: Callable[[int], None], wallet_id: int) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        fn(wallet_id)
+    else:  # sent on the gateway's event loop: publishing to the broker blocks, so a thread does it
+        loop.run_in_executor(None, fn, wallet_id)
 
 
 @receiver(receipt_settled, dispatch_uid="billing.auto_recharge_check")
@@ -22,14 +34,8 @@ def check_auto_recharge(sender, receipt=None, wallet=None, **kwargs) -> None:
     from billing import topups
 
     try:
-        if not topups.needs_auto_recharge(wallet):
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            _enqueue(wallet.pk)
-        else:  # sent on the gateway's event loop: publishing to the broker blocks, so a thread does it
-            loop.run_in_executor(None, _enqueue, wallet.pk)
+        if topups.needs_auto_recharge(wallet):
+            _off_the_loop(_enqueue, wallet.pk)
     except Exception:
         log.exception("auto-recharge check failed for wallet %s", wallet.pk)
 
@@ -41,3 +47,28 @@ def _enqueue(wallet_id: int) -> None:
         auto_recharge.delay(wallet_id)
     except Exception:
         log.exception("could not queue an auto-recharge for wallet %s", wallet_id)
+
+
+@receiver(receipt_settled, dispatch_uid="billing.low_balance_check")
+@receiver(wallet_credited, dispatch_uid="billing.low_balance_rearm")
+def check_low_balance(sender, wallet=None, **kwargs) -> None:
+    """balance.low once per crossing: only a wallet on the other side of its flag queues the real check.
+    Never raises, like the auto-recharge check."""
+    if wallet is None:
+        return
+    from billing import events
+
+    try:
+        if events.needs_low_balance_check(wallet):
+            _off_the_loop(_queue_low_balance_check, wallet.pk)
+    except Exception:
+        log.exception("low-balance check failed for wallet %s", wallet.pk)
+
+
+def _queue_low_balance_check(wallet_id: int) -> None:
+    from billing import events
+
+    try:
+        events.queue_low_balance_check(wallet_id)
+    except Exception:
+        log.exception("could not queue a low-balance check for wallet %s", wallet_id)

@@ -33,3 +33,11 @@ def save_payment_method(wallet_id: int, payment_intent_id: str) -> str:
         return topups.sync_payment_method(wallet_id, payment_intent_id)
     except stripe_client.StripeUnavailable:
         return "unavailable"
+
+
+@shared_task(name="billing.tasks.check_low_balance", ignore_result=True)
+def check_low_balance(wallet_id: int) -> str:
+    """Send balance.low once per crossing below the team's threshold (billing/events.py)."""
+    from billing import events
+
+    return events.check_low_balance(wallet_id)

@@ -26,7 +26,7 @@ from django.utils import timezone
 from accounts.models import Membership, Role, Team, User
 from accounts.permissions import Action
 from accounts.services import audit, require
-from billing import signals, stripe_client
+from billing import events, signals, stripe_client
 from billing.errors import BillingError
 from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
 from billing.money import NUSD_PER_CENT, usd
@@ -159,6 +159,7 @@ def _credit(topup: TopUp, *, amount_nusd: int, payment_intent_id: str, kind: str
         return None
     wallet = ensure_wallet(topup.team)
     entry = _post(wallet.pk, kind=kind, amount_nusd=amount_nusd, reference=topup.public_id, reason=reason)
+    events.topup_succeeded(topup, entry)
     audit(
         "billing.topup_credited",
         team=topup.team,
@@ -278,10 +279,16 @@ def sync_payment_method(wallet_id: int, payment_intent_id: str) -> str:
 
 
 def fail_checkout_session(session: dict) -> str:
-    n = TopUp.objects.filter(stripe_session_id=str(session.get("id") or ""), status=TopUpStatus.PENDING).update(
-        status=TopUpStatus.FAILED
+    topup = (
+        TopUp.objects.select_for_update()
+        .filter(stripe_session_id=str(session.get("id") or ""), status=TopUpStatus.PENDING)
+        .first()
     )
-    return "marked failed" if n else "ignored: nothing pending"
+    if topup is None:
+        return "ignored: nothing pending"
+    TopUp.objects.filter(pk=topup.pk).update(status=TopUpStatus.FAILED)
+    events.topup_failed(topup, "checkout_expired" if session.get("status") == "expired" else "payment_failed")
+    return "marked failed"
 
 
 def payment_intent_succeeded(intent: dict) -> str:
@@ -522,7 +529,9 @@ def run_auto_recharge(wallet_id: int, *, now: datetime | None = None) -> str:
     except stripe_client.StripeUnavailable as exc:
         # Outcome unknown: keep the claim (it goes stale in 10 minutes) so we do not hammer Stripe;
         # if the charge did happen, its payment_intent.succeeded webhook credits this top-up.
-        TopUp.objects.filter(pk=topup.pk, status=TopUpStatus.PENDING).update(status=TopUpStatus.FAILED)
+        with transaction.atomic():
+            if TopUp.objects.filter(pk=topup.pk, status=TopUpStatus.PENDING).update(status=TopUpStatus.FAILED):
+                events.topup_failed(topup, "stripe_unavailable")
         Wallet.objects.filter(pk=wallet.pk).update(auto_recharge_last_error=str(exc)[:300])
         return "unavailable"
     with transaction.atomic():
@@ -546,7 +555,8 @@ def _auto_recharge_failed(wallet: Wallet, topup: TopUp, message: str, payment_in
         changes: dict[str, Any] = {"status": TopUpStatus.FAILED}
         if payment_intent_id and not TopUp.objects.filter(stripe_payment_intent_id=payment_intent_id).exists():
             changes["stripe_payment_intent_id"] = payment_intent_id
-        TopUp.objects.filter(pk=topup.pk, status=TopUpStatus.PENDING).update(**changes)
+        if TopUp.objects.filter(pk=topup.pk, status=TopUpStatus.PENDING).update(**changes):
+            events.topup_failed(topup, message)
         Wallet.objects.filter(pk=wallet.pk).update(
             auto_recharge_enabled=False, auto_recharge_in_flight_since=None, auto_recharge_last_error=message[:300]
         )

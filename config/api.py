@@ -73,11 +73,13 @@ def _register_routers() -> None:
     from billing.api import router as billing_router
     from gateway.api import router as gateway_router
     from gateway.api_limits import count_request
+    from webhooks.api import router as events_router
 
     api.add_decorator(count_request, mode="view")  # every operation counts against the key's RPM (one place)
     api.add_router("", accounts_router)
     api.add_router("", billing_router)
     api.add_router("", gateway_router)
+    api.add_router("", events_router)
 
 
 _register_routers()

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "accounts",
+    "webhooks",
     "billing",
     "gateway",
     "dashboard",
@@ -177,6 +178,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "release-abandoned-holds": {"task": "billing.tasks.release_abandoned_holds", "schedule": HOLD_SWEEP_SECONDS},
     "purge-idempotency-records": {"task": "gateway.tasks.purge_idempotency_records", "schedule": 3600.0},
+    "requeue-stalled-webhook-deliveries": {"task": "webhooks.tasks.requeue_stalled_deliveries", "schedule": 60.0},
 }
 
 # --- Auth ----------------------------------------------------------------------
@@ -300,6 +302,9 @@ GATEWAY_BREAKER_FAILURES = env_int("GATEWAY_BREAKER_FAILURES", 5)
 GATEWAY_BREAKER_COOLDOWN_SECONDS = env_float("GATEWAY_BREAKER_COOLDOWN_SECONDS", 30.0)
 GATEWAY_IDEMPOTENCY_TTL_SECONDS = env_int("GATEWAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 GATEWAY_SETTLE_AFTER_REPLY = env_bool("GATEWAY_SETTLE_AFTER_REPLY", True)
+# Webhook endpoints may point at loopback, private, link-local and multicast addresses, and use plain http:
+# for local development and tests only (webhooks/safety.py). Off in production unless DEBUG.
+WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", DEBUG)
 
 LOGGING = {
     "version": 1,
@@ -310,5 +315,6 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # its INFO line names every URL called, webhook URLs (which may hold tokens) too
     },
 }

@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", api.urls),
     path("api/v1/", include("accounts.rest_urls")),
+    path("api/v1/", include("webhooks.rest_urls")),
     path("billing/", include("billing.urls")),
     path("", include("dashboard.urls")),
 ]

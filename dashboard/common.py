@@ -24,6 +24,7 @@ def abilities(access: TeamAccess) -> dict[str, bool]:
         "keys_view": access.can(Action.KEYS_VIEW),
         "keys_create": access.can(Action.KEYS_MANAGE_OWN),
         "members_manage": access.can(Action.MEMBERS_MANAGE),
+        "webhooks_manage": access.can(Action.WEBHOOKS_MANAGE),
     }
 
 

@@ -320,3 +320,81 @@ class DeleteTeamForm(forms.Form):
         if typed != self.slug:
             raise forms.ValidationError(f"Type “{self.slug}” exactly to delete the team.")
         return typed
+
+
+# --- webhooks (Settings → Webhooks; the rules live in webhooks.services) ------------------------
+
+
+class EndpointForm(forms.Form):
+    url = forms.CharField(
+        label="Endpoint URL",
+        max_length=2048,
+        widget=forms.URLInput(attrs={"placeholder": "https://example.com/webhooks/tollgate", "inputmode": "url"}),
+        help_text="Tollgate POSTs signed JSON events here. It must answer with a 2xx status within 10 seconds.",
+    )
+    description = forms.CharField(label="Description", max_length=300, required=False)
+    all_events = forms.BooleanField(
+        label="Send every event type (including types added later)", required=False, initial=True
+    )
+    events = forms.MultipleChoiceField(
+        label="Or only these event types",
+        choices=[],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    enabled = forms.BooleanField(label="Enabled", required=False, initial=True)
+
+    def __init__(self, *args, **kwargs) -> None:
+        from webhooks.events import EVENT_TYPES
+
+        super().__init__(*args, **kwargs)
+        self.fields["events"].choices = [(t, f"{t} — {text}") for t, text in EVENT_TYPES.items()]
+
+    @classmethod
+    def for_endpoint(cls, endpoint) -> EndpointForm:
+        everything = "*" in endpoint.events
+        return cls(
+            initial={
+                "url": endpoint.url,
+                "description": endpoint.description,
+                "all_events": everything,
+                "events": [] if everything else endpoint.events,
+                "enabled": endpoint.enabled,
+            }
+        )
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("all_events") and not data.get("events"):
+            self.add_error("events", "Choose at least one event type, or send every type.")
+        return data
+
+    def values(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "url": d["url"].strip(),
+            "description": d["description"].strip(),
+            "events": ["*"] if d["all_events"] else list(d["events"]),
+            "enabled": d["enabled"],
+        }
+
+
+class SecretRotateForm(forms.Form):
+    grace_seconds = forms.TypedChoiceField(
+        label="Keep signing with the old secret too for", choices=ROTATION_GRACE_CHOICES, coerce=int, initial="86400"
+    )
+
+
+class LowBalanceForm(forms.Form):
+    threshold_usd = forms.DecimalField(
+        label="Send balance.low when the balance falls below (USD)",
+        required=False,
+        min_value=Decimal(0),
+        max_value=Decimal(1_000_000),
+        decimal_places=2,
+        help_text="Once each time the balance crosses below it. Empty: off.",
+    )
+
+    def threshold_cents(self) -> int | None:
+        value = self.cleaned_data["threshold_usd"]
+        return None if value is None else int(value * 100)

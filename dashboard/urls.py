@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from dashboard import reports, team_settings, views
+from dashboard import reports, team_settings, views, webhooks
 
 team_patterns = [
     path("", views.overview, name="overview"),
@@ -28,6 +28,18 @@ team_patterns = [
     path("settings/transfer/", team_settings.team_transfer, name="team_transfer"),
     path("settings/delete/", team_settings.team_delete, name="team_delete"),
     path("settings/leave/", team_settings.team_leave, name="team_leave"),
+    path("settings/webhooks/", webhooks.webhooks, name="webhooks"),
+    path("settings/webhooks/new/", webhooks.webhook_create, name="webhook_create"),
+    path("settings/webhooks/low-balance/", webhooks.low_balance, name="webhook_low_balance"),
+    path("settings/webhooks/<str:endpoint_id>/", webhooks.webhook_detail, name="webhook"),
+    path("settings/webhooks/<str:endpoint_id>/rotate/", webhooks.webhook_rotate, name="webhook_rotate"),
+    path("settings/webhooks/<str:endpoint_id>/test/", webhooks.webhook_test, name="webhook_test"),
+    path("settings/webhooks/<str:endpoint_id>/delete/", webhooks.webhook_delete, name="webhook_delete"),
+    path(
+        "settings/webhooks/<str:endpoint_id>/deliveries/<str:delivery_id>/redeliver/",
+        webhooks.webhook_redeliver,
+        name="webhook_redeliver",
+    ),
 ]
 
 dashboard_patterns = [

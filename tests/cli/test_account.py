@@ -12,6 +12,7 @@ import pytest
 
 from accounts import keyformat
 from accounts.keys import mint_key
+from tests.cli.conftest import ALL_SCOPES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -39,7 +40,7 @@ def test_whoami_prints_the_keys_team_mode_scopes_and_limits(cli, acme, logged_in
     scripts = json.loads(cli("whoami", "--json").stdout)
     assert scripts["key"]["team"]["id"] == acme.public_id
     assert scripts["key"]["mode"] == "live"
-    assert set(scripts["key"]["scopes"]) == {"inference", "models:read", "billing:read", "keys:write"}
+    assert set(scripts["key"]["scopes"]) == set(ALL_SCOPES)
     assert scripts["key"]["limits"]["rpm_limit"] == 60
 
 

@@ -1,0 +1,48 @@
+"""End to end on the live server with the official openai SDK: paid requests that take the balance below the
+team's threshold send balance.low once (not once per request), from the settlement hot path, to a real receiver."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import openai
+import pytest
+from django.core.management import call_command
+
+from accounts.keys import mint_key
+from billing.events import set_low_balance_threshold
+from billing.models import Wallet
+from billing.money import NUSD_PER_USD
+from billing.services import grant_credit
+from billing.settlement import unsettled
+from tests.webhooks.conftest import add_endpoint, verifies
+from webhooks.models import Event
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
+
+
+def test_requests_crossing_the_threshold_send_balance_low_once(live, team, owner, receiver):
+    call_command("seed_catalog", quiet=True)
+    grant_credit(team, amount_nusd=5 * NUSD_PER_USD, reason="e2e credit")
+    _, secret = add_endpoint(team, owner, receiver.url, events=["balance.low"])
+    set_low_balance_threshold(team, actor=owner, threshold_cents=500)  # exactly the balance: not below yet
+    key = mint_key(team=team, name="e2e", created_by=owner).plaintext
+    assert receiver.requests == []
+
+    with openai.OpenAI(base_url=f"{live.url}/v1", api_key=key, max_retries=0, timeout=20) as sdk:
+        for n in range(5):
+            sdk.chat.completions.create(
+                model="demo-chat", messages=[{"role": "user", "content": f"hello {n}"}], max_tokens=8
+            )
+            if n == 0:
+                assert receiver.wait_for(1, timeout=10)  # pushed, not polled
+    assert unsettled.wait(timeout=10)
+
+    [low] = receiver.requests
+    assert verifies(low, secret)
+    event = json.loads(low.body, parse_float=Decimal)
+    assert event["type"] == "balance.low" and event["data"]["object"]["credits"] < 5
+    assert Event.objects.filter(type="balance.low").count() == 1
+    wallet = Wallet.objects.get(team=team)
+    assert wallet.low_balance and wallet.balance_nusd < 5 * NUSD_PER_USD
