@@ -385,8 +385,10 @@ def create_key(actor: KeyActor, *, name: str, mode: str = KeyMode.LIVE, scopes=N
         unknown = set(limits) - set(UPDATABLE)
         if unknown:
             raise AccountsError("invalid_field", f"Unknown field(s): {', '.join(sorted(unknown))}.")
-        for name in LIMITS:  # what is not passed is the loosest value, and is checked as such
-            actor.bounds.check(actor.team, name, _VALIDATORS[name](actor.team, limits.get(name, _LOOSEST[name])))
+        # `limit`, not `name`: this loop once reused the key's own `name` parameter, so a key minted by a
+        # key was saved as "expires_at" (the last limit checked).
+        for limit in LIMITS:  # what is not passed is the loosest value, and is checked as such
+            actor.bounds.check(actor.team, limit, _VALIDATORS[limit](actor.team, limits.get(limit, _LOOSEST[limit])))
     return mint_key(
         team=actor.team,
         name=name,
