@@ -71,11 +71,19 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
 
-    def submit(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *, countdown: float = 0,
-               every: float | None = None) -> None:
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        countdown: float = 0,
+        every: float | None = None,
+    ) -> None:
         with self._changed:
-            heapq.heappush(self._heap, _Job(self.clock() + max(0.0, countdown), next(self._seq), fn, args,
-                                            kwargs or {}, every))
+            heapq.heappush(
+                self._heap, _Job(self.clock() + max(0.0, countdown), next(self._seq), fn, args, kwargs or {}, every)
+            )
             self._changed.notify()
 
     def due(self, now: float) -> list[_Job]:
@@ -86,8 +94,9 @@ class Worker:
                 job = heapq.heappop(self._heap)
                 out.append(job)
                 if job.every is not None:
-                    heapq.heappush(self._heap, _Job(now + job.every, next(self._seq), job.fn, job.args, job.kwargs,
-                                                    job.every))
+                    heapq.heappush(
+                        self._heap, _Job(now + job.every, next(self._seq), job.fn, job.args, job.kwargs, job.every)
+                    )
         return out
 
     def pending(self) -> int:
