@@ -28,7 +28,8 @@ def site_brand() -> SiteBrand:
 
 
 def subject(text: str) -> str:
-    return f"{settings.ACCOUNT_EMAIL_SUBJECT_PREFIX}{' '.join(text.split())}"
+    """"[SITE_NAME] text" on one line, for our mail and allauth's alike (dashboard.auth.AccountAdapter)."""
+    return f"[{settings.SITE_NAME}] {' '.join(str(text).split())}"
 
 
 def send(template: str, recipients: list[str], **context) -> None:

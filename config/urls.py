@@ -23,3 +23,5 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("", include("dashboard.urls")),
 ]
+
+handler500 = "config.views.server_error"

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from accounts.auth import client_ip_from_request
 from accounts.services import TeamOrigin, create_team
-from config.emails import site_brand
+from config import emails
 
 
 def personal_team_name(user, requested: str = "") -> str:
@@ -39,7 +39,10 @@ class AccountAdapter(DefaultAccountAdapter):
     def send_mail(self, template_prefix, email, context):
         # Branded with SITE_NAME instead of the host the request came in on (allauth's templates read
         # current_site.name for the greeting and the sign-off; the subject prefix is the setting's).
-        super().send_mail(template_prefix, email, {**context, "current_site": site_brand()})
+        super().send_mail(template_prefix, email, {**context, "current_site": emails.site_brand()})
+
+    def format_email_subject(self, subject: str) -> str:
+        return emails.subject(subject)
 
     def get_login_redirect_url(self, request):
         return "/"
