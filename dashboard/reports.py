@@ -236,7 +236,10 @@ def receipt_detail(request, access: TeamAccess, receipt_id: str):
 
 @team_page(Action.USAGE_VIEW)
 def usage(request, access: TeamAccess):
-    form = UsageRangeForm(request.GET or {"range": "30"})
+    data = request.GET.copy()
+    if not (data.get("range") or data.get("start") or data.get("end")):
+        data["range"] = "30"  # so the range picker shows the range the page reports on
+    form = UsageRangeForm(data)
     if not form.is_valid():
         form_ok = False
         report = None
