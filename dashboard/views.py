@@ -24,8 +24,8 @@ from accounts.keys import KeyActor
 from accounts.models import ApiKey, Invitation, Membership, Role
 from accounts.permissions import Action, can_assign
 from accounts.services import AccountsError, PermissionDenied
+from billing import money
 from billing.models import Receipt
-from billing.pricing import nusd_to_usd
 from billing.services import month_start
 from dashboard import catalog
 from dashboard.common import forbidden, is_only_owner, page, team_page
@@ -282,7 +282,7 @@ def key_limits(request, access: TeamAccess, key_id: str):
         "rpm_limit": key.rpm_limit,
         "tpm_limit": key.tpm_limit,
         "monthly_spend_cap_usd": (
-            None if key.monthly_spend_cap_nusd is None else nusd_to_usd(key.monthly_spend_cap_nusd)
+            None if key.monthly_spend_cap_nusd is None else money.exact(key.monthly_spend_cap_nusd)
         ),
         "ip_allowlist": "\n".join(key.ip_allowlist),
     }

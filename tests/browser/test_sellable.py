@@ -5,6 +5,7 @@ without Stripe, and the small things (Copy keeps its icon, the live badge) behav
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -298,3 +299,81 @@ def test_the_usage_chart_labels_today_in_the_browser(page, live, owner, team):
     log_in(page, owner.email)
     page.goto(f"/t/{team.public_id}/usage/")
     expect(page.locator("svg.chart text", has_text="Today").first).to_be_visible()
+
+
+def admin_log_in(page, user) -> None:
+    User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
+    page.goto("/admin/login/")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_an_operator_adjusts_a_balance_and_the_customer_sees_only_the_memo(browser, live, owner, team, outsider):
+    grant_credit(team, amount_nusd=2 * 10**9, reason="seed")
+    operator_ctx, customer_ctx = context_at(browser, live, LAPTOP), context_at(browser, live, LAPTOP)
+    try:
+        admin = operator_ctx.new_page()
+        admin_log_in(admin, outsider)  # an operator who is not in the team
+        admin.goto("/admin/billing/wallet/?q=acme")
+        admin.locator("#result_list input.action-select").first.check()
+        admin.locator("select[name=action]").select_option("adjust_balance_action")
+        admin.get_by_role("button", name="Go").click()
+        admin.get_by_label("Amount (USD)").fill("-5")
+        admin.get_by_label("Memo for the customer").fill("Refund of duplicate credit")
+        admin.get_by_label("Internal note").fill("ticket 981: finance approved")
+        admin.get_by_role("button", name="Adjust balance").click()
+        expect(admin.locator(".messagelist")).to_contain_text("Allow a negative balance")
+        assert Wallet.objects.get(team=team).balance_nusd == 2 * 10**9
+        shot(admin, "admin-adjust-refused", full_page=False)
+
+        admin.goto("/admin/billing/wallet/?q=acme")
+        admin.locator("#result_list input.action-select").first.check()
+        admin.locator("select[name=action]").select_option("adjust_balance_action")
+        admin.get_by_role("button", name="Go").click()
+        admin.get_by_label("Amount (USD)").fill("-5")
+        admin.get_by_label("Memo for the customer").fill("Refund of duplicate credit")
+        admin.get_by_label("Internal note").fill("ticket 981: finance approved")
+        admin.get_by_label("Allow a negative balance").check()
+        shot(admin, "admin-adjust-form", full_page=False)
+        admin.get_by_role("button", name="Adjust balance").click()
+        expect(admin.locator(".messagelist")).to_contain_text("Adjusted 1 wallet(s) by -$5.00.")
+        assert Wallet.objects.get(team=team).balance_nusd == -3 * 10**9
+
+        customer = customer_ctx.new_page()
+        log_in(customer, owner.email)
+        customer.goto(f"/t/{team.public_id}/billing/")
+        expect(customer.locator("#ledger-table")).to_contain_text("Refund of duplicate credit")
+        expect(customer.get_by_test_id("balance")).to_have_text("-$3.00")
+        text = customer.inner_text("body")
+        assert outsider.email not in text and "ticket 981" not in text
+        shot(customer, "billing-after-adjustment")
+    finally:
+        operator_ctx.close()
+        customer_ctx.close()
+
+
+def test_an_operator_mints_credit_codes_and_downloads_them_once(browser, live, owner, team):
+    context = context_at(browser, live, LAPTOP, accept_downloads=True)
+    page = context.new_page()
+    try:
+        admin_log_in(page, owner)
+        page.goto("/admin/billing/creditcode/")
+        page.get_by_role("link", name="Add credit code").click()
+        page.get_by_label("Amount per code (USD)").fill("15")
+        page.get_by_label("How many codes").fill("2")
+        page.get_by_label("Note").fill("meetup")
+        shot(page, "admin-mint-codes", full_page=False)
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Mint and download the CSV").click()
+        csv_text = Path(download.value.path()).read_text(encoding="utf-8")
+        codes = [line.split(",")[0] for line in csv_text.splitlines()[1:]]
+        assert len(codes) == 2 and all(c.startswith("TG-") for c in codes)
+        page.goto("/admin/billing/creditcode/")
+        listing = page.inner_text("#result_list")
+        assert "$15.00" in listing and not any(c in listing for c in codes)  # never shown again
+        shot(page, "admin-credit-codes", full_page=False)
+        credit_codes.redeem(team, codes[0], actor=owner)
+        assert Wallet.objects.get(team=team).balance_nusd == 15 * 10**9
+    finally:
+        context.close()

@@ -186,3 +186,9 @@ def test_the_demo_seed_does_not_claim_keys_are_shown_once_while_printing_them_ea
 def test_the_live_badge_reads_live_updates(owner, team):
     html = client_for(owner).get(f"/t/{team.public_id}/").content.decode()
     assert "data-live-status>Live updates: connecting…<" in html
+
+
+def test_the_limits_form_shows_a_round_spend_cap_as_plain_digits(owner, team):
+    key = mint_key(team=team, name="ci", created_by=owner, monthly_spend_cap_nusd=20 * 10**9).key
+    html = client_for(owner).get(f"/t/{team.public_id}/keys/{key.public_id}/limits/").content.decode()
+    assert 'value="20"' in html and "2E+1" not in html
