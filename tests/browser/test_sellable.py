@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from accounts.keys import KeyActor, mint_key, rotate_key
 from accounts.models import User
+from accounts.services import invite_member
 from billing import credit_codes
 from billing.adjustments import adjust_balance
 from billing.models import Wallet
@@ -182,6 +183,22 @@ def test_at_390_px_every_key_action_is_reachable_and_test_requests_keep_their_ma
         expect(page.locator(f"#rotate-{data['keys'][0].public_id}")).to_be_visible()
         shot(page, "phone-keys-rotate-dialog", full_page=False)
         page.locator("dialog[open]").get_by_role("button", name="Cancel").tap()
+
+        invite_member(actor=owner, team=team, email="new.colleague@acme.test", role="viewer")
+        page.goto(f"{base}/members/")
+        no_sideways_scroll(page)
+        member = page.locator(f'tr[data-member="{developer.email}"]')
+        on_screen(page, member.get_by_role("button", name="Change"))
+        on_screen(page, member.get_by_role("button", name="Remove"))
+        invitation = page.locator('tr[data-invitation="new.colleague@acme.test"]')
+        on_screen(page, invitation.get_by_role("button", name="Resend"))
+        on_screen(page, invitation.get_by_role("button", name="Revoke"))
+        shot(page, "phone-members-actions")
+
+        page.goto(f"{base}/billing/")
+        no_sideways_scroll(page)
+        on_screen(page, page.get_by_role("button", name="Redeem"))
+        on_screen(page, page.get_by_role("button", name="Save auto-recharge"))
 
         test_id = data["test_receipt"].public_id
         for path in ("", "receipts/", "usage/?mode=test"):
