@@ -370,3 +370,12 @@ def test_staff_without_the_add_permission_cannot_mint(client, db):
     response = client.post("/admin/billing/creditcode/add/", {"amount_usd": "5", "count": "1", "max_redemptions": "1"})
     assert response.status_code == 403
     assert not CreditCode.objects.exists()
+
+
+def test_the_openapi_schema_describes_the_redeem_endpoint(db, client):
+    response = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    schema = response.json()
+    operation = schema["paths"]["/api/v1/teams/{team_public_id}/credit-codes/redeem/"]["post"]
+    assert operation["summary"] == "Redeem a credit code for the team"
+    assert "201" in operation["responses"]

@@ -199,6 +199,9 @@ def test_at_390_px_every_key_action_is_reachable_and_test_requests_keep_their_ma
         no_sideways_scroll(page)
         on_screen(page, page.get_by_role("button", name="Redeem"))
         on_screen(page, page.get_by_role("button", name="Save auto-recharge"))
+        for cell in page.locator('#ledger-table [data-col="balance-after"]').all():
+            on_screen(page, cell)
+        shot(page, "phone-billing-ledger")
 
         test_id = data["test_receipt"].public_id
         for path in ("", "receipts/", "usage/?mode=test"):
