@@ -28,7 +28,7 @@ def site_brand() -> SiteBrand:
 
 
 def subject(text: str) -> str:
-    """"[SITE_NAME] text" on one line, for our mail and allauth's alike (dashboard.auth.AccountAdapter)."""
+    """ "[SITE_NAME] text" on one line, for our mail and allauth's alike (dashboard.auth.AccountAdapter)."""
     return f"[{settings.SITE_NAME}] {' '.join(str(text).split())}"
 
 
