@@ -25,6 +25,16 @@ MAX_GRACE = timedelta(days=7)
 MAX_ALLOWED_MODELS = 200
 MAX_IP_ENTRIES = 100
 _UNSET = object()
+# How people read the fields in messages (the API's `param` names the field itself).
+FIELD_LABELS = {
+    "name": "name",
+    "allowed_models": "allowed models",
+    "rpm_limit": "requests-per-minute limit",
+    "tpm_limit": "tokens-per-minute limit",
+    "monthly_spend_cap_nusd": "monthly spend cap",
+    "ip_allowlist": "IP allow-list",
+    "expires_at": "expiry",
+}
 
 
 class KeyNotFound(AccountsError):
@@ -94,7 +104,7 @@ class KeyBounds:
         outside = sorted(set(value) - self.allowed_models)
         if self.allowed_models and (not value or outside):
             return "A key limited to models can only give keys a subset of them: " + (
-                f"{', '.join(outside)} not allowed." if outside else "set allowed_models."
+                f"{', '.join(outside)} not allowed." if outside else "choose the allowed models."
             )
         return None
 
@@ -102,7 +112,7 @@ class KeyBounds:
         own = self.rpm_limit if name == "rpm_limit" else self.tpm_limit
         effective = value if value is not None else (team.rpm_limit if name == "rpm_limit" else team.tpm_limit)
         if own is not None and (effective is None or effective > own):
-            return f"{name} must be set to at most {own}, this key's own limit."
+            return f"The {FIELD_LABELS[name]} must be set to at most {own:,}, this key's own limit."
         return None
 
     _rpm_limit_problem = _tpm_limit_problem = _rate_problem
@@ -110,7 +120,7 @@ class KeyBounds:
     def _monthly_spend_cap_nusd_problem(self, team: Team, name: str, value) -> str | None:
         own = self.monthly_spend_cap_nusd
         if own is not None and (value is None or value > own):
-            return f"{name} must be set to at most {own}, this key's own monthly spend cap."
+            return "The monthly spend cap must be set, no higher than this key's own cap."
         return None
 
     def _ip_allowlist_problem(self, team: Team, name: str, value) -> str | None:
@@ -124,13 +134,13 @@ class KeyBounds:
         ]
         if not networks or outside:
             return "A key with an IP allow-list can only give keys an allow-list inside its own: " + (
-                f"{', '.join(outside)} is outside it." if outside else "set ip_allowlist."
+                f"{', '.join(outside)} is outside it." if outside else "set an IP allow-list."
             )
         return None
 
     def _expires_at_problem(self, team: Team, name: str, value) -> str | None:
         if self.expires_at is not None and (value is None or value > self.expires_at):
-            return f"expires_at must be set, no later than this key's own expiry ({self.expires_at.isoformat()})."
+            return f"The expiry must be set, no later than this key's own ({self.expires_at:%Y-%m-%d %H:%M} UTC)."
         return None
 
 
@@ -222,14 +232,14 @@ def _validate_rate(team: Team, value: int | None, which: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise KeyFieldError("invalid_limit", f"{which} must be a positive whole number or null.", which)
+        raise KeyFieldError("invalid_limit", f"The {FIELD_LABELS[which]} must be a positive whole number.", which)
     plan_limit = team.rpm_limit if which == "rpm_limit" else team.tpm_limit
     if plan_limit is not None and value > plan_limit:
         unit = "requests" if which == "rpm_limit" else "tokens"
         raise KeyFieldError(
             "limit_exceeds_plan",
-            f"{which} {value} is above the {Plan(team.plan).label} plan's {plan_limit} {unit} per minute; "
-            "a key's limit can only be lower than its team's plan.",
+            f"The {FIELD_LABELS[which]} ({value:,}) is above the {Plan(team.plan).label} plan's {plan_limit:,} "
+            f"{unit} per minute; a key's limit can only be lower than its team's plan.",
             which,
         )
     return value
@@ -240,7 +250,7 @@ def _validate_cap(value: int | None) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise KeyFieldError(
-            "invalid_limit", "monthly_spend_cap_nusd must be a whole number ≥ 0 or null.", "monthly_spend_cap_nusd"
+            "invalid_limit", "The monthly spend cap must be zero or more (or empty: no cap).", "monthly_spend_cap_nusd"
         )
     return value
 
@@ -248,16 +258,16 @@ def _validate_cap(value: int | None) -> int | None:
 def _validate_models(models: Iterable[str]) -> list[str]:
     models = list(dict.fromkeys(models or ()))
     if len(models) > MAX_ALLOWED_MODELS or any(not isinstance(m, str) or not m.strip() for m in models):
-        raise KeyFieldError(
-            "invalid_models", f"allowed_models must be up to {MAX_ALLOWED_MODELS} model ids.", "allowed_models"
-        )
+        raise KeyFieldError("invalid_models", f"Allow at most {MAX_ALLOWED_MODELS} models.", "allowed_models")
     return [m.strip() for m in models]
 
 
 def _validate_ips(entries: Iterable[str]) -> list[str]:
     entries = list(entries or ())
     if len(entries) > MAX_IP_ENTRIES:
-        raise KeyFieldError("invalid_ip_allowlist", f"At most {MAX_IP_ENTRIES} entries.", "ip_allowlist")
+        raise KeyFieldError(
+            "invalid_ip_allowlist", f"The IP allow-list can have at most {MAX_IP_ENTRIES} entries.", "ip_allowlist"
+        )
     normalised = []
     for entry in entries:
         try:
@@ -271,7 +281,7 @@ def _validate_ips(entries: Iterable[str]) -> list[str]:
 
 def _validate_expiry(expires_at: datetime | None) -> datetime | None:
     if expires_at is not None and expires_at <= timezone.now():
-        raise KeyFieldError("invalid_expiry", "expires_at must be in the future.", "expires_at")
+        raise KeyFieldError("invalid_expiry", "The expiry must be in the future.", "expires_at")
     return expires_at
 
 
@@ -382,8 +392,10 @@ def create_key(actor: KeyActor, *, name: str, mode: str = KeyMode.LIVE, scopes=N
         unknown = set(limits) - set(UPDATABLE)
         if unknown:
             raise AccountsError("invalid_field", f"Unknown field(s): {', '.join(sorted(unknown))}.")
-        for name in LIMITS:  # what is not passed is the loosest value, and is checked as such
-            actor.bounds.check(actor.team, name, _VALIDATORS[name](actor.team, limits.get(name, _LOOSEST[name])))
+        # `limit`, not `name`: this loop once reused the key's own `name` parameter, so a key minted by a
+        # key was saved as "expires_at" (the last limit checked).
+        for limit in LIMITS:  # what is not passed is the loosest value, and is checked as such
+            actor.bounds.check(actor.team, limit, _VALIDATORS[limit](actor.team, limits.get(limit, _LOOSEST[limit])))
     return mint_key(
         team=actor.team,
         name=name,
@@ -414,7 +426,9 @@ def rotate_key(key: ApiKey, *, actor: KeyActor, grace_seconds: int | None = None
     """
     grace = DEFAULT_GRACE if grace_seconds is None else timedelta(seconds=grace_seconds)
     if isinstance(grace_seconds, bool) or grace < timedelta(0) or grace > MAX_GRACE:
-        raise KeyFieldError("invalid_grace", "grace_seconds must be between 0 and 604800 (7 days).", "grace_seconds")
+        raise KeyFieldError(
+            "invalid_grace", "The grace period must be between 0 seconds and 7 days (604800 s).", "grace_seconds"
+        )
     key = _lock(key)
     actor.require_manage(key)
     _require_live(key)

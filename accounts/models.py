@@ -142,6 +142,9 @@ class Invitation(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set when a newer invitation to the same address (a resend) takes this one's place: its link then says
+    # so, instead of claiming someone revoked it.
+    replaced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -155,6 +158,8 @@ class Invitation(models.Model):
             return "accepted"
         if self.revoked_at:
             return "revoked"
+        if self.replaced_at:
+            return "replaced"
         if self.expires_at <= timezone.now():
             return "expired"
         return "pending"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -16,6 +16,7 @@ from django.utils.text import slugify
 from accounts import signals
 from accounts.models import AuditLog, Invitation, Membership, Role, Team, User
 from accounts.permissions import Action, can, can_assign
+from config import emails
 
 
 class AccountsError(Exception):
@@ -81,20 +82,33 @@ def unique_slug(name: str) -> str:
     return slug
 
 
+class TeamOrigin(StrEnum):
+    """Where a team was created; receivers of `team_created` may treat them differently (billing grants
+    SIGNUP_CREDIT_USD to sign-up teams only, so creating more teams is not a way to mint free credit)."""
+
+    SIGNUP = "signup"  # the personal team of a new account
+    DASHBOARD = "dashboard"  # "Create a team" by a signed-in person
+    OPERATOR = "operator"  # commands, the admin, tests
+
+
 @transaction.atomic
 def create_team(
-    *, name: str, owner: User, slug: str | None = None, plan: str = "starter", ip: str | None = None
+    *,
+    name: str,
+    owner: User,
+    slug: str | None = None,
+    plan: str = "starter",
+    ip: str | None = None,
+    origin: TeamOrigin = TeamOrigin.OPERATOR,
 ) -> Team:
-    """A team with its owner membership and an empty wallet."""
-    from billing.services import ensure_wallet  # billing owns the wallet row
-
+    """A team with its owner membership; `team_created` (same transaction) lets billing add the wallet."""
     slug = slug or unique_slug(name)
     if Team.objects.filter(slug=slug).exists():
         raise AccountsError("slug_taken", f"A team with slug '{slug}' already exists.")
     team = Team.objects.create(name=name, slug=slug, plan=plan)
     Membership.objects.create(team=team, user=owner, role=Role.OWNER)
-    ensure_wallet(team)
-    audit("team.created", team=team, actor=owner, target=team.slug, ip=ip)
+    audit("team.created", team=team, actor=owner, target=team.slug, ip=ip, origin=str(origin))
+    signals.team_created.send(sender=Team, team=team, owner=owner, origin=TeamOrigin(origin))
     return team
 
 
@@ -217,10 +231,10 @@ def invite_member(*, actor: User, team: Team, email: str, role: str, ip: str | N
         raise AccountsError("already_member", f"{email} is already a member of this team.")
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
-        # A fresh invitation replaces any pending one for the same address.
-        Invitation.objects.filter(team=team, email__iexact=email, accepted_at=None, revoked_at=None).update(
-            revoked_at=timezone.now()
-        )
+        # A fresh invitation replaces any pending one for the same address (its link then says so).
+        Invitation.objects.filter(
+            team=team, email__iexact=email, accepted_at=None, revoked_at=None, replaced_at=None
+        ).update(replaced_at=timezone.now())
         invitation = Invitation.objects.create(
             team=team, email=email, role=role, token_hash=_hash_token(token), invited_by=actor
         )
@@ -231,22 +245,20 @@ def invite_member(*, actor: User, team: Team, email: str, role: str, ip: str | N
 
 
 def resend_invitation(*, actor: User, invitation: Invitation, ip: str | None = None) -> IssuedInvitation:
-    """Revoke the old link and send a fresh one with a new 7-day expiry."""
+    """Send a fresh link with a new 7-day expiry; the old link then says a newer invitation replaced it."""
     require(actor, invitation.team, Action.MEMBERS_MANAGE)
     return invite_member(actor=actor, team=invitation.team, email=invitation.email, role=invitation.role, ip=ip)
 
 
 def _send_invitation(issued: IssuedInvitation, actor: User) -> None:
     inv = issued.invitation
-    send_mail(
-        subject=f"You're invited to {inv.team.name} on Tollgate",
-        message=(
-            f"{actor.email} invited you to join {inv.team.name} as {inv.get_role_display()}.\n\n"
-            f"Accept within 7 days: {issued.accept_url}\n"
-        ),
-        from_email=None,
-        recipient_list=[inv.email],
-        fail_silently=True,
+    emails.send(
+        "invitation",
+        [inv.email],
+        team=inv.team,
+        inviter=actor.email,
+        role=inv.get_role_display(),
+        accept_url=issued.accept_url,
     )
 
 
@@ -257,6 +269,18 @@ def revoke_invitation(*, actor: User, invitation: Invitation, ip: str | None = N
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
     audit("invitation.revoked", team=invitation.team, actor=actor, target=invitation.email, ip=ip)
+
+
+def invitation_problem(invitation: Invitation | None) -> str:
+    """Why a link cannot be used, in words for the person who opened it."""
+    if invitation is None:
+        return "This invitation link is not valid."
+    if invitation.status == "replaced":
+        return (
+            "A newer invitation to this address was sent after this one. "
+            "Use the link in the most recent invitation email."
+        )
+    return f"This invitation has been {invitation.status}."
 
 
 def find_invitation(token: str) -> Invitation | None:
@@ -273,7 +297,7 @@ def accept_invitation(*, token: str, user: User, ip: str | None = None) -> Membe
             raise AccountsError("invitation_invalid", "This invitation link is not valid.")
         status = invitation.status
         if status != "pending":
-            raise AccountsError(f"invitation_{status}", f"This invitation has been {status}.")
+            raise AccountsError(f"invitation_{status}", invitation_problem(invitation))
         if invitation.email.lower() != user.email.lower():
             raise AccountsError("invitation_wrong_user", "This invitation was sent to a different email address.")
         membership, created = Membership.objects.get_or_create(
@@ -300,7 +324,7 @@ def sign_up_with_invitation(*, token: str, password: str, name: str = "", ip: st
     """A new person accepts: their account is created for the invited address."""
     invitation = find_invitation(token)
     if invitation is None or invitation.status != "pending":
-        raise AccountsError("invitation_invalid", "This invitation link is not valid any more.")
+        raise AccountsError("invitation_invalid", invitation_problem(invitation))
     with transaction.atomic():
         if User.objects.filter(email__iexact=invitation.email).exists():
             raise AccountsError("account_exists", "An account with this email exists: log in to accept.")

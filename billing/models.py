@@ -125,6 +125,7 @@ class LedgerKind(models.TextChoices):
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
     GRANT = "grant", "Grant"
+    CREDIT_CODE = "credit_code", "Credit code"
 
 
 class AppendOnlyError(Exception):
@@ -151,7 +152,13 @@ class LedgerEntry(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    reason = models.CharField(max_length=300, blank=True)
+    reason = models.CharField(
+        max_length=300, blank=True, help_text="Internal: operators only, never shown to customers."
+    )
+    # db_default: the settlement statement (billing.fastpath) inserts charges without naming this column.
+    memo = models.CharField(
+        max_length=300, blank=True, default="", db_default="", help_text="Shown to the customer on the Billing page."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = LedgerQuerySet.as_manager()
@@ -292,3 +299,78 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.type}"
+
+
+def _credit_code_id() -> str:
+    return new_id("cc")
+
+
+def _credit_batch_id() -> str:
+    return new_id("ccb")
+
+
+class CreditCode(models.Model):
+    """A redeemable credit code (like a gift card). Only an HMAC of the code is stored: the plaintext is shown
+    once, in the CSV the operator downloads when minting (billing.credit_codes)."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_credit_code_id, editable=False)
+    batch = models.CharField(max_length=40, default=_credit_batch_id, db_index=True, help_text="Codes minted together.")
+    code_hash = models.CharField(max_length=64, unique=True)
+    last4 = models.CharField(max_length=4, help_text="The code's last four characters, to recognise it.")
+    amount_nusd = models.BigIntegerField()
+    max_redemptions = models.PositiveIntegerField(default=1, help_text="How many teams may redeem this code.")
+    redemptions = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True, help_text="Operators only, e.g. the campaign.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount_nusd__gt=0), name="credit_code_amount_positive"),
+            models.CheckConstraint(condition=models.Q(max_redemptions__gte=1), name="credit_code_max_at_least_one"),
+            # The conditional UPDATE in billing.credit_codes.redeem keeps this; the constraint makes sure.
+            models.CheckConstraint(
+                condition=models.Q(redemptions__lte=models.F("max_redemptions")), name="credit_code_not_over_redeemed"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"TG-…-{self.last4} ({self.public_id})"
+
+    @property
+    def masked(self) -> str:
+        return f"TG-…-{self.last4}"
+
+    def status(self, now=None) -> str:
+        now = now or timezone.now()
+        if self.disabled_at:
+            return "disabled"
+        if self.expires_at and self.expires_at <= now:
+            return "expired"
+        if self.redemptions >= self.max_redemptions:
+            return "used up"
+        return "active"
+
+
+class CreditCodeRedemption(models.Model):
+    """One team redeemed one code, once (the unique constraint is the guard, even under concurrency)."""
+
+    code = models.ForeignKey(CreditCode, on_delete=models.PROTECT, related_name="redemption_rows")
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="credit_code_redemptions")
+    ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="credit_code_redemption")
+    redeemed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["code", "team"], name="one_redemption_per_code_and_team")]
+
+    def __str__(self) -> str:
+        return f"{self.code.masked} by {self.team}"

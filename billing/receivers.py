@@ -1,6 +1,7 @@
-"""Billing's own signal listeners: after a settlement, maybe top the wallet up from the saved card; after a
-settlement or a credit, maybe send (or re-arm) the balance.low event. Both checks are query-free on the wallet
-the signal carries and hand any real work to the background, so a settlement never waits for them."""
+"""Billing's own signal listeners: a new team gets its wallet (and, from sign-up, SIGNUP_CREDIT_USD); after a
+settlement, maybe top the wallet up from the saved card; after a settlement or a credit, maybe send (or re-arm)
+the balance.low event. The settlement checks are query-free on the wallet the signal carries and hand any real
+work to the background, so a settlement never waits for them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,50 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.dispatch import receiver
 
+from accounts.services import TeamOrigin, audit
+from accounts.signals import team_created
 from billing.signals import receipt_settled, wallet_credited
 
 log = logging.getLogger(__name__)
+
+SIGNUP_CREDIT_REFERENCE = "signup_credit"
+
+
+@receiver(team_created, dispatch_uid="billing.wallet_for_new_team")
+def create_wallet(sender, team=None, owner=None, origin=None, **kwargs) -> None:
+    """Runs inside create_team's transaction: the wallet and any grant commit (or roll back) with the team.
+
+    Only a team created at sign-up gets the sign-up credit: teams made later from the dashboard do not, so
+    creating teams is not a way to collect free credit."""
+    from billing.models import LedgerEntry
+    from billing.money import exact
+    from billing.pricing import usd_to_nusd
+    from billing.services import ensure_wallet, grant_credit
+
+    wallet = ensure_wallet(team)
+    amount_nusd = usd_to_nusd(settings.SIGNUP_CREDIT_USD)
+    if origin != TeamOrigin.SIGNUP or amount_nusd <= 0:
+        return
+    if LedgerEntry.objects.filter(wallet=wallet, reference=SIGNUP_CREDIT_REFERENCE).exists():
+        return  # once per team, whatever sends the signal again
+    entry = grant_credit(
+        team,
+        amount_nusd=amount_nusd,
+        reason="SIGNUP_CREDIT_USD",
+        memo="Sign-up credit",
+        reference=SIGNUP_CREDIT_REFERENCE,
+    )
+    audit(
+        "billing.signup_credit_granted",
+        team=team,
+        actor_label="system",
+        target=entry.public_id,
+        amount_usd=exact(amount_nusd),
+        owner=owner.email if owner else "",
+    )
 
 
 def _off_the_loop(fn: Callable[[int], None], wallet_id: int) -> None:

@@ -13,16 +13,12 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from billing import pricing
 from billing.errors import BillingError
 from billing.models import Hold, HoldLease, HoldStatus, LedgerEntry, LedgerKind, Wallet
-from billing.money import usd
 from billing.signals import wallet_credited
 
 log = logging.getLogger(__name__)
 
-# A typo in the admin must not mint a fortune; larger corrections take several adjustments.
-MAX_ADJUSTMENT_NUSD = 1_000_000 * pricing.NUSD_PER_USD
 SWEEP_BATCH = 500
 
 
@@ -32,7 +28,7 @@ def ensure_wallet(team) -> Wallet:
 
 
 def _post(
-    wallet_id: int, *, kind: str, amount_nusd: int, reference: str = "", actor=None, reason: str = ""
+    wallet_id: int, *, kind: str, amount_nusd: int, reference: str = "", actor=None, reason: str = "", memo: str = ""
 ) -> LedgerEntry:
     """Move `amount_nusd` (signed) into the wallet and append the ledger entry. Caller holds a transaction."""
     assert transaction.get_connection().in_atomic_block, "_post must run inside a transaction"
@@ -46,46 +42,28 @@ def _post(
         reference=reference,
         actor=actor,
         reason=reason,
+        memo=memo,
     )
 
 
 @transaction.atomic
-def grant_credit(team, *, amount_nusd: int, actor=None, reason: str = "", kind: str = LedgerKind.GRANT) -> LedgerEntry:
-    """Operator or seed credit: a ledger entry like any other."""
+def grant_credit(
+    team,
+    *,
+    amount_nusd: int,
+    actor=None,
+    reason: str = "",
+    memo: str = "",
+    reference: str = "",
+    kind: str = LedgerKind.GRANT,
+) -> LedgerEntry:
+    """Operator or seed credit: a ledger entry like any other. `reason` is internal, `memo` the customer's."""
     if amount_nusd <= 0:
         raise BillingError("invalid_amount", "A grant must be a positive amount.")
     wallet = ensure_wallet(team)
-    return _post(wallet.pk, kind=kind, amount_nusd=amount_nusd, actor=actor, reason=reason)
-
-
-def adjust_balance(team, amount_nusd: int, actor, reason: str) -> LedgerEntry:
-    """Operator correction (either sign) with a mandatory reason: ledger entry + audit row in one transaction."""
-    from accounts.services import audit  # accounts imports billing at module level; keep this one lazy
-
-    reason = (reason or "").strip()
-    if not reason:
-        raise BillingError("reason_required", "An adjustment needs a reason.")
-    if len(reason) > 300:
-        raise BillingError("reason_too_long", "Keep the reason to 300 characters.")
-    if isinstance(amount_nusd, bool) or not isinstance(amount_nusd, int) or amount_nusd == 0:
-        raise BillingError("invalid_amount", "An adjustment must be a non-zero whole number of nano-dollars.")
-    if abs(amount_nusd) > MAX_ADJUSTMENT_NUSD:
-        raise BillingError("invalid_amount", f"One adjustment is limited to {usd(MAX_ADJUSTMENT_NUSD)} either way.")
-    with transaction.atomic():
-        wallet = ensure_wallet(team)
-        entry = _post(wallet.pk, kind=LedgerKind.ADJUSTMENT, amount_nusd=amount_nusd, actor=actor, reason=reason)
-        audit(
-            "billing.adjusted",
-            team=team,
-            actor=actor,
-            target=entry.public_id,
-            amount_nusd=amount_nusd,
-            amount_usd=str(pricing.nusd_to_usd(amount_nusd)),
-            reason=reason,
-            balance_after_nusd=entry.balance_after_nusd,
-        )
-        transaction.on_commit(lambda: _send_wallet_credited(wallet.pk, entry))
-    return entry
+    return _post(
+        wallet.pk, kind=kind, amount_nusd=amount_nusd, actor=actor, reason=reason, memo=memo, reference=reference
+    )
 
 
 def _send_wallet_credited(wallet_id: int, entry: LedgerEntry) -> None:

@@ -21,15 +21,30 @@ CURRENCY = "usd"
 
 
 class StripeNotConfigured(Exception):
+    """For operators and logs (it names the setting); customers read CARD_PAYMENTS_OFF instead."""
+
     def __init__(self) -> None:
-        super().__init__(
-            "Card payments are not configured on this server (STRIPE_SECRET_KEY is unset). "
-            "Ask an operator to grant credit."
-        )
+        super().__init__("Card payments are not configured on this server (STRIPE_SECRET_KEY is unset).")
+
+
+# What customers read when card payments are off: no setting names, a way forward.
+CARD_PAYMENTS_OFF = (
+    "Card top-ups are not enabled on this installation. Redeem a credit code, or ask your administrator."
+)
+UNAVAILABLE_MESSAGE = (
+    "Our payment provider could not be reached, so nothing was charged. Please try again in a few minutes."
+)
 
 
 class StripeUnavailable(Exception):
-    """Stripe could not be reached or refused the request for a reason that is not the card's fault."""
+    """Stripe could not be reached or refused the request for a reason that is not the card's fault.
+
+    `str()` is safe to show a customer; `detail` (exception type, Stripe's code and message, which can name
+    internal hosts and ports) is for the log only."""
+
+    def __init__(self, message: str = UNAVAILABLE_MESSAGE, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class PaymentDeclined(Exception):
@@ -74,9 +89,15 @@ def _client() -> stripe.StripeClient:
 
 
 def _unavailable(exc: stripe.StripeError) -> StripeUnavailable:
-    # user_message is Stripe's customer-safe text; never str(exc) of an auth error in logs.
-    log.warning("stripe call failed: %s (code=%s, status=%s)", type(exc).__name__, exc.code, exc.http_status)
-    return StripeUnavailable(exc.user_message or "The payment provider is unavailable; try again shortly.")
+    """Never Stripe's own text for the customer: on a network failure it names the host and port we tried and
+    sends them to Stripe's support. The detail goes to the log (an auth error's text can echo part of the
+    secret key, so only its type and code are kept for those)."""
+    secret_safe = not isinstance(exc, stripe.AuthenticationError | stripe.PermissionError)
+    detail = f"{type(exc).__name__} (code={exc.code}, status={exc.http_status})"
+    if secret_safe:
+        detail += f": {exc.user_message or exc}"
+    log.warning("stripe call failed: %s", detail)
+    return StripeUnavailable(detail=detail)
 
 
 def to_plain(obj: Any) -> Any:

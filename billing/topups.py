@@ -16,10 +16,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
@@ -31,6 +29,7 @@ from billing.errors import BillingError
 from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpStatus, Wallet
 from billing.money import NUSD_PER_CENT, usd
 from billing.services import _post, ensure_wallet
+from config import emails
 from config.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,11 @@ CREDITABLE = (TopUpStatus.PENDING, TopUpStatus.FAILED)  # money received is the 
 
 
 class TopUpError(BillingError):
-    """A refused top-up or setting; `message` is safe to show to the user."""
+    """A refused top-up or setting; `message` is safe to show to the user, `detail` is for the log only."""
+
+    def __init__(self, code: str, message: str, *, detail: str = "") -> None:
+        super().__init__(code, message)
+        self.detail = detail
 
 
 class Deferred(Exception):
@@ -107,7 +110,7 @@ def start_checkout(team: Team, amount_cents: int, actor: User, *, ip: str | None
     amount_cents = validate_amount_cents(amount_cents)
     require(actor, team, Action.BILLING_MANAGE)
     if not stripe_client.is_configured():
-        raise TopUpError("stripe_not_configured", str(stripe_client.StripeNotConfigured()))
+        raise TopUpError("stripe_not_configured", stripe_client.CARD_PAYMENTS_OFF)
     wallet = ensure_wallet(team)
     topup_id = new_id("topup")
     metadata = {"tollgate_team": team.public_id, "tollgate_topup": topup_id, "tollgate_kind": "checkout"}
@@ -123,7 +126,7 @@ def start_checkout(team: Team, amount_cents: int, actor: User, *, ip: str | None
             idempotency_key=f"tollgate-checkout-{topup_id}",
         )
     except stripe_client.StripeUnavailable as exc:
-        raise TopUpError("stripe_unavailable", str(exc))
+        raise TopUpError("stripe_unavailable", str(exc), detail=exc.detail)
     with transaction.atomic():
         TopUp.objects.create(
             public_id=topup_id,
@@ -452,7 +455,7 @@ def update_auto_recharge(
         raise TopUpError("invalid_threshold", "The threshold must be between $0 and $10,000.")
     wallet = ensure_wallet(team)
     if enabled and not stripe_client.is_configured():
-        raise TopUpError("stripe_not_configured", str(stripe_client.StripeNotConfigured()))
+        raise TopUpError("stripe_not_configured", stripe_client.CARD_PAYMENTS_OFF)
     if enabled and not (wallet.stripe_customer_id and wallet.stripe_payment_method_id):
         raise TopUpError("no_saved_card", "Top up once by card first; auto-recharge charges the card saved then.")
     with transaction.atomic():
@@ -595,9 +598,6 @@ def _emails(team: Team, roles) -> list[str]:
 
 
 def _email(recipients: list[str], template: str, **context) -> None:
-    if not recipients:
-        return
-    context["billing_url"] = settings.PUBLIC_BASE_URL + "/"
-    subject = render_to_string(f"emails/{template}_subject.txt", context).strip()
-    body = render_to_string(f"emails/{template}.txt", context)
-    send_mail(subject, body, None, recipients, fail_silently=True)
+    team = context.get("team")
+    path = reverse("dashboard:billing", kwargs={"team_id": team.public_id}) if team else "/"
+    emails.send(template, recipients, billing_url=settings.PUBLIC_BASE_URL + path, **context)

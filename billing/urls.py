@@ -9,5 +9,4 @@ urlpatterns = [
     path("topup/success/", views.topup_success, name="topup_success"),
     path("topup/cancel/", views.topup_cancel, name="topup_cancel"),
     path("teams/<str:team_public_id>/topup/", views.topup_start, name="topup_start"),
-    path("teams/<str:team_public_id>/auto-recharge/", views.auto_recharge_update, name="auto_recharge_update"),
 ]

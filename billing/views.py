@@ -1,14 +1,18 @@
-"""Server-rendered top-up pages: start a Checkout, the success page (waits for the webhook), cancel,
-and the auto-recharge settings form. Thin: parse, call one service in billing.topups, render."""
+"""Server-rendered top-up pages: start a Checkout, the success page (waits for the webhook) and cancel.
+Thin: parse, call one service in billing.topups, render. (The auto-recharge and credit-code forms are
+answered by the dashboard's Billing page, which shows their errors inline.)
+
+A customer never reads Stripe's own error text (it can name internal hosts and ports): they get a plain
+message and the request id; the detail goes to the log under that id."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import team_for_user
@@ -19,9 +23,12 @@ from billing.models import TopUp, TopUpStatus
 from billing.money import usd
 from billing.services import ensure_wallet
 
+log = logging.getLogger(__name__)
+
 
 def _error(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:
-    return render(request, "billing/topup_error.html", {"message": message}, status=status)
+    context = {"message": message, "request_id": getattr(request, "request_id", "")}
+    return render(request, "billing/topup_error.html", context, status=status)
 
 
 @login_required
@@ -34,6 +41,10 @@ def topup_start(request: HttpRequest, team_public_id: str) -> HttpResponse:
     except PermissionDenied as exc:
         return _error(request, exc.message, status=403)
     except topups.TopUpError as exc:
+        if exc.detail:
+            log.warning(
+                "top-up for team %s failed (request %s): %s", access.team.public_id, request.request_id, exc.detail
+            )
         return _error(
             request, exc.message, status=503 if exc.code in ("stripe_not_configured", "stripe_unavailable") else 400
         )
@@ -69,26 +80,3 @@ def topup_cancel(request: HttpRequest) -> HttpResponse:
         with contextlib.suppress(Http404):
             request.team_access = team_for_user(request.user, topup.team.public_id)
     return render(request, "billing/topup_cancel.html", {})
-
-
-@login_required
-@require_POST
-def auto_recharge_update(request: HttpRequest, team_public_id: str) -> HttpResponse:
-    access = request.team_access = team_for_user(request.user, team_public_id)  # the error page's sidebar
-    try:
-        topups.update_auto_recharge(
-            access.team,
-            actor=request.user,
-            enabled=request.POST.get("enabled") in ("on", "true", "1"),
-            threshold_cents=topups.parse_usd_to_cents(request.POST.get("threshold_usd", ""), field="threshold"),
-            amount_cents=topups.parse_usd_to_cents(request.POST.get("amount_usd", ""), field="recharge amount"),
-            ip=client_ip_from_request(request),
-        )
-    except PermissionDenied as exc:
-        return _error(request, exc.message, status=403)
-    except topups.TopUpError as exc:
-        return _error(request, exc.message)
-    target = request.POST.get("next", "/")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = "/"
-    return HttpResponseRedirect(target, status=303)

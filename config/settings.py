@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import secrets
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_decimal, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TOLLGATE_VAR_DIR", str(BASE_DIR / "var")))
@@ -44,6 +45,8 @@ FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY") or SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# The product name people see: page titles, emails (subjects and signatures), the admin, the TOTP issuer.
+SITE_NAME = env_str("SITE_NAME", "Tollgate").strip() or "Tollgate"
 
 INSTALLED_APPS = [
     "daphne",
@@ -204,7 +207,7 @@ ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_SESSION_REMEMBER = None
-ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Tollgate] "
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if env_bool("SECURE_SSL_REDIRECT", False) else "http"
 # Failed log-ins count per account only ("key" is the address tried): behind one shared address (an office,
 # a load balancer) somebody's wrong passwords must never lock anyone else out. The per-address limits allauth
@@ -214,7 +217,7 @@ LOGIN_RATE_LIMITS = {"login_failed": "5/5m/key"}
 # The suite logs in many times from one address; the tests of the limits turn them on.
 ACCOUNT_RATE_LIMITS: dict | bool = False if TESTING else LOGIN_RATE_LIMITS
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
-MFA_TOTP_ISSUER = "Tollgate"
+MFA_TOTP_ISSUER = SITE_NAME
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
@@ -230,7 +233,7 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Tollgate <noreply@tollgate.localhost>")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@tollgate.localhost>")
 
 # --- Static files, i18n ---------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -291,6 +294,13 @@ SPECTACULAR_SETTINGS = {
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # tests point this at localstripe
+# Credit for every team created at sign-up (a trial), once, as a ledger grant. 0: none.
+SIGNUP_CREDIT_USD = env_decimal("SIGNUP_CREDIT_USD", Decimal(0))
+if not Decimal(0) <= SIGNUP_CREDIT_USD <= 10_000 or (SIGNUP_CREDIT_USD * 10**9) % 1:
+    raise ImproperlyConfigured("SIGNUP_CREDIT_USD must be between 0 and 10000 USD, exact to the nano-dollar.")
+# Redemption attempts per hour: guessing a 60-bit code at these rates is hopeless.
+CREDIT_CODE_ATTEMPTS_PER_USER_PER_HOUR = env_int("CREDIT_CODE_ATTEMPTS_PER_USER_PER_HOUR", 10)
+CREDIT_CODE_ATTEMPTS_PER_TEAM_PER_HOUR = env_int("CREDIT_CODE_ATTEMPTS_PER_TEAM_PER_HOUR", 20)
 SIMULATOR_LATENCY_MS = env_int("SIMULATOR_LATENCY_MS", 0)
 SIMULATOR_TOKENS_PER_SECOND = env_int("SIMULATOR_TOKENS_PER_SECOND", 0)
 # Gateway tuning (defaults and meaning in gateway/conf.py).

@@ -1,11 +1,13 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from billing.rest import RedeemCreditCodeView
 from config.api import api
 from config.health import healthz, readyz
 
-admin.site.site_header = "Tollgate operations"
-admin.site.site_title = "Tollgate admin"
+admin.site.site_header = f"{settings.SITE_NAME} operations"
+admin.site.site_title = f"{settings.SITE_NAME} admin"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -14,6 +16,11 @@ urlpatterns = [
     path("v1/", api.urls),
     path("api/v1/", include("accounts.rest_urls")),
     path("api/v1/", include("webhooks.rest_urls")),
+    path(
+        "api/v1/teams/<str:team_public_id>/credit-codes/redeem/",
+        RedeemCreditCodeView.as_view(),
+        name="api-credit-code-redeem",
+    ),
     path("billing/", include("billing.urls")),
     path("", include("dashboard.urls")),
 ]

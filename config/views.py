@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -27,8 +28,9 @@ def _is_api(request: HttpRequest) -> bool:
 
 
 def _page(request: HttpRequest, template: str, status: int, **context) -> HttpResponse:
-    body = render_to_string(template, {"request_id": getattr(request, "request_id", ""), **context})
-    return HttpResponse(body, status=status)
+    """Rendered without context processors: the database may be what failed."""
+    context = {"request_id": getattr(request, "request_id", ""), "site_name": settings.SITE_NAME, **context}
+    return HttpResponse(render_to_string(template, context), status=status)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

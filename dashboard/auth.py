@@ -1,4 +1,5 @@
-"""django-allauth glue: a sign-up creates the person's own team and wallet in the same transaction."""
+"""django-allauth glue: a sign-up creates the person's own team (with its wallet and any sign-up credit) in the
+same transaction."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from allauth.account.adapter import DefaultAccountAdapter
 from django.db import transaction
 
 from accounts.auth import client_ip_from_request
-from accounts.services import create_team
+from accounts.services import TeamOrigin, create_team
+from config import emails
 
 
 def personal_team_name(user, requested: str = "") -> str:
@@ -30,8 +32,17 @@ class AccountAdapter(DefaultAccountAdapter):
                     name=personal_team_name(user, data.get("team_name", "")),
                     owner=user,
                     ip=client_ip_from_request(request) if request else None,
+                    origin=TeamOrigin.SIGNUP,  # the one origin that gets SIGNUP_CREDIT_USD
                 )
         return user
+
+    def send_mail(self, template_prefix, email, context):
+        # Branded with SITE_NAME instead of the host the request came in on (allauth's templates read
+        # current_site.name for the greeting and the sign-off; the subject prefix is the setting's).
+        super().send_mail(template_prefix, email, {**context, "current_site": emails.site_brand()})
+
+    def format_email_subject(self, subject: str) -> str:
+        return emails.subject(subject)
 
     def get_login_redirect_url(self, request):
         return "/"

@@ -52,7 +52,7 @@ def bar_chart(rows: Sequence[Row], metric: str, fmt: Callable[[int], str], *, ti
             f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0):.1f}" rx="2">'
             f"<title>{escape(row.label)}: {escape(fmt(value))}</title></rect>"
         )
-        if i % label_every == 0:
+        if (n - 1 - i) % label_every == 0:  # counted from the last bar, so the newest day (today) is labelled
             parts.append(
                 f'<text class="axis" x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
                 f"{escape(row.label)}</text>"

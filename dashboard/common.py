@@ -9,7 +9,13 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import TeamAccess, team_for_user
+from accounts.models import Membership, Role
 from accounts.permissions import Action
+
+
+def is_only_owner(access: TeamAccess) -> bool:
+    """The team's last owner cannot leave it (accounts.services refuses), so pages do not offer it."""
+    return access.role == Role.OWNER and Membership.objects.filter(team=access.team, role=Role.OWNER).count() == 1
 
 
 def forbidden(request, access: TeamAccess, message: str = "Your role in this team does not allow that."):

@@ -11,7 +11,7 @@ from accounts.access import teams_for_user
 
 
 def nav(request) -> dict:
-    ctx = {"api_base_url": f"{settings.PUBLIC_BASE_URL}/v1"}
+    ctx = {"api_base_url": f"{settings.PUBLIC_BASE_URL}/v1", "site_name": settings.SITE_NAME}
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         ctx["my_teams"] = lambda: teams_for_user(user)  # lazy: pages without the sidebar never query

@@ -213,7 +213,65 @@ class KeyRotateForm(forms.Form):
         return timedelta(seconds=self.cleaned_data["grace_seconds"])
 
 
-# --- billing (top-up and auto-recharge forms post to billing.views) ---------------------------
+# --- billing (the top-up form posts to billing.views; these two are answered by the Billing page) -------
+
+
+class RedeemCodeForm(forms.Form):
+    code = forms.CharField(
+        label="Credit code",
+        max_length=64,
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "placeholder": "TG-XXXX-XXXX-XXXX",
+                "autocapitalize": "characters",
+            }
+        ),
+        error_messages={"required": "Enter the code you were given."},
+    )
+
+
+def _dollars_to_cents(value: Decimal) -> int:
+    return int(value * 100)
+
+
+class AutoRechargeForm(forms.Form):
+    enabled = forms.BooleanField(label="Charge the saved card automatically", required=False)
+    threshold_usd = forms.DecimalField(
+        label="When available credit falls below (USD)",
+        min_value=0,
+        max_value=10_000,
+        decimal_places=2,
+        error_messages={
+            "required": "Enter the amount below which to recharge, e.g. 5.",
+            "invalid": "Enter an amount in dollars, e.g. 5 or 12.50.",
+            "max_decimal_places": "Use whole cents, e.g. 5 or 12.50.",
+            "min_value": "The threshold cannot be negative.",
+            "max_value": "The threshold can be at most $10,000.",
+        },
+    )
+    amount_usd = forms.DecimalField(
+        label="Add (USD)",
+        min_value=5,
+        max_value=10_000,
+        decimal_places=2,
+        error_messages={
+            "required": "Enter how much to add each time, e.g. 20.",
+            "invalid": "Enter an amount in dollars, e.g. 20 or 25.50.",
+            "max_decimal_places": "Use whole cents, e.g. 20 or 25.50.",
+            "min_value": "Add at least $5 each time.",
+            "max_value": "Add at most $10,000 each time.",
+        },
+    )
+
+    def cents(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "enabled": d["enabled"],
+            "threshold_cents": _dollars_to_cents(d["threshold_usd"]),
+            "amount_cents": _dollars_to_cents(d["amount_usd"]),
+        }
 
 
 class ReceiptFilterForm(forms.Form):
@@ -267,7 +325,7 @@ class UsageRangeForm(forms.Form):
             end = today
             start = today - timedelta(days=int(choice) - 1)
         data["start"], data["end"] = start, end
-        data["mode"] = data.get("mode") or "live"
+        data["mode"] = data.get("mode") or ""  # empty: the view picks what the team actually used
         return data
 
 

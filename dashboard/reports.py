@@ -1,28 +1,30 @@
-"""Billing, receipts and usage pages: read-only views over billing's rows (top-up and auto-recharge
-forms post to billing.views, which call billing.topups)."""
+"""Billing, receipts and usage pages over billing's rows. The Billing page also answers its credit-code and
+auto-recharge forms (so their errors show inline); the card top-up form posts to billing.views."""
 
 from __future__ import annotations
 
 import csv
 from datetime import datetime, time, timedelta
 
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 
 from accounts.access import TeamAccess
+from accounts.auth import client_ip_from_request as client_ip
 from accounts.models import ApiKey
 from accounts.permissions import Action
-from billing import money, stripe_client
+from accounts.services import PermissionDenied
+from billing import credit_codes, money, stripe_client, topups
 from billing.models import LedgerEntry, LedgerKind, Receipt, ReceiptStatus
-from billing.pricing import nusd_to_usd
 from billing.services import ensure_wallet
 from dashboard import charts
-from dashboard.common import page, team_page
-from dashboard.forms import ReceiptFilterForm, UsageRangeForm
+from dashboard.common import forbidden, page, team_page
+from dashboard.forms import AutoRechargeForm, ReceiptFilterForm, RedeemCodeForm, UsageRangeForm
 from dashboard.templatetags.dashboard_tags import usd
-from dashboard.usage import usage_report
+from dashboard.usage import default_mode, usage_report
 
 PAGE_SIZE = 25
 
@@ -31,29 +33,92 @@ def _day_start(day) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
 
 
-@team_page(Action.BILLING_VIEW)
-def billing(request, access: TeamAccess):
+def _billing_page(request, access: TeamAccess, *, redeem_form=None, auto_form=None, auto_saved=False, status=200):
     team = access.team
     wallet = ensure_wallet(team)
     kind = request.GET.get("kind", "")
-    entries = LedgerEntry.objects.filter(wallet=wallet).select_related("actor")
+    entries = LedgerEntry.objects.filter(wallet=wallet)
     if kind in LedgerKind.values:
         entries = entries.filter(kind=kind)
     ledger = Paginator(entries, PAGE_SIZE).get_page(request.GET.get("page"))
+    stripe_on = stripe_client.is_configured()
+    card_saved = bool(wallet.stripe_customer_id and wallet.stripe_payment_method_id)
     ctx = {
         "wallet": wallet,
         "ledger": ledger,
         "kind": kind,
         "kinds": LedgerKind.choices,
         "can_manage": access.can(Action.BILLING_MANAGE),
-        "stripe_configured": stripe_client.is_configured(),
-        "recent": Receipt.objects.filter(team=team).select_related("api_key")[:5],
-        "auto_recharge": {
-            "threshold": nusd_to_usd(wallet.auto_recharge_threshold_nusd),
-            "amount": nusd_to_usd(wallet.auto_recharge_amount_nusd),
-        },
+        "stripe_configured": stripe_on,
+        "card_payments_off": stripe_client.CARD_PAYMENTS_OFF,
+        # Auto-recharge charges a saved card: until there is one to charge, the form explains instead.
+        "auto_recharge_ready": stripe_on and card_saved,
+        "card_saved": card_saved,
+        "recent": Receipt.objects.filter(team=team, is_test=False).select_related("api_key")[:5],
+        "redeem_form": redeem_form or RedeemCodeForm(),
+        "auto_form": auto_form
+        or AutoRechargeForm(
+            initial={
+                "enabled": wallet.auto_recharge_enabled,
+                "threshold_usd": money.exact(wallet.auto_recharge_threshold_nusd),
+                "amount_usd": money.exact(wallet.auto_recharge_amount_nusd),
+            }
+        ),
+        "auto_saved": auto_saved,
     }
-    return page(request, "dashboard/billing.html", access, "billing", ctx)
+    return page(request, "dashboard/billing.html", access, "billing", ctx, status=status)
+
+
+@team_page(Action.BILLING_VIEW)
+def billing(request, access: TeamAccess):
+    return _billing_page(request, access)
+
+
+@team_page(Action.BILLING_VIEW, methods=("POST",))
+def billing_redeem(request, access: TeamAccess):
+    """Redeem a credit code; a refusal is shown under the field, on the same page."""
+    if not access.can(Action.BILLING_MANAGE):
+        return forbidden(request, access, "Owners, admins and billing members can redeem credit codes.")
+    form = RedeemCodeForm(request.POST)
+    if not form.is_valid():
+        return _billing_page(request, access, redeem_form=form, status=400)
+    try:
+        redemption = credit_codes.redeem(
+            access.team, form.cleaned_data["code"], actor=request.user, ip=client_ip(request)
+        )
+    except PermissionDenied as exc:
+        return forbidden(request, access, exc.message)
+    except credit_codes.CreditCodeError as exc:
+        form.add_error("code", exc.message)
+        return _billing_page(request, access, redeem_form=form, status=exc.status)
+    entry = redemption.ledger_entry
+    messages.success(
+        request,
+        f"Code redeemed: {money.usd(entry.amount_nusd)} added. Your balance is {money.usd(entry.balance_after_nusd)}.",
+    )
+    return redirect("dashboard:billing", team_id=access.team.public_id)
+
+
+@team_page(Action.BILLING_VIEW, methods=("POST",))
+def billing_auto_recharge(request, access: TeamAccess):
+    """Save auto-recharge settings: errors inline under their fields, "Saved" beside the button."""
+    if not access.can(Action.BILLING_MANAGE):
+        return forbidden(request, access, "Owners, admins and billing members can change auto-recharge.")
+    form = AutoRechargeForm(request.POST)
+    if not form.is_valid():
+        return _billing_page(request, access, auto_form=form, status=400)
+    try:
+        topups.update_auto_recharge(access.team, actor=request.user, ip=client_ip(request), **form.cents())
+    except PermissionDenied as exc:
+        return forbidden(request, access, exc.message)
+    except topups.TopUpError as exc:
+        field = AUTO_RECHARGE_FIELDS.get(exc.code)
+        form.add_error(field, exc.message)
+        return _billing_page(request, access, auto_form=form, status=400)
+    return _billing_page(request, access, auto_saved=True)
+
+
+AUTO_RECHARGE_FIELDS = {"invalid_threshold": "threshold_usd", "invalid_amount": "amount_usd"}
 
 
 def _filtered_receipts(request, access: TeamAccess):
@@ -171,14 +236,18 @@ def receipt_detail(request, access: TeamAccess, receipt_id: str):
 
 @team_page(Action.USAGE_VIEW)
 def usage(request, access: TeamAccess):
-    form = UsageRangeForm(request.GET or {"range": "30"})
+    data = request.GET.copy()
+    if not (data.get("range") or data.get("start") or data.get("end")):
+        data["range"] = "30"  # so the range picker shows the range the page reports on
+    form = UsageRangeForm(data)
     if not form.is_valid():
         form_ok = False
         report = None
     else:
         form_ok = True
         d = form.cleaned_data
-        report = usage_report(access.team, d["start"], d["end"], d["mode"])
+        mode = d["mode"] or default_mode(access.team, d["start"], d["end"])
+        report = usage_report(access.team, d["start"], d["end"], mode)
     ctx = {"form": form, "report": report}
     if form_ok:
 
@@ -193,7 +262,9 @@ def usage(request, access: TeamAccess):
                 "model_chart": charts.hbar_chart(report.by_model, "cost_nusd", usd, title="Spend by model"),
                 "key_chart": charts.hbar_chart(report.by_key, "cost_nusd", usd, title="Spend by key"),
                 "can_see_receipts": access.can(Action.BILLING_VIEW),
-                "recent": Receipt.objects.filter(team=access.team).select_related("api_key")[:8],
+                "recent": Receipt.objects.filter(team=access.team, is_test=mode == "test").select_related("api_key")[
+                    :8
+                ],
             }
         )
     return page(request, "dashboard/usage.html", access, "usage", ctx, status=200 if form_ok else 400)

@@ -12,7 +12,7 @@ from accounts.auth import client_ip_from_request as client_ip
 from accounts.models import Membership
 from accounts.permissions import Action
 from accounts.services import AccountsError, PermissionDenied
-from dashboard.common import forbidden, page, team_page
+from dashboard.common import forbidden, is_only_owner, page, team_page
 from dashboard.forms import DeleteTeamForm, TeamSettingsForm, TransferOwnershipForm
 
 
@@ -37,6 +37,7 @@ def _settings_page(
         "can_transfer": access.can(Action.TEAM_TRANSFER),
         "can_delete": access.can(Action.TEAM_DELETE),
         "open_delete": delete_form is not None and bool(delete_form.errors),
+        "only_owner": is_only_owner(access),
     }
     return page(request, "dashboard/team_settings.html", access, "settings", ctx, status=status)
 

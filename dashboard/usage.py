@@ -48,18 +48,27 @@ def _sums():
     return {"requests": Count("id"), "tokens": Coalesce(Sum(TOKENS), 0), "cost": Coalesce(Sum("total_cost_nusd"), 0)}
 
 
+def default_mode(team, start: date, end: date) -> str:
+    """Live when the team made live requests in the range; test when it made only test ones (a new team trying
+    the simulator sees its requests, not an empty report above a list of them)."""
+    since, until = bounds(start, end)
+    in_range = Receipt.objects.filter(team=team, created_at__gte=since, created_at__lt=until)
+    if in_range.filter(is_test=False).exists() or not in_range.filter(is_test=True).exists():
+        return "live"
+    return "test"
+
+
 def usage_report(team, start: date, end: date, mode: str = "live") -> UsageReport:
     qs = receipts_in_range(team, start, end, mode)
     report = UsageReport(start=start, end=end, mode=mode)
     per_day = {
         r["day"]: r for r in qs.annotate(day=TruncDate("created_at")).values("day").annotate(**_sums()).order_by()
     }
-    day = start
+    day, today = start, timezone.localdate()
     while day <= end:
         r = per_day.get(day, {})
-        report.days.append(
-            Row(day.strftime("%b %-d"), r.get("requests", 0), r.get("tokens", 0), r.get("cost", 0), key=day.isoformat())
-        )
+        label = "Today" if day == today else day.strftime("%b %-d")
+        report.days.append(Row(label, r.get("requests", 0), r.get("tokens", 0), r.get("cost", 0), key=day.isoformat()))
         day += timedelta(days=1)
     report.by_model = [
         Row(r["model_requested"], r["requests"], r["tokens"], r["cost"], key=r["model_requested"])

@@ -24,11 +24,11 @@ from accounts.keys import KeyActor
 from accounts.models import ApiKey, Invitation, Membership, Role
 from accounts.permissions import Action, can_assign
 from accounts.services import AccountsError, PermissionDenied
+from billing import money
 from billing.models import Receipt
-from billing.pricing import nusd_to_usd
 from billing.settlement import month_start
 from dashboard import catalog
-from dashboard.common import forbidden, page, team_page
+from dashboard.common import forbidden, is_only_owner, page, team_page
 from dashboard.forms import (
     InvitationSignupForm,
     InviteForm,
@@ -61,7 +61,12 @@ def home(request):
 def team_create(request):
     form = TeamCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        team = account_services.create_team(name=form.cleaned_data["name"], owner=request.user, ip=client_ip(request))
+        team = account_services.create_team(
+            name=form.cleaned_data["name"],
+            owner=request.user,
+            ip=client_ip(request),
+            origin=account_services.TeamOrigin.DASHBOARD,
+        )
         messages.success(request, f"Team “{team.name}” created.")
         return redirect("dashboard:overview", team_id=team.public_id)
     return render(request, "dashboard/team_create.html", {"form": form}, status=400 if form.errors else 200)
@@ -72,11 +77,7 @@ def invitation_accept(request, token: str):
     invitation = account_services.find_invitation(token)
     ctx = {"invitation": invitation, "token": token}
     if invitation is None or invitation.status != "pending":
-        ctx["problem"] = (
-            "This invitation link is not valid."
-            if invitation is None
-            else f"This invitation has been {invitation.status}."
-        )
+        ctx["problem"] = account_services.invitation_problem(invitation)
         return render(request, "dashboard/invitation.html", ctx, status=404 if invitation is None else 410)
     user = request.user
     if user.is_authenticated:
@@ -281,7 +282,7 @@ def key_limits(request, access: TeamAccess, key_id: str):
         "rpm_limit": key.rpm_limit,
         "tpm_limit": key.tpm_limit,
         "monthly_spend_cap_usd": (
-            None if key.monthly_spend_cap_nusd is None else nusd_to_usd(key.monthly_spend_cap_nusd)
+            None if key.monthly_spend_cap_nusd is None else money.exact(key.monthly_spend_cap_nusd)
         ),
         "ip_allowlist": "\n".join(key.ip_allowlist),
     }
@@ -314,7 +315,9 @@ def _members_page(request, access, *, invite_form=None, status=200):
     members = list(Membership.objects.filter(team=team).select_related("user").order_by("created_at"))
     invitations = [
         i
-        for i in Invitation.objects.filter(team=team, accepted_at=None, revoked_at=None).select_related("invited_by")
+        for i in Invitation.objects.filter(
+            team=team, accepted_at=None, revoked_at=None, replaced_at=None
+        ).select_related("invited_by")
         if i.status == "pending"
     ]
     can_manage = access.can(Action.MEMBERS_MANAGE)
@@ -326,6 +329,7 @@ def _members_page(request, access, *, invite_form=None, status=200):
         "assignable": [(v, label) for v, label in Role.choices if can_assign(access.role, v)],
         "assignable_values": {v for v in Role.values if can_assign(access.role, v)},
         "open_invite": invite_form is not None and bool(invite_form.errors),
+        "only_owner": is_only_owner(access),
     }
     return page(request, "dashboard/members.html", access, "members", ctx, status=status)
 

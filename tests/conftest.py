@@ -59,6 +59,16 @@ def _db_units_on_the_test_connection(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_live_update_caches():
+    """dashboard.live remembers each team id's public id; between tests (not in production) a flushed
+    database hands the same id to a new team, whose updates would then go to the old team's group."""
+    from dashboard import live
+
+    live._public_ids.clear()
+    live._listening.clear()
+
+
+@pytest.fixture(autouse=True)
 def _no_async_db_pool(settings):
     """The async hold/settle connections (billing/backends/postgres.py) cannot see rows of the test transaction: off
     by default; on for the live server (`live`) and for the tests of the pool itself."""

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django import template
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from billing import money
 
@@ -37,6 +38,16 @@ def until(moment: datetime | None) -> str:
     if seconds < 2 * 86400:
         return f"{round(seconds / 3600)} h"
     return f"{round(seconds / 86400)} d"
+
+
+@register.filter
+def ago(moment: datetime | None) -> str:
+    """'just now' under a minute (never "0 minutes ago"), else '5 minutes ago', '3 days ago'."""
+    if moment is None:
+        return ""
+    if (timezone.now() - moment).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(moment, depth=1)} ago"
 
 
 @register.filter

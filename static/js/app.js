@@ -29,10 +29,20 @@
     if (!src) return;
     var text = src.value !== undefined && src.tagName !== "CODE" && src.tagName !== "PRE" ? src.value : src.textContent;
     var done = function () {
-      var old = btn.getAttribute("data-label") || btn.textContent;
-      btn.setAttribute("data-label", old);
-      btn.textContent = "Copied";
-      setTimeout(function () { btn.textContent = old; }, 1500);
+      /* change only the words, so the icon beside them stays */
+      var label = btn.querySelector("[data-copy-label]");
+      if (!label) {
+        label = document.createElement("span");
+        label.setAttribute("data-copy-label", "");
+        Array.prototype.slice.call(btn.childNodes).forEach(function (n) {
+          if (n.nodeType === 3 && n.textContent.trim()) { label.textContent += n.textContent.trim(); btn.removeChild(n); }
+        });
+        btn.appendChild(label);
+      }
+      if (!btn.hasAttribute("data-label")) btn.setAttribute("data-label", label.textContent);
+      label.textContent = "Copied";
+      clearTimeout(btn._copyTimer);
+      btn._copyTimer = setTimeout(function () { label.textContent = btn.getAttribute("data-label"); }, 1500);
     };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text.trim()).then(done, function () { fallbackCopy(src, done); });
@@ -136,8 +146,14 @@
         el.href = r.url; el.title = r.id; el.textContent = rest.length > 12 ? parts[0] + "_…" + rest.slice(-8) : r.id; return;
       }
       if (f === "status") {
-        el.textContent = r.status + (r.is_test ? " · test" : "");
+        el.textContent = r.status;
         el.className = "badge " + (r.status === "succeeded" ? "ok" : r.status === "failed" ? "bad" : "warn");
+        return;
+      }
+      if (f === "test-marker" || f === "not-charged") { el.hidden = !r.is_test; return; }
+      if (f === "cost") {
+        el.textContent = r.cost;
+        if (r.is_test) { el.className = "muted"; el.title = "What it would cost with a live key. Test requests are never charged."; }
         return;
       }
       var v = r[f];
@@ -148,10 +164,14 @@
   function addReceipt(r) {
     $$("[data-live-receipts]").forEach(function (tbody) {
       if ($('[data-receipt="' + r.id + '"]', tbody)) return;
+      /* Billing lists charges (test requests never are one); Usage lists the mode it reports on */
+      var mode = tbody.getAttribute("data-live-mode");
+      if (mode && (mode === "test") !== !!r.is_test) return;
       var tpl = document.getElementById(tbody.getAttribute("data-live-receipts"));
       if (!tpl) return;
       var row = tpl.content.firstElementChild.cloneNode(true);
       row.setAttribute("data-receipt", r.id);
+      if (r.is_test) row.setAttribute("data-test", "");
       fill(row, r);
       row.classList.add("flash-live");
       tbody.insertBefore(row, tbody.firstChild);
@@ -184,7 +204,7 @@
   function connect() {
     var proto = window.location.protocol === "https:" ? "wss://" : "ws://";
     var ws = new WebSocket(proto + window.location.host + "/ws/team/" + team + "/");
-    ws.onopen = function () { attempts = 0; setStatus("Live", "ok"); document.body.setAttribute("data-live-ready", "1"); };
+    ws.onopen = function () { attempts = 0; setStatus("Live updates", "ok"); document.body.setAttribute("data-live-ready", "1"); };
     ws.onmessage = function (ev) {
       var msg;
       try { msg = JSON.parse(ev.data); } catch (err) { return; }
@@ -195,8 +215,8 @@
     };
     ws.onclose = function (ev) {
       document.body.removeAttribute("data-live-ready");
-      if (ev.code === 4403) { setStatus("Offline", ""); return; }
-      setStatus("Reconnecting…", "warn");
+      if (ev.code === 4403) { setStatus("Live updates off", ""); return; }
+      setStatus("Live updates: reconnecting…", "warn");
       attempts = Math.min(attempts + 1, 6);
       setTimeout(connect, 500 * Math.pow(2, attempts));
     };

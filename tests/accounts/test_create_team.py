@@ -62,3 +62,8 @@ def test_unknown_scope_is_refused(db):
     with pytest.raises(CommandError, match="Unknown scope"):
         run("acme", owner="a@acme.test", key=["k"], scopes="inference,root", json=True)
     assert not Team.objects.exists()
+
+
+def test_a_round_number_of_credits_prints_as_plain_digits(db):
+    data = run("tens", owner="t@acme.test", credits="10", json=True)
+    assert (data["balance_usd"], data["balance_display"]) == ("10", "$10.00")  # Decimal would print "1E+1"

@@ -239,6 +239,22 @@ def test_a_keys_write_key_manages_its_own_teams_keys(team, owner):
     assert log.ip == "127.0.0.1"
 
 
+@pytest.mark.parametrize("actor", ["session", "key"])
+def test_a_key_minted_through_either_actor_keeps_the_name_it_was_sent(team, owner, actor):
+    """A key minted by a key was once saved as "expires_at": read the name back everywhere it shows."""
+    automation = mint_key(team=team, name="automation", scopes=["keys:write", "models:read"], created_by=owner)
+    client = as_user(owner) if actor == "session" else as_key(automation.plaintext)
+    created = create(client, team, name="readonly-x", scopes=["models:read"], mode="test")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert (body["name"], body["mode"], body["scopes"]) == ("readonly-x", "test", ["models:read"])
+    assert client.get(f"/api/v1/keys/{body['id']}/").json()["name"] == "readonly-x"
+    assert ApiKey.objects.get(public_id=body["id"]).name == "readonly-x"
+    whoami = Client(HTTP_AUTHORIZATION=f"Bearer {body['key']}").get("/v1/key")
+    assert whoami.status_code == 200, whoami.content
+    assert whoami.json()["data"]["name"] == "readonly-x"
+
+
 def test_a_keys_write_key_cannot_grant_scopes_it_lacks(team, owner):
     admin_key = mint_key(team=team, name="automation", scopes=["keys:write"], created_by=owner)
     client = as_key(admin_key.plaintext)

@@ -6,10 +6,10 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from accounts.models import AuditLog, User
+from billing.adjustments import adjust_balance
 from billing.errors import BillingError
 from billing.models import LedgerEntry, LedgerKind, Wallet
 from billing.reconcile import find_discrepancies
-from billing.services import adjust_balance
 from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, USD, usage
 
@@ -28,7 +28,7 @@ def admin_client(client, operator):
 
 
 def test_adjust_balance_writes_a_ledger_entry_and_an_audit_row(funded_team, operator):
-    entry = adjust_balance(funded_team, -2 * USD, operator, "  refund for outage #12 ")
+    entry = adjust_balance(funded_team, -2 * USD, actor=operator, reason="  refund for outage #12 ")
     assert (entry.kind, entry.amount_nusd, entry.balance_after_nusd) == (LedgerKind.ADJUSTMENT, -2 * USD, 8 * USD)
     assert (entry.actor, entry.reason) == (operator, "refund for outage #12")
     log = AuditLog.objects.get(action="billing.adjusted")
@@ -54,7 +54,7 @@ def test_adjust_balance_writes_a_ledger_entry_and_an_audit_row(funded_team, oper
 )
 def test_adjust_balance_refuses_bad_input_and_writes_nothing(funded_team, operator, amount, reason, code):
     with pytest.raises(BillingError) as exc:
-        adjust_balance(funded_team, amount, operator, reason)
+        adjust_balance(funded_team, amount, actor=operator, reason=reason)
     assert exc.value.code == code
     assert not LedgerEntry.objects.filter(kind=LedgerKind.ADJUSTMENT).exists()
     assert not AuditLog.objects.filter(action="billing.adjusted").exists()
@@ -64,7 +64,8 @@ def test_the_action_asks_for_amount_and_reason_then_adjusts(admin_client, funded
     wallet = Wallet.objects.get(team=funded_team)
     form = admin_client.post(CHANGELIST, {"action": "adjust_balance_action", "_selected_action": [wallet.pk]})
     assert form.status_code == 200
-    assert b"Amount (USD)" in form.content and b"Reason" in form.content and b"acme" in form.content
+    for label in (b"Amount (USD)", b"Memo for the customer", b"Internal note", b"Allow a negative balance", b"acme"):
+        assert label in form.content, label
 
     done = admin_client.post(
         CHANGELIST,
@@ -81,6 +82,87 @@ def test_the_action_asks_for_amount_and_reason_then_adjusts(admin_client, funded
     assert (entry.amount_nusd, entry.actor, entry.reason) == (2_500_000_001, operator, "goodwill credit")
     assert Wallet.objects.get(pk=wallet.pk).balance_nusd == 12 * USD + 500_000_001
     assert AuditLog.objects.filter(action="billing.adjusted", actor=operator).count() == 1
+
+
+def test_a_debit_below_zero_is_refused_unless_the_operator_allows_a_negative_balance(funded_team, operator):
+    with pytest.raises(BillingError) as exc:
+        adjust_balance(funded_team, -11 * USD, actor=operator, reason="chargeback")
+    assert exc.value.code == "would_go_negative" and "$-1.00" not in exc.value.message
+    assert "-$1.00" in exc.value.message and "Allow a negative balance" in exc.value.message
+    assert Wallet.objects.get(team=funded_team).balance_nusd == 10 * USD
+    assert not LedgerEntry.objects.filter(kind=LedgerKind.ADJUSTMENT).exists()
+
+    entry = adjust_balance(funded_team, -11 * USD, actor=operator, reason="chargeback", allow_negative=True)
+    assert entry.balance_after_nusd == -USD
+    assert AuditLog.objects.get(action="billing.adjusted").metadata["allow_negative"] is True
+    # The books agree; check_ledger still flags the wallet until its balance is back at zero or above.
+    assert [d.problems for d in find_discrepancies()] == [["balance -1000000000 is below zero"]]
+
+
+def test_a_debit_counts_what_running_requests_hold(funded_team, operator):
+    place_hold(team_id=funded_team.id, key_id=None, request_id="r", amount_nusd=3 * USD, is_test=False)
+    with pytest.raises(BillingError) as exc:
+        adjust_balance(funded_team, -8 * USD, actor=operator, reason="too much")  # 10 - 3 held - 8 < 0
+    assert exc.value.code == "would_go_negative"
+    assert adjust_balance(funded_team, -7 * USD, actor=operator, reason="exactly to zero").balance_after_nusd == 3 * USD
+
+
+def test_the_customer_sees_the_memo_but_never_the_internal_note_or_the_operators_email(
+    admin_client, client, funded_team, owner, operator
+):
+    wallet = Wallet.objects.get(team=funded_team)
+    admin_client.post(
+        CHANGELIST,
+        {
+            "action": "adjust_balance_action",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "amount_usd": "3",
+            "memo": "Goodwill credit for the outage",
+            "reason": "ticket 4411, approved by finance",
+        },
+    )
+    entry = LedgerEntry.objects.get(kind=LedgerKind.ADJUSTMENT)
+    assert (entry.memo, entry.reason, entry.actor) == (
+        "Goodwill credit for the outage",
+        "ticket 4411, approved by finance",
+        operator,
+    )
+    client.force_login(owner)
+    html = client.get(f"/t/{funded_team.public_id}/billing/").content.decode()
+    assert "Goodwill credit for the outage" in html and "$3.00" in html
+    assert "ticket 4411" not in html and operator.email not in html
+    assert "test credit" not in html  # the fixture grant's internal reason
+
+
+def test_the_action_refuses_a_debit_below_zero_with_a_message_and_writes_nothing(admin_client, funded_team):
+    wallet = Wallet.objects.get(team=funded_team)
+    data = {"action": "adjust_balance_action", "_selected_action": [wallet.pk], "apply": "1"}
+    refused = admin_client.post(CHANGELIST, {**data, "amount_usd": "-20", "reason": "chargeback"}, follow=True)
+    assert "Allow a negative balance" in refused.content.decode()
+    assert Wallet.objects.get(pk=wallet.pk).balance_nusd == 10 * USD
+    admin_client.post(CHANGELIST, {**data, "amount_usd": "-20", "reason": "chargeback", "allow_negative": "on"})
+    assert Wallet.objects.get(pk=wallet.pk).balance_nusd == -10 * USD
+
+
+def test_the_admin_shows_the_same_exact_amounts_as_the_dashboard(admin_client, funded_team):
+    from billing.money import usd
+    from gateway.models import CatalogModel
+
+    receipt = settle(
+        place_hold(team_id=funded_team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False),
+        usage=usage(prompt=3, completion=1, cached=1),
+        prices=PRICES,
+        meta=META,
+    )
+    assert receipt.total_cost_nusd == 6_250  # $0.00000625: rounded to six decimals it would read $0.000006
+    CatalogModel.objects.create(public_id="cheap-model", input_price_nusd=500, output_price_nusd=1_500)
+    receipts = admin_client.get("/admin/billing/receipt/").content.decode()
+    assert usd(receipt.total_cost_nusd) in receipts and "$0.000000<" not in receipts
+    ledger = admin_client.get("/admin/billing/ledgerentry/").content.decode()
+    assert "-$0.00000625" in ledger and "$9.99999375" in ledger
+    models = admin_client.get("/admin/gateway/catalogmodel/").content.decode()
+    assert "$0.50" in models and "$1.50" in models and "$0.5<" not in models
 
 
 @pytest.mark.parametrize(

@@ -137,12 +137,82 @@ def test_a_viewer_cannot_change_auto_recharge(team, viewer):
         topups.update_auto_recharge(team, actor=viewer, enabled=False, threshold_cents=500, amount_cents=2000)
 
 
-def test_the_settings_form_answers_bad_input_with_a_400(client, team, owner, settings):
+def saved_card(team, settings) -> None:
+    settings.STRIPE_SECRET_KEY = "sk_test_fake"
+    Wallet.objects.filter(team=team).update(stripe_customer_id="cus_1", stripe_payment_method_id="pm_1")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "amount", "message"),
+    [
+        ("-3", "20", "The threshold cannot be negative."),
+        ("ten", "20", "Enter an amount in dollars, e.g. 5 or 12.50."),
+        ("5", "4.99", "Add at least $5 each time."),
+        ("5", "20.001", "Use whole cents, e.g. 20 or 25.50."),
+        ("5", "", "Enter how much to add each time, e.g. 20."),
+        ("10001", "20", "The threshold can be at most $10,000."),
+    ],
+)
+def test_bad_auto_recharge_values_get_inline_errors_on_the_billing_page(
+    client, team, owner, settings, threshold, amount, message
+):
+    saved_card(team, settings)
     client.force_login(owner)
     response = client.post(
-        f"/billing/teams/{team.public_id}/auto-recharge/", {"enabled": "on", "threshold_usd": "-3", "amount_usd": "20"}
+        f"/t/{team.public_id}/billing/auto-recharge/",
+        {"enabled": "on", "threshold_usd": threshold, "amount_usd": amount},
     )
-    assert response.status_code == 400 and b"threshold" in response.content
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert message in html and "<h1>Billing</h1>" in html  # the same page, the error under its field
+    assert "threshold_usd" not in message and "Saved" not in html
+    wallet = Wallet.objects.get(team=team)
+    assert not wallet.auto_recharge_enabled and wallet.auto_recharge_threshold_nusd == 5 * USD
+    assert not AuditLog.objects.filter(action="billing.auto_recharge_updated").exists()
+
+
+def test_a_valid_auto_recharge_save_says_saved(client, team, owner, settings):
+    saved_card(team, settings)
+    client.force_login(owner)
+    response = client.post(
+        f"/t/{team.public_id}/billing/auto-recharge/", {"enabled": "on", "threshold_usd": "7.5", "amount_usd": "25"}
+    )
+    assert response.status_code == 200
+    assert 'data-testid="auto-recharge-saved"' in response.content.decode()
+    wallet = Wallet.objects.get(team=team)
+    assert (wallet.auto_recharge_enabled, wallet.auto_recharge_threshold_nusd, wallet.auto_recharge_amount_nusd) == (
+        True,
+        7_500_000_000,
+        25 * USD,
+    )
+    page = client.get(f"/t/{team.public_id}/billing/").content.decode()
+    assert 'value="7.5"' in page and 'value="25"' in page and "2E+1" not in page
+
+
+@pytest.mark.parametrize("stripe_on", [False, True])
+def test_the_auto_recharge_form_is_disabled_with_a_reason_until_stripe_is_on_and_a_card_is_saved(
+    client, team, owner, settings, stripe_on
+):
+    settings.STRIPE_SECRET_KEY = "sk_test_fake" if stripe_on else ""
+    client.force_login(owner)
+    html = client.get(f"/t/{team.public_id}/billing/").content.decode()
+    fieldset = html[html.index('<fieldset class="plain"') :].split(">", 1)[0]
+    assert "disabled" in fieldset
+    reason = "top up by card once to turn it on" if stripe_on else "card payments are not enabled on this installation"
+    assert reason in html and "STRIPE" not in html
+    saved_card(team, settings)
+    html = client.get(f"/t/{team.public_id}/billing/").content.decode()
+    assert "disabled" not in html[html.index('<fieldset class="plain"') :].split(">", 1)[0]
+
+
+def test_a_service_refusal_is_shown_inline_too(client, team, owner, settings):
+    saved_card(team, settings)
+    Wallet.objects.filter(team=team).update(stripe_payment_method_id="")  # the card went away meanwhile
+    client.force_login(owner)
+    response = client.post(
+        f"/t/{team.public_id}/billing/auto-recharge/", {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"}
+    )
+    assert response.status_code == 400 and b"Top up once by card first" in response.content
     assert not Wallet.objects.get(team=team).auto_recharge_enabled
 
 

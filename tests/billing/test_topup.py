@@ -83,7 +83,9 @@ def test_it_says_card_payments_are_not_configured_without_a_stripe_key(team, own
         topups.start_checkout(team, 2500, owner)
 
     assert exc.value.code == "stripe_not_configured"
-    assert "not configured" in exc.value.message and "STRIPE_SECRET_KEY" in exc.value.message
+    assert exc.value.message == (
+        "Card top-ups are not enabled on this installation. Redeem a credit code, or ask your administrator."
+    )
     assert nothing_written()
 
 
@@ -144,7 +146,8 @@ def test_the_top_up_form_says_payments_are_not_configured(client, team, owner, s
     response = client.post(f"/billing/teams/{team.public_id}/topup/", {"amount_usd": "25"})
 
     assert response.status_code == 503
-    assert b"not configured" in response.content and b"sk_" not in response.content
+    assert b"Card top-ups are not enabled on this installation" in response.content
+    assert b"sk_" not in response.content and b"STRIPE" not in response.content
 
 
 def test_an_outsider_cannot_start_a_top_up_for_another_team(client, team, outsider, fake_stripe):
@@ -184,3 +187,29 @@ def test_the_cancel_page_says_nothing_was_charged(client, owner):
     client.force_login(owner)
     response = client.get("/billing/topup/cancel/")
     assert response.status_code == 200 and b"nothing was charged" in response.content
+
+
+def test_a_network_failure_shows_a_plain_message_with_the_request_id_and_logs_the_detail(
+    client, team, owner, settings, caplog
+):
+    """Stripe's own text for this names the host and port it tried and sends people to Stripe's support."""
+    from tests.live_server import closed_port
+
+    port = closed_port()
+    settings.STRIPE_SECRET_KEY = "sk_test_unreachable"
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{port}"
+    client.force_login(owner)
+    with caplog.at_level("WARNING"):
+        response = client.post(f"/billing/teams/{team.public_id}/topup/", {"amount_usd": "25"})
+
+    assert response.status_code == 503
+    html = response.content.decode()
+    request_id = response["X-Request-Id"]
+    assert "Our payment provider could not be reached, so nothing was charged." in html
+    assert request_id in html
+    for leak in ("127.0.0.1", f":{port}", "support@stripe.com", "APIConnectionError", "sk_test"):
+        assert leak not in html, leak
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert request_id in logged and "APIConnectionError" in logged
+    assert "sk_test_unreachable" not in logged
+    assert nothing_written()

@@ -133,10 +133,8 @@ def test_a_viewer_sees_no_key_or_billing_actions_and_is_refused_when_posting_the
         (f"{base}/keys/{key.public_id}/rotate/", {"grace_seconds": "0"}),
         (f"{base}/keys/{key.public_id}/revoke/", {}),
         (f"/billing/teams/{team.public_id}/topup/", {"amount_usd": "20"}),
-        (
-            f"/billing/teams/{team.public_id}/auto-recharge/",
-            {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"},
-        ),
+        (f"{base}/billing/auto-recharge/", {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"}),
+        (f"{base}/billing/redeem/", {"code": "TG-0000-0000-0000"}),
     ]:
         assert page.request.post(path, form=form, headers=headers).status == 403, path
     key.refresh_from_db()

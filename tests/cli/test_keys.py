@@ -49,9 +49,6 @@ def test_a_key_is_created_rotated_and_revoked_round_trip(cli, live, acme, logged
     assert {k["id"]: k["status"] for k in listed["data"]}[row.public_id] == "revoked"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known bug fixed on another branch: a key minted by a key through the API is named 'expires_at'"
-)
 def test_a_created_key_keeps_the_name_it_was_given(cli, acme, logged_in):
     created = json.loads(cli("keys", "create", "ci-bot", "--json").stdout)
     assert created["name"] == "ci-bot"

@@ -145,9 +145,10 @@ def test_roles_without_billing_manage_are_refused_top_ups_and_auto_recharge(peop
     client = client_for(people[who])
     topup = client.post(f"/billing/teams/{team.public_id}/topup/", {"amount_usd": "20"})
     recharge = client.post(
-        f"/billing/teams/{team.public_id}/auto-recharge/", {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"}
+        f"/t/{team.public_id}/billing/auto-recharge/", {"enabled": "on", "threshold_usd": "5", "amount_usd": "20"}
     )
-    assert topup.status_code == 403 and recharge.status_code == 403
+    redeem = client.post(f"/t/{team.public_id}/billing/redeem/", {"code": "TG-0000-0000-0000"})
+    assert topup.status_code == 403 and recharge.status_code == 403 and redeem.status_code == 403
     from billing.models import TopUp, Wallet
 
     assert not TopUp.objects.exists()
@@ -156,13 +157,15 @@ def test_roles_without_billing_manage_are_refused_top_ups_and_auto_recharge(peop
 
 def test_the_billing_page_shows_a_viewer_no_billing_actions(viewer, team):
     html = client_for(viewer).get(f"/t/{team.public_id}/billing/").content.decode()
-    assert "/topup/" not in html and "/auto-recharge/" not in html
+    assert "/topup/" not in html and "/auto-recharge/" not in html and "/redeem/" not in html
 
 
-def test_the_billing_page_says_when_stripe_is_not_configured(owner, team, settings):
+def test_without_stripe_the_billing_page_says_so_in_words_and_never_names_a_setting(owner, team, settings):
     settings.STRIPE_SECRET_KEY = ""
     html = client_for(owner).get(f"/t/{team.public_id}/billing/").content.decode()
-    assert "Stripe is not configured" in html and "/topup/" not in html
+    assert "Card top-ups are not enabled on this installation. Redeem a credit code, or ask your administrator." in html
+    assert "/topup/" not in html and "STRIPE" not in html and "Stripe is not configured" not in html
+    assert "/redeem/" in html  # the way to add credit that works without Stripe
 
 
 # --- members ---------------------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def test_revoking_an_invitation_is_for_owners_and_admins(people, team, pending, 
 def test_resending_an_invitation_is_for_owners_and_admins(people, team, pending, who):
     response = client_for(people[who]).post(f"/t/{team.public_id}/invitations/{pending.pk}/resend/")
     assert response.status_code == expect(who, MANAGERS, ok=302)
-    live = Invitation.objects.filter(team=team, email="pending@acme.test", revoked_at=None)
+    live = Invitation.objects.filter(team=team, email="pending@acme.test", revoked_at=None, replaced_at=None)
     assert live.count() == 1
     assert (live.get().pk != pending.pk) == (who in MANAGERS)
 

@@ -20,7 +20,7 @@ from billing import stripe_client, topups
 from billing.events import set_low_balance_threshold
 from billing.models import TopUp, Wallet
 from billing.money import NUSD_PER_CENT, NUSD_PER_USD
-from billing.services import adjust_balance
+from billing.adjustments import adjust_balance
 from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, fund, usage
 from tests.billing.stripe_fixtures import WHSEC, checkout_session, event, post
@@ -259,7 +259,7 @@ def test_balance_low_is_sent_once_per_crossing_and_re_arms_above_the_threshold(t
     assert low["data"]["object"]["low_balance_threshold"] == Decimal(5)
 
     with TestCase.captureOnCommitCallbacks(execute=True):
-        adjust_balance(team, 10 * USD, owner, "goodwill")  # $12: back above, re-armed, nothing sent
+        adjust_balance(team, 10 * USD, actor=owner, reason="goodwill")  # $12: back above, re-armed, nothing sent
     assert len(receiver.requests) == 1 and not Wallet.objects.get(team=team).low_balance
     spend(team, key, 8)  # $4: a second crossing
     assert types(receiver) == ["balance.low", "balance.low"]

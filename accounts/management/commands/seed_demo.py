@@ -1,7 +1,7 @@
 """Seed the demo team for `make run`: an owner login, $5 of credit, one live and one test key.
 
-Idempotent: a second run changes nothing and prints the existing login. Keys are only shown when
-minted (they are never stored in plaintext), so the first run writes them to var/demo_keys.json.
+Idempotent: a second run changes nothing and prints the existing login. Unlike real keys (shown once, never
+stored in plaintext), the demo keys are kept in var/demo_keys.json (mode 0600) so every start can print them.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Command(BaseCommand):
 Tollgate is seeded.
   Dashboard and admin: {base}/login/  and  {base}/admin/
   Log in as:           {DEMO_EMAIL} / {DEMO_PASSWORD}
-  Demo keys:           {keys_file} (shown once; also below)
+  Demo keys (kept in {keys_file} for this demo; keys you create in the dashboard are shown once):
 {chr(10).join(f"    {k['mode']:4}  {k['key']}" for k in keys)}
 
 Try it:

@@ -11,8 +11,8 @@ from django.db import transaction
 from accounts.keys import mint_key, validate_scopes
 from accounts.models import DEFAULT_SCOPES, Plan, Team, User
 from accounts.services import AccountsError, create_team
-from billing.money import usd
-from billing.pricing import nusd_to_usd, usd_to_nusd
+from billing.money import exact, usd
+from billing.pricing import usd_to_nusd
 from billing.services import grant_credit
 
 
@@ -51,7 +51,7 @@ class Command(BaseCommand):
                     owner.save(update_fields=["password"])
                 team = create_team(name=opts["name"] or slug, slug=slug, owner=owner, plan=opts["plan"])
                 if credits_nusd:
-                    grant_credit(team, amount_nusd=credits_nusd, reason="create_team --credits")
+                    grant_credit(team, amount_nusd=credits_nusd, reason="create_team --credits", memo="Starting credit")
                 keys = []
                 for mode, names in (("live", opts["key"]), ("test", opts["test_key"])):
                     for name in names:
@@ -66,7 +66,7 @@ class Command(BaseCommand):
                 {
                     "team": {"id": team.public_id, "slug": team.slug, "name": team.name, "plan": team.plan},
                     "owner": owner.email,
-                    "balance_usd": str(nusd_to_usd(team.wallet.balance_nusd)),
+                    "balance_usd": exact(team.wallet.balance_nusd),  # "10", never Decimal's "1E+1"
                     "balance_display": usd(team.wallet.balance_nusd),
                     "keys": keys,
                 }
