@@ -33,8 +33,8 @@ from accounts.models import Team, User
 from accounts.permissions import Action, can
 from accounts.services import PermissionDenied, audit, require
 from billing import money
-from billing.models import CreditCode, CreditCodeRedemption, LedgerKind
 from billing.errors import BillingError
+from billing.models import CreditCode, CreditCodeRedemption, LedgerKind
 from billing.services import _post, _send_wallet_credited, ensure_wallet
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from accounts import services as account_services
 from accounts.keys import KeyActor, mint_key, revoke_key, rotate_key
 from accounts.models import ApiKey, Role
 from billing import stripe_client, topups
+from billing.adjustments import adjust_balance
 from billing.events import set_low_balance_threshold
 from billing.models import TopUp, Wallet
 from billing.money import NUSD_PER_CENT, NUSD_PER_USD
-from billing.adjustments import adjust_balance
 from tests.billing.calls import place_hold, settle
 from tests.billing.conftest import META, PRICES, fund, usage
 from tests.billing.stripe_fixtures import WHSEC, checkout_session, event, post
