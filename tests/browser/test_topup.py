@@ -59,7 +59,7 @@ def test_a_card_top_up_through_checkout_raises_the_balance_on_the_open_billing_p
     expect(watcher.get_by_test_id("balance")).to_have_text("$0.00")
 
     page.goto(f"/t/{team.public_id}/billing/")
-    page.get_by_label("Amount (USD)").fill("25")
+    page.get_by_label("Top up by card (USD)").fill("25")
     page.get_by_role("button", name="Continue to payment").click()
     page.wait_for_url(re.compile(r"/v1/checkout/sessions/cs_test_\w+/_test_pay$"))  # Stripe's Checkout page
     checkout_url = page.url
