@@ -128,10 +128,9 @@ def check_low_balance(wallet_id: int) -> str:
 
 
 def queue_low_balance_check(wallet_id: int) -> None:
-    from billing.tasks import check_low_balance as task
     from config.background import enqueue
 
-    enqueue(task, wallet_id)
+    enqueue("billing.tasks.check_low_balance", wallet_id)
 
 
 def set_low_balance_threshold(team: Team, *, actor: User, threshold_cents: Any, ip: str | None = None) -> Wallet:

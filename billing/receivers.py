@@ -15,6 +15,7 @@ from django.dispatch import receiver
 from accounts.services import TeamOrigin, audit
 from accounts.signals import team_created
 from billing.signals import receipt_settled, wallet_credited
+from config.background import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,8 @@ def check_auto_recharge(sender, receipt=None, wallet=None, **kwargs) -> None:
 
 
 def _enqueue(wallet_id: int) -> None:
-    from billing.tasks import auto_recharge
-
     try:
-        auto_recharge.delay(wallet_id)
+        enqueue("billing.tasks.auto_recharge", wallet_id)
     except Exception:
         log.exception("could not queue an auto-recharge for wallet %s", wallet_id)
 

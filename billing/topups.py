@@ -30,6 +30,7 @@ from billing.models import LedgerEntry, LedgerKind, StripeEvent, TopUp, TopUpSta
 from billing.money import NUSD_PER_CENT, usd
 from billing.services import _post, ensure_wallet
 from config import emails
+from config.background import enqueue
 from config.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,7 @@ def credit_checkout_session(session: dict) -> str:
 
 
 def _enqueue_payment_method_sync(wallet_id: int, payment_intent_id: str) -> None:
-    from billing.tasks import save_payment_method
-
-    save_payment_method.delay(wallet_id, payment_intent_id)
+    enqueue("billing.tasks.save_payment_method", wallet_id, payment_intent_id)
 
 
 def _save_payment_method(wallet_id: int, customer_id: str, payment_method_id: str) -> None:

@@ -17,6 +17,7 @@ would need a broker in the embedded default).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -156,8 +157,19 @@ def _task_fn(task) -> Callable[..., Any]:
     return getattr(task, "run", task)  # a Celery task's own function; plain callables run as they are
 
 
+@functools.cache
+def _registry():
+    from config.celery import app
+
+    app.loader.import_default_modules()  # every app's tasks module, as the worker loads them
+    return app.tasks
+
+
 def enqueue(task, *args: Any, countdown: float = 0, **kwargs: Any) -> None:
-    """Run a Celery task (or, in the embedded default, any callable) in the background."""
+    """Run a Celery task in the background. `task` is the task or its registered name ("billing.tasks.x"): a
+    service that schedules work names its task instead of importing the tasks module, which imports it."""
+    if isinstance(task, str):
+        task = _registry()[task]
     mode = runner()
     if mode == "celery":
         task.apply_async(args=args, kwargs=kwargs, countdown=countdown or None)
@@ -176,12 +188,10 @@ def _schedule_periodic() -> None:
         if _periodic_started:
             return
         _periodic_started = True
-    from config.celery import app
-
-    app.loader.import_default_modules()
+    tasks = _registry()
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         every = float(entry["schedule"])
-        worker.submit(_task_fn(app.tasks[entry["task"]]), countdown=every, every=every)
+        worker.submit(_task_fn(tasks[entry["task"]]), countdown=every, every=every)
 
 
 def start() -> None:

@@ -49,6 +49,7 @@ TIMEOUT_SECONDS = 10.0
 RESPONSE_BODY_LIMIT = 1024
 # Seconds to wait after failed attempt n (n = 1…9) before attempt n + 1: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h,
 # 10 h, 20 h, 25 h. The tenth attempt comes ≥ 72.6 h after the first, so a receiver down for 3 days sees ten.
+DELIVER_TASK = "webhooks.tasks.deliver"  # by name: webhooks.tasks imports this module
 RETRY_DELAYS = (60, 300, 1_800, 7_200, 18_000, 36_000, 36_000, 72_000, 90_000)
 JITTER = 0.2
 MAX_ATTEMPTS = 1 + len(RETRY_DELAYS)
@@ -70,11 +71,10 @@ def retry_delay(failed_attempt: int) -> float:
 
 def queue_on_commit(delivery_ids: list[int], *, countdown: float = 0) -> None:
     """Hand the deliveries to the background runner once the transaction that wrote them commits."""
-    from webhooks import tasks
 
     def queue() -> None:
         for pk in delivery_ids:
-            enqueue(tasks.deliver, pk, countdown=countdown)
+            enqueue(DELIVER_TASK, pk, countdown=countdown)
 
     transaction.on_commit(queue)
 
@@ -377,8 +377,6 @@ def requeue_stalled(*, now=None) -> int:
         .order_by("scheduled_at")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
-    from webhooks import tasks
-
     for pk in due:
-        enqueue(tasks.deliver, pk)
+        enqueue(DELIVER_TASK, pk)
     return len(due)
