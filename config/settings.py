@@ -284,6 +284,9 @@ STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # tests point this at localstripe
 SIMULATOR_LATENCY_MS = env_int("SIMULATOR_LATENCY_MS", 0)
 SIMULATOR_TOKENS_PER_SECOND = env_int("SIMULATOR_TOKENS_PER_SECOND", 0)
+# The simulator's images: how long one generation takes, and the words its "content policy" refuses.
+SIMULATOR_IMAGE_LATENCY_MS = env_int("SIMULATOR_IMAGE_LATENCY_MS", 0)
+SIMULATOR_BLOCKED_WORDS = env_list("SIMULATOR_BLOCKED_WORDS", ["forbidden"])
 # Gateway tuning (defaults and meaning in gateway/conf.py).
 GATEWAY_CATALOG_TTL_SECONDS = env_float("GATEWAY_CATALOG_TTL_SECONDS", 5.0)
 GATEWAY_KEEPALIVE_SECONDS = env_float("GATEWAY_KEEPALIVE_SECONDS", 15.0)

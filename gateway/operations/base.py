@@ -179,6 +179,21 @@ class Operation:
     def prices(self, call: Call) -> pricing.Prices:
         return call.model.prices
 
+    def budget(self, call: Call) -> int:
+        """The hold: the most this request may cost (its prompt estimate and whole output budget)."""
+        return pricing.hold_amount(
+            prompt_tokens_estimate=call.prompt_estimate, max_output_tokens=call.output_budget, prices=self.prices(call)
+        )
+
+    def usage(self, call: Call, result: Result) -> pricing.Usage:
+        """What a plain call produced, as priced: upstream's validated token usage."""
+        usage = result.usage
+        return pricing.Usage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+        )
+
     def render(self, call: Call, result: Result, receipt: Receipt) -> bytes:
         raise NotImplementedError
 
