@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from config.api import api
 from config.health import healthz, readyz
+from gateway.views import image_file
 
 admin.site.site_header = "Tollgate operations"
 admin.site.site_title = "Tollgate admin"
@@ -11,6 +12,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("v1/files/images/<str:name>", image_file, name="image_file"),  # anonymous: signed links
     path("v1/", api.urls),
     path("api/v1/", include("accounts.rest_urls")),
     path("billing/", include("billing.urls")),

@@ -138,6 +138,8 @@ class Operation:
     # An asynchronous operation (a job) answers from `submit` once its hold is placed, instead of calling a
     # provider inside the request; its hold then outlives the request (no process lease, HOLD_TTL_SECONDS).
     deferred: ClassVar[bool] = False
+    # Other methods at `path` are reads served by the ninja API (GET /v1/images lists the jobs POST creates).
+    shares_path: ClassVar[bool] = False
 
     # -- planning (no I/O) ------------------------------------------------------------------------------
 
