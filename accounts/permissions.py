@@ -19,6 +19,7 @@ class Action(StrEnum):
     BILLING_VIEW = "billing.view"  # balance, ledger, receipts
     BILLING_MANAGE = "billing.manage"  # top-up, auto-recharge
     USAGE_VIEW = "usage.view"
+    IMAGES_GENERATE = "images.generate"  # start and cancel image jobs from the dashboard
 
 
 _ALL = frozenset(Action)
@@ -27,7 +28,9 @@ _READ = frozenset({Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.BILLING_VIEW, A
 MATRIX: dict[str, frozenset[Action]] = {
     Role.OWNER: _ALL,
     Role.ADMIN: _ALL - {Action.TEAM_DELETE, Action.TEAM_TRANSFER},
-    Role.DEVELOPER: frozenset({Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.KEYS_MANAGE_OWN, Action.USAGE_VIEW}),
+    Role.DEVELOPER: frozenset(
+        {Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.KEYS_MANAGE_OWN, Action.USAGE_VIEW, Action.IMAGES_GENERATE}
+    ),
     Role.VIEWER: _READ,
     Role.BILLING: frozenset({Action.MEMBERS_VIEW, Action.BILLING_VIEW, Action.BILLING_MANAGE, Action.USAGE_VIEW}),
 }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -559,3 +560,46 @@ def sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
     if any(counts.values()):
         log.info("image job sweep: %s", counts)
     return counts
+
+
+# --- from the dashboard: a signed-in member generates, paying from the team's wallet or in test mode ---------
+
+
+async def asubmit_for_member(team, user, *, mode: str, fields: dict, client_ip: str | None = None) -> dict:
+    """POST /v1/images on behalf of a member (the dashboard's generate form): the same pipeline, rate limits,
+    hold and job as an API call, with the member in place of an API key. `mode` "test" runs on the simulator
+    and moves no money, like a test key. Returns the job; raises ApiError as the API would."""
+    from accounts.auth import KeyContext
+    from config.ids import request_id as new_request_id
+    from gateway import pipeline
+    from gateway.operations.base import Call
+    from gateway.operations.images import ImageJobs
+
+    ctx = KeyContext(
+        key_id=None,  # type: ignore[arg-type]  # no key: receipts show the member instead
+        public_id="",
+        name="Dashboard",
+        masked=user.email,
+        team_id=team.pk,
+        team_public_id=team.public_id,
+        team_plan=team.plan,
+        mode="test" if mode == "test" else "live",
+        scopes=frozenset({pipeline.INFERENCE}),
+        allowed_models=(),
+        rpm_limit=None,
+        tpm_limit=None,
+        monthly_spend_cap_nusd=None,
+        grace_ends_at=None,
+    )
+    call = Call(
+        op=ImageJobs(),
+        request_id=new_request_id(),
+        started=time.perf_counter(),
+        headers={},
+        body=orjson.dumps(fields),
+        client_ip=client_ip,
+        ctx=ctx,
+    )
+    reply = await pipeline.run(call)
+    assert reply is not None
+    return orjson.loads(reply.body)

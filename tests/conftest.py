@@ -52,6 +52,18 @@ def _fresh_process_state():
 
 
 @pytest.fixture(autouse=True)
+def _media_in_a_temporary_folder(settings, tmp_path_factory):
+    """Files a test stores (generated images) go to a folder of its own, never to var/media."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path_factory.mktemp("media"))},
+        },
+    }
+
+
+@pytest.fixture(autouse=True)
 def _db_units_on_the_test_connection(settings):
     """config.db.run_db units run on the test's own thread and connection, so they see the rows of the test's
     transaction (the live server, `live`, turns this off: its rows are committed)."""
