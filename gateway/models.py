@@ -99,14 +99,15 @@ class CatalogModel(models.Model):
     def clean(self) -> None:
         from gateway.image_pricing import PriceTableError, parse_table
 
+        # Not keyed to the field: the admin edits the table through a form field of its own (in dollars).
         try:
             table = parse_table(self.image_prices or {})
         except PriceTableError as exc:
-            raise ValidationError({"image_prices": exc.message}) from None
+            raise ValidationError(f"Image prices: {exc.message}") from None
         if self.kind == ModelKind.IMAGE and not table:
-            raise ValidationError({"image_prices": "An image model needs a price for at least one size."})
+            raise ValidationError("Image prices: an image model needs a price for at least one size.")
         if self.kind != ModelKind.IMAGE and table:
-            raise ValidationError({"image_prices": "Only image models have prices per image."})
+            raise ValidationError("Image prices: only image models have prices per image.")
 
 
 class RoutePriority(models.TextChoices):
