@@ -61,6 +61,7 @@ class ModelEntry:
         """GET /v1/models/{id}: OpenAI's model object plus pricing per million tokens (exact strings), or per
         image by size (and quality) for image models."""
         if self.kind == ModelKind.IMAGE:
+            default = image_pricing.default_size(self.image_prices)
             return {
                 "id": self.id,
                 "object": "model",
@@ -72,6 +73,8 @@ class ModelEntry:
                 "pricing": {
                     "currency": "USD",
                     "unit": "per_image",
+                    # the default size's price (what a request without size and quality pays), then every entry
+                    "per_image": money.exact(self.image_prices[default]) if default else None,
                     "images": {key: money.exact(nusd) for key, nusd in self.image_prices.items()},
                 },
             }

@@ -236,6 +236,7 @@ class CapabilitiesOut(Schema):
 class ImagePricingOut(Schema):
     currency: str = "USD"
     unit: str = "per_image"
+    per_image: str | None = Field(description="The default size's price (no size or quality asked).")
     images: dict[str, str] = Field(description='USD per image by size, or size/quality: {"1024x1024/hd": "0.08"}.')
 
 

@@ -8,7 +8,7 @@ A = Action
 EXPECTED = {
     "owner": set(Action),
     "admin": set(Action) - {A.TEAM_DELETE, A.TEAM_TRANSFER},
-    "developer": {A.MEMBERS_VIEW, A.KEYS_VIEW, A.KEYS_MANAGE_OWN, A.USAGE_VIEW},
+    "developer": {A.MEMBERS_VIEW, A.KEYS_VIEW, A.KEYS_MANAGE_OWN, A.USAGE_VIEW, A.IMAGES_GENERATE},
     "viewer": {A.MEMBERS_VIEW, A.KEYS_VIEW, A.BILLING_VIEW, A.USAGE_VIEW},
     "billing": {A.MEMBERS_VIEW, A.BILLING_VIEW, A.BILLING_MANAGE, A.USAGE_VIEW},
 }

@@ -135,3 +135,12 @@ def test_the_admin_refuses_a_bad_price_table(admin_client, overrides, message):
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not CatalogModel.objects.exists()
+
+
+def test_start_up_refuses_a_hold_ttl_shorter_than_an_image_jobs_deadlines(settings):
+    from gateway.checks import image_job_hold_outlives_its_deadlines
+
+    assert image_job_hold_outlives_its_deadlines(None) == []
+    settings.HOLD_TTL_SECONDS = settings.IMAGE_JOB_TIMEOUT_SECONDS
+    (error,) = image_job_hold_outlives_its_deadlines(None)
+    assert error.id == "tollgate.E001" and "HOLD_TTL_SECONDS" in error.msg

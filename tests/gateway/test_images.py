@@ -453,7 +453,7 @@ def test_image_models_are_listed_with_prices_per_image(v1):
     body = model.json()
     assert body["type"] == "image"
     assert body["pricing"]["unit"] == "per_image"
-    assert body["pricing"]["images"]["1024x1024"] == "0.04"
+    assert body["pricing"]["per_image"] == body["pricing"]["images"]["1024x1024"] == "0.04"
     assert body["pricing"]["images"]["1024x1024/hd"] == "0.08"
     assert "1792x1024" in body["sizes"] and body["qualities"] == ["hd"]
 
