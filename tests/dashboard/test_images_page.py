@@ -63,6 +63,9 @@ def test_generating_with_the_wallet_holds_then_charges_images_times_price(
     receipt_page = client.get(f"/t/{team.public_id}/receipts/{receipt.public_id}/").content.decode()
     assert "Images 512x512" in receipt_page and "$0.018" in receipt_page and "$0.054" in receipt_page
     assert job.public_id in receipt_page  # the receipt links back to its job
+    assert receipt.public_id in client.get(f"/t/{team.public_id}/receipts/").content.decode()
+    usage_page = client.get(f"/t/{team.public_id}/usage/").content.decode()
+    assert "demo-image" in usage_page and "$0.054" in usage_page
 
 
 def test_a_wallet_that_cannot_pay_shows_the_error_and_queues_nothing(owner, team):

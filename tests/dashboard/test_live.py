@@ -162,6 +162,10 @@ async def test_image_job_status_changes_reach_the_teams_pages(owner, team):
     comm = communicator(owner, team.public_id)
     assert (await comm.connect())[0]
     job = await database_sync_to_async(_pending_job)(team)
+    # A first update, so this process knows the page listens (channels_redis: dashboard.live.LISTENERS_TTL).
+    receipt = await database_sync_to_async(make_receipt)(team)
+    await database_sync_to_async(live.on_receipt_settled)(None, receipt=receipt, wallet=None)
+    assert (await comm.receive_json_from(timeout=2))["receipt"]["id"] == receipt.public_id
     await database_sync_to_async(image_jobs.cancel)(team.pk, job.public_id, actor=owner)
     message = await comm.receive_json_from(timeout=2)
     while "image" not in message:  # the cancel's zero receipt arrives as well
