@@ -209,6 +209,8 @@ class Receipt(models.Model):
     input_price_nusd = models.BigIntegerField(default=0, help_text="Per prompt token.")
     cached_price_nusd = models.BigIntegerField(default=0, help_text="Per cached prompt token.")
     output_price_nusd = models.BigIntegerField(default=0, help_text="Per completion token.")
+    images = models.PositiveIntegerField(default=0, help_text="Images produced (image models).")
+    image_price_nusd = models.BigIntegerField(default=0, help_text="Per image, for the size and quality asked.")
     input_cost_nusd = models.BigIntegerField(default=0)
     output_cost_nusd = models.BigIntegerField(default=0)
     total_cost_nusd = models.BigIntegerField(default=0)

@@ -13,11 +13,12 @@ from billing.money import NUSD_PER_USD, TOKENS_PER_MILLION
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """Unit prices in nusd per token."""
+    """Unit prices in nusd per token, and per image for image models."""
 
     input_nusd: int
     output_nusd: int
     cached_nusd: int = 0
+    image_nusd: int = 0  # per image produced (the model's price for the requested size and quality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Usage:
     prompt_tokens: int  # uncached prompt tokens
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens served from the provider's cache
+    images: int = 0  # images produced
 
     @property
     def total_tokens(self) -> int:
@@ -42,19 +44,22 @@ class Cost:
 
 
 def cost_of(usage: Usage, prices: Prices) -> Cost:
-    """Exact: integer tokens times integer unit prices, so nothing is rounded at all."""
-    for value in (usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens):
+    """Exact: integer tokens (and images) times integer unit prices, so nothing is rounded at all. Images are
+    output: their cost is part of the output cost."""
+    for value in (usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, usage.images):
         if value < 0:
-            raise ValueError("token counts cannot be negative")
+            raise ValueError("token and image counts cannot be negative")
     return Cost(
         input_nusd=usage.prompt_tokens * prices.input_nusd + usage.cached_tokens * prices.cached_nusd,
-        output_nusd=usage.completion_tokens * prices.output_nusd,
+        output_nusd=usage.completion_tokens * prices.output_nusd + usage.images * prices.image_nusd,
     )
 
 
-def hold_amount(*, prompt_tokens_estimate: int, max_output_tokens: int, prices: Prices) -> int:
-    """Upper bound for a request: every prompt token at the uncached price plus the full output budget."""
-    return cost_of(Usage(prompt_tokens=prompt_tokens_estimate, completion_tokens=max_output_tokens), prices).total_nusd
+def hold_amount(*, prompt_tokens_estimate: int, max_output_tokens: int, prices: Prices, max_images: int = 0) -> int:
+    """Upper bound for a request: every prompt token at the uncached price plus the full output budget (and
+    every image it may produce)."""
+    usage = Usage(prompt_tokens=prompt_tokens_estimate, completion_tokens=max_output_tokens, images=max_images)
+    return cost_of(usage, prices).total_nusd
 
 
 def usd_to_nusd(amount: Decimal | str | int) -> int:

@@ -211,6 +211,8 @@ def price(
         input_price_nusd=prices.input_nusd,
         cached_price_nusd=prices.cached_nusd,
         output_price_nusd=prices.output_nusd,
+        images=usage.images,
+        image_price_nusd=prices.image_nusd,
         input_cost_nusd=cost.input_nusd,
         output_cost_nusd=cost.output_nusd,
         total_cost_nusd=cost.total_nusd,

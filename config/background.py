@@ -17,6 +17,8 @@ would need a broker in the embedded default).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import heapq
 import itertools
@@ -194,8 +196,22 @@ def _schedule_periodic() -> None:
         worker.submit(_task_fn(tasks[entry["task"]]), countdown=every, every=every)
 
 
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop serving this process's requests (None outside a server, or once it stopped). Work running on
+    the worker's threads hands loop-bound sends to it (the in-memory channel layer's queues live there)."""
+    loop = _server_loop
+    return loop if loop is not None and loop.is_running() else None
+
+
 def start() -> None:
-    """Start this process's worker (and its periodic schedule) when it is the runner; idempotent."""
+    """Start this process's worker (and its periodic schedule) when it is the runner; idempotent. Called from the
+    server's event loop (lifespan start-up or the first request), which it remembers."""
+    global _server_loop
+    with contextlib.suppress(RuntimeError):  # not on a loop: a command, a test
+        _server_loop = asyncio.get_running_loop()
     if runner() != "thread":
         return
     _schedule_periodic()

@@ -7,6 +7,7 @@ and REDIS_URL switches to PostgreSQL and Redis; nothing else changes.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 from decimal import Decimal
@@ -145,7 +146,25 @@ HOLD_LEASE_SECONDS = env_int("HOLD_LEASE_SECONDS", 45)
 HOLD_SWEEP_SECONDS = env_int("HOLD_SWEEP_SECONDS", 30)
 HOLD_LEASE_RENEWAL = env_bool("HOLD_LEASE_RENEWAL", not TESTING)
 UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 300)
-HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", UPSTREAM_TIMEOUT_SECONDS * 2 + 60)
+# Image jobs (gateway.image_jobs): a job not picked up within IMAGE_JOB_TIMEOUT_SECONDS expires; a worker gives one
+# generation at most IMAGE_JOB_RUN_SECONDS, and a job left "processing" past that (plus IMAGE_JOB_GRACE_SECONDS)
+# belonged to a worker that died: it is retried (up to IMAGE_JOB_MAX_ATTEMPTS pick-ups) or failed. A job's hold
+# has no lease: it expires after HOLD_TTL_SECONDS, which must outlive all of that (checked at start-up).
+IMAGE_JOB_TIMEOUT_SECONDS = env_int("IMAGE_JOB_TIMEOUT_SECONDS", 600)
+IMAGE_JOB_RUN_SECONDS = env_int("IMAGE_JOB_RUN_SECONDS", UPSTREAM_TIMEOUT_SECONDS)
+IMAGE_JOB_GRACE_SECONDS = env_int("IMAGE_JOB_GRACE_SECONDS", 60)
+IMAGE_JOB_MAX_ATTEMPTS = env_int("IMAGE_JOB_MAX_ATTEMPTS", 2)
+IMAGE_JOB_SWEEP_SECONDS = env_int("IMAGE_JOB_SWEEP_SECONDS", 30)
+IMAGE_OUTPUT_TTL_DAYS = env_int("IMAGE_OUTPUT_TTL_DAYS", 7)
+HOLD_TTL_SECONDS = env_int(
+    "HOLD_TTL_SECONDS",
+    max(
+        UPSTREAM_TIMEOUT_SECONDS * 2 + 60,
+        IMAGE_JOB_TIMEOUT_SECONDS
+        + IMAGE_JOB_MAX_ATTEMPTS * (IMAGE_JOB_RUN_SECONDS + IMAGE_JOB_GRACE_SECONDS + IMAGE_JOB_SWEEP_SECONDS)
+        + 120,
+    ),
+)
 
 # --- Cache, channel layer, Celery -------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -182,6 +201,8 @@ CELERY_BEAT_SCHEDULE = {
     "release-abandoned-holds": {"task": "billing.tasks.release_abandoned_holds", "schedule": HOLD_SWEEP_SECONDS},
     "purge-idempotency-records": {"task": "gateway.tasks.purge_idempotency_records", "schedule": 3600.0},
     "requeue-stalled-webhook-deliveries": {"task": "webhooks.tasks.requeue_stalled_deliveries", "schedule": 60.0},
+    "sweep-image-jobs": {"task": "gateway.tasks.sweep_image_jobs", "schedule": IMAGE_JOB_SWEEP_SECONDS},
+    "purge-image-outputs": {"task": "gateway.tasks.purge_image_outputs", "schedule": 3600.0},
 }
 
 # --- Auth ----------------------------------------------------------------------
@@ -240,8 +261,21 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Generated images (and any other uploaded file) go through Django's storage API. The default keeps them on disk
+# under MEDIA_ROOT; STORAGE_BACKEND names any django-storages backend (e.g. storages.backends.s3.S3Storage) and
+# STORAGE_OPTIONS (a JSON object) its options. Files are only ever served by Tollgate's signed links.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+STORAGE_BACKEND = env_str("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+try:
+    STORAGE_OPTIONS = json.loads(env_str("STORAGE_OPTIONS", "{}") or "{}")
+except ValueError:
+    raise ImproperlyConfigured("STORAGE_OPTIONS must be a JSON object") from None
+if not isinstance(STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("STORAGE_OPTIONS must be a JSON object")
+if STORAGE_BACKEND == "django.core.files.storage.FileSystemStorage":
+    STORAGE_OPTIONS = {"location": str(MEDIA_ROOT), **STORAGE_OPTIONS}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": STORAGE_BACKEND, "OPTIONS": STORAGE_OPTIONS},
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -303,6 +337,9 @@ CREDIT_CODE_ATTEMPTS_PER_USER_PER_HOUR = env_int("CREDIT_CODE_ATTEMPTS_PER_USER_
 CREDIT_CODE_ATTEMPTS_PER_TEAM_PER_HOUR = env_int("CREDIT_CODE_ATTEMPTS_PER_TEAM_PER_HOUR", 20)
 SIMULATOR_LATENCY_MS = env_int("SIMULATOR_LATENCY_MS", 0)
 SIMULATOR_TOKENS_PER_SECOND = env_int("SIMULATOR_TOKENS_PER_SECOND", 0)
+# The simulator's images: how long one generation takes, and the words its "content policy" refuses.
+SIMULATOR_IMAGE_LATENCY_MS = env_int("SIMULATOR_IMAGE_LATENCY_MS", 0)
+SIMULATOR_BLOCKED_WORDS = env_list("SIMULATOR_BLOCKED_WORDS", ["forbidden"])
 # Gateway tuning (defaults and meaning in gateway/conf.py).
 GATEWAY_CATALOG_TTL_SECONDS = env_float("GATEWAY_CATALOG_TTL_SECONDS", 5.0)
 GATEWAY_KEEPALIVE_SECONDS = env_float("GATEWAY_KEEPALIVE_SECONDS", 15.0)

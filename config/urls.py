@@ -5,6 +5,7 @@ from django.urls import include, path
 from billing.rest import RedeemCreditCodeView
 from config.api import api
 from config.health import healthz, readyz
+from gateway.views import image_file
 
 admin.site.site_header = f"{settings.SITE_NAME} operations"
 admin.site.site_title = f"{settings.SITE_NAME} admin"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("v1/files/images/<str:name>", image_file, name="image_file"),  # anonymous: signed links
     path("v1/", api.urls),
     path("api/v1/", include("accounts.rest_urls")),
     path("api/v1/", include("webhooks.rest_urls")),

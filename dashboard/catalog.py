@@ -17,6 +17,7 @@ class ModelRow:
     supports_tools: bool = False
     supports_vision: bool = False
     supports_json: bool = False
+    image_prices: tuple[tuple[str, int], ...] = ()  # image models: (size or size/quality, nusd per image)
 
 
 def price_rows() -> list[ModelRow]:
@@ -35,6 +36,7 @@ def price_rows() -> list[ModelRow]:
             supports_tools=m.supports_tools,
             supports_vision=m.supports_vision,
             supports_json=m.supports_json,
+            image_prices=tuple(m.image_prices.items()),
         )
         for m in list_models()
     ]

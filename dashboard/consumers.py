@@ -56,8 +56,9 @@ class TeamConsumer(AsyncJsonWebsocketConsumer):
 
     async def team_update(self, event: dict) -> None:
         payload = {"type": "update"}
-        if "receipt" in event:
-            payload["receipt"] = event["receipt"]
+        for part in ("receipt", "image"):
+            if part in event:
+                payload[part] = event[part]
         if self.sees_balance:  # the balance is billing data: not for developers
             for part in ("balance", "ledger"):
                 if part in event:

@@ -329,6 +329,44 @@ class UsageRangeForm(forms.Form):
         return data
 
 
+# --- images -----------------------------------------------------------------------------
+
+
+class ImageGenerateForm(forms.Form):
+    """The Images page's generate form. Sizes and qualities come from the image models' price tables; the
+    gateway checks them again (the catalog may change between page and post)."""
+
+    mode = forms.ChoiceField(
+        label="Pay with",
+        choices=[("test", "Test mode (simulator, no charge)"), ("live", "The team's wallet")],
+        initial="test",
+    )
+    model = forms.ChoiceField(label="Model")
+    prompt = forms.CharField(label="Prompt", max_length=4000, widget=forms.Textarea(attrs={"rows": 3}))
+    n = forms.IntegerField(label="Images", min_value=1, max_value=10, initial=1)
+    size = forms.ChoiceField(label="Size")
+    quality = forms.ChoiceField(label="Quality", required=False)
+
+    def __init__(self, *args, models=(), **kwargs):
+        from gateway import image_pricing
+
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(m.id, m.id) for m in models]
+        sizes, qualities = [], []
+        for m in models:
+            sizes += [s for s in image_pricing.sizes(m.image_prices) if s not in sizes]
+            qualities += [q for q in image_pricing.qualities(m.image_prices) if q not in qualities]
+        self.fields["size"].choices = [(s, s) for s in sizes]
+        self.fields["size"].initial = image_pricing.DEFAULT_SIZE if image_pricing.DEFAULT_SIZE in sizes else None
+        self.fields["quality"].choices = [("", "standard"), *[(q, q) for q in qualities]]
+
+    def clean_prompt(self):
+        prompt = self.cleaned_data["prompt"]
+        if not prompt.strip():
+            raise forms.ValidationError("Describe the image.")
+        return prompt
+
+
 # --- members ----------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Pushes settlements and credits to the open dashboard pages of the team, over the channel layer.
+"""Pushes settlements, credits and image job changes to the open dashboard pages of the team, over the channel
+layer.
 
 Runs after every settlement commits (on the hot path, possibly on the gateway's event loop): one
 group_send, no queries beyond the team's public id, which is cached per process (it never changes; on
@@ -19,7 +20,9 @@ from django.core.exceptions import SynchronousOnlyOperation
 
 from billing.money import usd
 from billing.signals import receipt_settled, wallet_credited
+from config import background
 from config.db import run_db
+from gateway.signals import image_job_changed
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,7 @@ def _send(team_public: str, build) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        server = _server_loop
+        server = _server_loop or background.server_loop()
         if server is not None and server.is_running():
             asyncio.run_coroutine_threadsafe(_deliver(team_public, message), server)
         else:
@@ -193,6 +196,26 @@ def on_wallet_credited(sender, wallet=None, entry=None, **kwargs) -> None:
     _publish(wallet.team_id, build, None, wallet)
 
 
+def image_payload(job, team_public: str) -> dict:
+    return {
+        "id": job.public_id,
+        "url": f"/t/{team_public}/images/{job.public_id}/",
+        "status": job.status,
+        "terminal": job.terminal,
+        "model": job.model,
+        "is_test": job.is_test,
+        "cost": usd(job.total_cost_nusd) if job.terminal else usd(job.hold_amount_nusd),
+    }
+
+
+def on_image_job_changed(sender, job=None, **kwargs) -> None:
+    def build(team_public: str) -> dict:
+        return {"type": "team.update", "image": image_payload(job, team_public)}
+
+    _publish(job.team_id, build)
+
+
 def connect() -> None:
     receipt_settled.connect(on_receipt_settled, dispatch_uid="dashboard.live.receipt_settled")
     wallet_credited.connect(on_wallet_credited, dispatch_uid="dashboard.live.wallet_credited")
+    image_job_changed.connect(on_image_job_changed, dispatch_uid="dashboard.live.image_job_changed")

@@ -25,6 +25,7 @@ from dashboard.common import forbidden, page, team_page
 from dashboard.forms import AutoRechargeForm, ReceiptFilterForm, RedeemCodeForm, UsageRangeForm
 from dashboard.templatetags.dashboard_tags import usd
 from dashboard.usage import default_mode, usage_report
+from gateway.models import ImageJob
 
 PAGE_SIZE = 25
 
@@ -225,12 +226,23 @@ def receipts_csv(request, access: TeamAccess):
 @team_page(Action.BILLING_VIEW)
 def receipt_detail(request, access: TeamAccess, receipt_id: str):
     r = get_object_or_404(Receipt.objects.select_related("api_key"), team=access.team, public_id=receipt_id)
-    lines = [
-        ("Prompt tokens", r.prompt_tokens, r.input_price_nusd, r.prompt_tokens * r.input_price_nusd),
-        ("Cached prompt tokens", r.cached_tokens, r.cached_price_nusd, r.cached_tokens * r.cached_price_nusd),
-        ("Completion tokens", r.completion_tokens, r.output_price_nusd, r.completion_tokens * r.output_price_nusd),
-    ]
-    ctx = {"r": r, "lines": lines, "line_sum": sum(line[3] for line in lines)}
+    image_job = ImageJob.objects.filter(team=access.team, request_id=r.request_id).first()
+    if image_job is not None or r.images or r.image_price_nusd:
+        size = f"{image_job.size}{'/' + image_job.quality if image_job.quality else ''}" if image_job else ""
+        lines = [(f"Images {size}".strip(), r.images, r.image_price_nusd, r.images * r.image_price_nusd)]
+    else:
+        lines = [
+            ("Prompt tokens", r.prompt_tokens, r.input_price_nusd, r.prompt_tokens * r.input_price_nusd),
+            ("Cached prompt tokens", r.cached_tokens, r.cached_price_nusd, r.cached_tokens * r.cached_price_nusd),
+            ("Completion tokens", r.completion_tokens, r.output_price_nusd, r.completion_tokens * r.output_price_nusd),
+        ]
+    ctx = {
+        "r": r,
+        "lines": lines,
+        "line_sum": sum(line[3] for line in lines),
+        "per_image": bool(image_job or r.images or r.image_price_nusd),
+        "image_job": image_job,
+    }
     return page(request, "dashboard/receipt.html", access, "receipts", ctx)
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from dashboard import reports, team_settings, views, webhooks
+from dashboard import images, reports, team_settings, views, webhooks
 
 team_patterns = [
     path("", views.overview, name="overview"),
@@ -24,6 +24,9 @@ team_patterns = [
     path("members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
     path("invitations/<int:invitation_id>/resend/", views.invitation_resend, name="invitation_resend"),
     path("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
+    path("images/", images.images, name="images"),
+    path("images/<str:image_id>/", images.image_detail, name="image"),
+    path("images/<str:image_id>/cancel/", images.image_cancel, name="image_cancel"),
     path("models/", views.models_page, name="models"),
     path("quickstart/", views.quickstart, name="quickstart"),
     path("settings/", team_settings.team_settings, name="team_settings"),

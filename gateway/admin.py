@@ -7,8 +7,10 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 
+from billing import money
 from billing.money import per_million, usd
-from billing.pricing import per_million_to_per_token_nusd, per_million_usd
+from billing.pricing import per_million_to_per_token_nusd, per_million_usd, usd_to_nusd
+from gateway import image_pricing
 from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion
 
 
@@ -81,6 +83,14 @@ class CatalogModelForm(forms.ModelForm):
         label="Output $ / 1M tokens", min_value=Decimal(0), decimal_places=9, initial=Decimal(0)
     )
 
+    image_prices_usd = forms.CharField(
+        label="Image prices ($ per image)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 40}),
+        help_text="Image models only, one per line: SIZE = USD or SIZE/QUALITY = USD, e.g. "
+        "“1024x1024 = 0.04” and “1024x1024/hd = 0.08”. The sizes listed are the sizes the model offers.",
+    )
+
     class Meta:
         model = CatalogModel
         fields = [
@@ -101,6 +111,9 @@ class CatalogModelForm(forms.ModelForm):
         if self.instance.pk:
             for field, form_field in PRICE_FIELDS.items():
                 self.fields[form_field].initial = per_million_usd(getattr(self.instance, field))
+            self.fields["image_prices_usd"].initial = "\n".join(
+                f"{key} = {money.exact(nusd)}" for key, nusd in (self.instance.image_prices or {}).items()
+            )
 
     def clean(self):
         data = super().clean()
@@ -115,6 +128,11 @@ class CatalogModelForm(forms.ModelForm):
                     form_field,
                     "Must be a whole number of nano-dollars per token (multiples of $0.001 per million tokens).",
                 )
+        try:
+            # The model's own clean() then checks the table against the kind.
+            self.instance.image_prices = parse_image_prices(data.get("image_prices_usd") or "")
+        except image_pricing.PriceTableError as exc:
+            self.add_error("image_prices_usd", exc.message)
         return data
 
     def save(self, commit=True):
@@ -127,6 +145,25 @@ class CatalogModelForm(forms.ModelForm):
         return model
 
 
+def parse_image_prices(text: str) -> dict[str, int]:
+    """The admin's "SIZE[/QUALITY] = USD" lines → the model's price table in nano-dollars (exact)."""
+    table: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        key, sep, amount = line.partition("=")
+        if not sep:
+            raise image_pricing.PriceTableError(f"Line {number}: write SIZE = USD, e.g. 1024x1024 = 0.04.")
+        try:
+            table[key.strip()] = usd_to_nusd(amount.strip().removeprefix("$"))
+        except (ValueError, ArithmeticError):
+            raise image_pricing.PriceTableError(
+                f"Line {number}: '{amount.strip()}' is not an amount in dollars (at most 9 decimals)."
+            ) from None
+    return image_pricing.parse_table(table)
+
+
 @admin.register(CatalogModel)
 class CatalogModelAdmin(admin.ModelAdmin):
     form = CatalogModelForm
@@ -135,8 +172,10 @@ class CatalogModelAdmin(admin.ModelAdmin):
     list_filter = ["kind", "enabled", "supports_tools", "supports_vision"]
     search_fields = ["public_id"]
 
-    @admin.display(description="input $/1M")
+    @admin.display(description="input $/1M (or per image)")
     def input_per_m(self, obj: CatalogModel) -> str:
+        if obj.kind == "image":
+            return ", ".join(f"{k} {usd(v)}" for k, v in (obj.image_prices or {}).items())
         return usd(per_million(obj.input_price_nusd))
 
     @admin.display(description="output $/1M")

@@ -1,4 +1,4 @@
-"""The gateway's /v1 reads as ninja routes: models, the routes behind a model, stored chat completions.
+"""The gateway's /v1 reads as ninja routes: models, the routes behind a model, stored chat completions, image jobs.
 (The charging operations are served by gateway/transport.py; config/api.py adds them to the OpenAPI
 document from gateway/openapi.py.) Each view parses, calls one service, serialises."""
 
@@ -10,7 +10,7 @@ from ninja import Query, Router
 from accounts.api import AsyncKeyAuth
 from accounts.auth import key_headers
 from config.db import run_db
-from gateway import openapi, pipeline, services
+from gateway import image_jobs, openapi, pipeline, services
 
 router = Router(tags=["inference"])
 
@@ -65,3 +65,45 @@ async def get_model(request: HttpRequest, model_id: str):
 )
 async def list_providers(request: HttpRequest, model: str | None = Query(None, description="A model id (required).")):
     return _ok(request, await services.providers_body(model))
+
+
+# --- image jobs (POST /v1/images itself is a charging operation: gateway/operations/images.py) -------------
+
+
+@router.get(
+    "/images",
+    auth=INFERENCE,
+    response={200: openapi.ImageJobListOut, **openapi.ERRORS},
+    summary="List the team's image jobs, newest first",
+)
+async def list_image_jobs(
+    request: HttpRequest,
+    limit: int = Query(20, ge=1, le=100, description="Page size, 1 to 100."),
+    after: str | None = Query(None, description="An image job id: the jobs older than it (the previous last_id)."),
+    status: str | None = Query(None, description="Only jobs in this status (pending, processing, succeeded, …)."),
+):
+    ctx = request.auth  # type: ignore[attr-defined]
+    body = await run_db(image_jobs.list_body, ctx.team_id, limit=limit, after=after, status=status)
+    return _ok(request, body)
+
+
+@router.get(
+    "/images/{image_id}",
+    auth=INFERENCE,
+    response={200: openapi.ImageJobOut, **openapi.ERRORS},
+    summary="Retrieve an image job (poll until succeeded, failed, cancelled, expired or moderation_rejected)",
+)
+async def get_image_job(request: HttpRequest, image_id: str):
+    ctx = request.auth  # type: ignore[attr-defined]
+    return _ok(request, await run_db(image_jobs.get_body, ctx.team_id, image_id))
+
+
+@router.post(
+    "/images/{image_id}/cancel",
+    auth=INFERENCE,
+    response={200: openapi.ImageJobOut, **openapi.ERRORS, 409: openapi.ErrorOut},
+    summary="Cancel an image job that has not ended (its hold is released; 409 once it ended)",
+)
+async def cancel_image_job(request: HttpRequest, image_id: str):
+    ctx = request.auth  # type: ignore[attr-defined]
+    return _ok(request, await run_db(image_jobs.cancel_body, ctx, image_id))

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from django.db.models.signals import post_delete, post_save
 
 from billing import money
 from billing.pricing import Prices
 from config.db import run_db
-from gateway import conf
+from gateway import conf, image_pricing
 from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
 from gateway.providers.base import ProviderConfig
 
@@ -49,13 +51,33 @@ class ModelEntry:
     supports_vision: bool
     supports_json: bool
     routes: tuple[RouteEntry, ...]
+    image_prices: Mapping[str, int] = field(default_factory=dict)  # image models: nusd per image (image_pricing)
 
     @property
     def enabled_routes(self) -> tuple[RouteEntry, ...]:
         return tuple(r for r in self.routes if r.enabled)
 
     def public(self) -> dict:
-        """GET /v1/models/{id}: OpenAI's model object plus pricing per million tokens (exact strings)."""
+        """GET /v1/models/{id}: OpenAI's model object plus pricing per million tokens (exact strings), or per
+        image by size (and quality) for image models."""
+        if self.kind == ModelKind.IMAGE:
+            default = image_pricing.default_size(self.image_prices)
+            return {
+                "id": self.id,
+                "object": "model",
+                "created": self.created,
+                "owned_by": self.owned_by,
+                "type": self.kind,
+                "sizes": image_pricing.sizes(self.image_prices),
+                "qualities": image_pricing.qualities(self.image_prices),
+                "pricing": {
+                    "currency": "USD",
+                    "unit": "per_image",
+                    # the default size's price (what a request without size and quality pays), then every entry
+                    "per_image": money.exact(self.image_prices[default]) if default else None,
+                    "images": {key: money.exact(nusd) for key, nusd in self.image_prices.items()},
+                },
+            }
         return {
             "id": self.id,
             "object": "model",
@@ -147,6 +169,7 @@ def load() -> Snapshot:
             supports_vision=m.supports_vision,
             supports_json=m.supports_json,
             routes=tuple(routes.get(m.pk, ())),
+            image_prices=MappingProxyType(dict(m.image_prices or {})) if m.kind == ModelKind.IMAGE else {},
         )
     return Snapshot(models=models, simulator=simulator, loaded_at=time.monotonic())
 

@@ -1,14 +1,16 @@
-"""The model catalog (providers, models, routes), stored completions and idempotency records.
+"""The model catalog (providers, models, routes), stored completions, idempotency records and image jobs.
 
-Prices are integers of nano-dollars per token (shown per million tokens in the admin). Provider API
-keys are encrypted at rest (gateway.crypto) and never displayed.
+Prices are integers of nano-dollars per token (shown per million tokens in the admin), or per image for image
+models. Provider API keys are encrypted at rest (gateway.crypto) and never displayed.
 """
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from config.ids import new_id
 from gateway import crypto
 
 
@@ -53,6 +55,7 @@ class Provider(models.Model):
 class ModelKind(models.TextChoices):
     CHAT = "chat", "Chat"
     EMBEDDING = "embedding", "Embedding"
+    IMAGE = "image", "Image"
 
 
 class CatalogModel(models.Model):
@@ -68,6 +71,12 @@ class CatalogModel(models.Model):
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
+    image_prices = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Image models: nano-dollars per image by size, and by size/quality where quality matters, e.g. "
+        '{"1024x1024": 40000000, "1024x1024/hd": 80000000}. The sizes listed are the sizes the model offers.',
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -86,6 +95,19 @@ class CatalogModel(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+    def clean(self) -> None:
+        from gateway.image_pricing import PriceTableError, parse_table
+
+        # Not keyed to the field: the admin edits the table through a form field of its own (in dollars).
+        try:
+            table = parse_table(self.image_prices or {})
+        except PriceTableError as exc:
+            raise ValidationError(f"Image prices: {exc.message}") from None
+        if self.kind == ModelKind.IMAGE and not table:
+            raise ValidationError("Image prices: an image model needs a price for at least one size.")
+        if self.kind != ModelKind.IMAGE and table:
+            raise ValidationError("Image prices: only image models have prices per image.")
 
 
 class RoutePriority(models.TextChoices):
@@ -165,3 +187,117 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+# --- image jobs -------------------------------------------------------------------------------------------
+
+
+class ImageJobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired (not started in time)"
+    MODERATION_REJECTED = "moderation_rejected", "Rejected by moderation"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        ImageJobStatus.SUCCEEDED,
+        ImageJobStatus.FAILED,
+        ImageJobStatus.CANCELLED,
+        ImageJobStatus.EXPIRED,
+        ImageJobStatus.MODERATION_REJECTED,
+    }
+)
+OPEN_STATUSES = (ImageJobStatus.PENDING, ImageJobStatus.PROCESSING)
+
+
+class ImageJob(models.Model):
+    """An asynchronous image generation (POST /v1/images). The job owns the credit hold placed at submit time:
+    it ends that hold exactly once, in the transaction that moves the job to a terminal status (gateway.image_jobs).
+
+    `start_by` is when a pending job expires unpicked; a processing job whose `started_at` is older than the
+    run budget belonged to a worker that died and is retried or failed. The hold expires at `hold_expires_at`,
+    after both."""
+
+    public_id = models.CharField(max_length=40, unique=True, help_text="img_…")
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="image_jobs")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    key_label = models.CharField(max_length=60, blank=True)
+    is_test = models.BooleanField(default=False)
+    request_id = models.CharField(max_length=40, db_index=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    model = models.CharField(max_length=120)
+    prompt = models.TextField()
+    n = models.PositiveSmallIntegerField(default=1)
+    size = models.CharField(max_length=40)
+    quality = models.CharField(max_length=20, blank=True)
+    style = models.CharField(max_length=20, blank=True)
+    upstream_payload = models.TextField(default="{}", help_text="What goes to the provider (JSON).")
+    status = models.CharField(max_length=20, choices=ImageJobStatus.choices, default=ImageJobStatus.PENDING)
+    error_code = models.CharField(max_length=60, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    # money: the hold placed at submit (none for test keys) and the price it was computed from
+    hold_id = models.BigIntegerField(null=True, blank=True)
+    hold_public_id = models.CharField(max_length=40, blank=True)
+    hold_amount_nusd = models.BigIntegerField(default=0)
+    unit_price_nusd = models.BigIntegerField(default=0)
+    receipt_id = models.CharField(max_length=40, blank=True)
+    total_cost_nusd = models.BigIntegerField(default=0)
+    images_produced = models.PositiveSmallIntegerField(default=0)
+    # where it ran
+    provider = models.CharField(max_length=120, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    route_attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker picked the job up.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    start_by = models.DateTimeField(help_text="A job still pending then expires.")
+    hold_expires_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["team", "-created_at"]),
+            models.Index(fields=["team", "status", "-created_at"]),
+            models.Index(fields=["status", "start_by"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.status})"
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def _output_id() -> str:
+    return new_id("imgf")
+
+
+class ImageOutput(models.Model):
+    """One stored image: an async job's output or a synchronous generation's `url` result. Served anonymously
+    at a signed link (gateway.image_files) until `expires_at`; the file lives in Django's default storage."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_output_id, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="image_outputs")
+    job = models.ForeignKey(ImageJob, null=True, blank=True, on_delete=models.CASCADE, related_name="outputs")
+    request_id = models.CharField(max_length=40, db_index=True)
+    index = models.PositiveSmallIntegerField(default=0)
+    storage_name = models.CharField(max_length=300)
+    content_type = models.CharField(max_length=40, default="image/png")
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    bytes = models.PositiveIntegerField(default=0)
+    revised_prompt = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["index", "id"]
+
+    def __str__(self) -> str:
+        return self.public_id

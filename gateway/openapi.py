@@ -135,6 +135,90 @@ class EstimateOut(Schema):
     is_test: bool
 
 
+class ImageDatum(Schema):
+    url: str | None = Field(None, description="A Tollgate link, readable without a key until it expires.")
+    b64_json: str | None = Field(None, description="The image itself (response_format=b64_json).")
+    revised_prompt: str | None = None
+
+
+class ImageUsageOut(Schema):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    images: int
+    unit_price_usd: Decimal
+    input_cost_usd: Decimal
+    output_cost_usd: Decimal
+    total_cost_usd: Decimal
+    latency_ms: int
+    receipt_id: str
+
+
+class ImagesOut(Schema):
+    created: int
+    data: list[ImageDatum]
+    usage: ImageUsageOut
+    routing: RoutingOut
+
+
+class ImageEstimateOut(Schema):
+    object: str = "estimate"
+    model: str
+    n: int
+    size: str
+    quality: str | None
+    unit_price_usd: Decimal
+    max_total_cost_usd: Decimal = Field(description="n × unit price.")
+    hold_usd: Decimal = Field(description="What the request reserves from the wallet (0 for test keys).")
+    is_test: bool
+
+
+class ImageJobError(Schema):
+    code: str
+    message: str
+
+
+class ImageJobUsage(Schema):
+    images: int
+    unit_price_usd: Decimal
+    total_cost_usd: Decimal
+    receipt_id: str | None
+
+
+class ImageJobOut(Schema):
+    id: str = Field(description="img_…")
+    object: str = "image"
+    status: str = Field(
+        description="pending | processing | succeeded | failed | cancelled | expired | moderation_rejected"
+    )
+    model: str
+    prompt: str
+    size: str
+    quality: str | None
+    style: str | None
+    n: int
+    test: bool
+    created_at: int
+    started_at: int | None
+    completed_at: int | None
+    expires_at: int | None = Field(description="While pending or processing: when an unstarted job expires.")
+    cost: ImageEstimateOut
+    receipt_id: str | None
+    output_urls: list[str] | None = Field(None, description="succeeded: links readable without a key.")
+    outputs_expire_at: int | None = None
+    revised_prompts: list[str | None] | None = None
+    usage: ImageJobUsage | None = Field(None, description="Once terminal: what was charged.")
+    error: ImageJobError | None = Field(None, description="failed, cancelled, expired, moderation_rejected.")
+
+
+class ImageJobListOut(Schema):
+    object: str = "list"
+    data: list[ImageJobOut]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 class PricingOut(Schema):
     currency: str = "USD"
     unit: str = "per_million_tokens"
@@ -149,16 +233,25 @@ class CapabilitiesOut(Schema):
     json_: bool = Field(alias="json")
 
 
+class ImagePricingOut(Schema):
+    currency: str = "USD"
+    unit: str = "per_image"
+    per_image: str | None = Field(description="The default size's price (no size or quality asked).")
+    images: dict[str, str] = Field(description='USD per image by size, or size/quality: {"1024x1024/hd": "0.08"}.')
+
+
 class ModelOut(Schema):
     id: str
     object: str = "model"
     created: int
     owned_by: str
-    type: str = Field(description="chat | embedding")
-    context_length: int
-    max_output_tokens: int
-    pricing: PricingOut
-    capabilities: CapabilitiesOut
+    type: str = Field(description="chat | embedding | image")
+    context_length: int | None = Field(None, description="Chat and embedding models.")
+    max_output_tokens: int | None = Field(None, description="Chat and embedding models.")
+    sizes: list[str] | None = Field(None, description="Image models: the sizes offered.")
+    qualities: list[str] | None = Field(None, description="Image models: the qualities priced separately.")
+    pricing: PricingOut | ImagePricingOut
+    capabilities: CapabilitiesOut | None = None
 
 
 class ModelListOut(Schema):
@@ -196,7 +289,7 @@ def _component(schemas: dict[str, Any], model: type) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _responses(schemas: dict[str, Any], ok: type, *, streamed: bool) -> dict[str, Any]:
+def _responses(schemas: dict[str, Any], ok: type, *, streamed: bool, status: int = 200) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": _component(schemas, ok)}}
     if streamed:
         content["text/event-stream"] = {
@@ -206,7 +299,7 @@ def _responses(schemas: dict[str, Any], ok: type, *, streamed: bool) -> dict[str
             }
         }
     error = {"content": {"application/json": {"schema": _component(schemas, ErrorOut)}}}
-    out: dict[str, Any] = {"200": {"description": "OK", "content": content}}
+    out: dict[str, Any] = {str(status): {"description": "Accepted" if status == 202 else "OK", "content": content}}
     for status in sorted(INFERENCE_ERRORS | {413: ErrorOut}):
         out[str(status)] = {"description": HTTP_REASONS.get(status, "Error"), **error}
     return out
@@ -237,13 +330,11 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
     for op in operations:
         request_body = {"required": True, "content": {"application/json": {"schema": _component(schemas, op.schema)}}}
         base = {"tags": ["inference"], "security": [{"KeyAuth": []}], "requestBody": request_body}
-        paths[op.path] = {
-            "post": {
-                **base,
-                "operationId": op.name.replace(".", "_"),
-                "summary": op.summary,
-                "responses": _responses(schemas, op.response_doc, streamed=op.streams),
-            }
+        paths.setdefault(op.path, {})["post"] = {  # the path may have ninja reads too (GET /v1/images)
+            **base,
+            "operationId": op.name.replace(".", "_"),
+            "summary": op.summary,
+            "responses": _responses(schemas, op.response_doc, streamed=op.streams, status=202 if op.deferred else 200),
         }
         if op.has_estimate:
             paths[op.path + "/estimate"] = {
@@ -251,7 +342,7 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
                     **base,
                     "operationId": op.name.replace(".", "_") + "_estimate",
                     "summary": "Estimate the cost and hold of this request (no upstream call, no charge)",
-                    "responses": _responses(schemas, EstimateOut, streamed=False),
+                    "responses": _responses(schemas, getattr(op, "estimate_doc", EstimateOut), streamed=False),
                 }
             }
     return document

@@ -144,10 +144,7 @@ async def plan(call: Call) -> None:
                 503, "model_unavailable", f"The model '{model.id}' has no available upstream right now.", param="model"
             )
     call.upstream = op.upstream_payload(call)
-    prices = op.prices(call)
-    call.hold_nusd = pricing.hold_amount(
-        prompt_tokens_estimate=call.prompt_estimate, max_output_tokens=call.output_budget, prices=prices
-    )
+    call.hold_nusd = op.budget(call)
 
 
 async def rate_limit(call: Call, *, tokens: int) -> None:
@@ -165,6 +162,7 @@ def _hold_request(call: Call) -> HoldRequest:
         amount_nusd=call.hold_nusd,
         is_test=ctx.is_test,
         spend_cap_nusd=ctx.monthly_spend_cap_nusd,
+        leased=not call.op.deferred,  # a job's hold outlives this process's request
     )
 
 
@@ -209,8 +207,10 @@ async def hold(call: Call) -> Reply | None:
 
 
 async def admit(call: Call) -> Reply | None:
-    """Every stage before the upstream call. ApiErrors raised here carry the headers gathered so far."""
-    await authenticate(call)
+    """Every stage before the upstream call. ApiErrors raised here carry the headers gathered so far. A caller
+    that authenticated the request itself (the dashboard, for a signed-in member) sets `call.ctx` first."""
+    if call.ctx is None:
+        await authenticate(call)
     try:
         parse(call)
         await plan(call)
@@ -428,14 +428,9 @@ async def complete(call: Call, *, settle_after_reply: bool) -> Reply:
     routed = await route_or_release(call, attempt, interrupted_code="internal_error")
     result, route = routed.value, routed.route
     try:
-        usage = result.usage
         priced = settlement.price(
             call.hold,  # type: ignore[arg-type]
-            usage=pricing.Usage(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-            ),
+            usage=op.usage(call, result),
             prices=op.prices(call),
             meta=_meta(call, route=route, attempts=routed.attempts),
         )

@@ -7,7 +7,16 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from config.errors import ApiError
 
@@ -221,6 +230,31 @@ class EmbeddingRequest(_Open):
         elif isinstance(value, str) and not value:
             raise ValueError("input must not be empty")
         return value
+
+
+class ImageGenerationRequest(_Open):
+    """OpenAI's images/generations body. `size` and `quality` are checked against the model's price table
+    (gateway.image_pricing) once the model is known; everything else here."""
+
+    model: StrictStr = Field(min_length=1)
+    prompt: StrictStr = Field(max_length=32_000)
+    n: StrictInt = Field(default=1, ge=1, le=10)
+    size: StrictStr | None = Field(default=None, max_length=40)
+    quality: StrictStr | None = Field(default=None, max_length=20)
+    style: Literal["vivid", "natural"] | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    user: StrictStr | None = Field(default=None, max_length=256)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be empty")
+        return value
+
+
+class ImageJobRequest(ImageGenerationRequest):
+    """POST /v1/images: the same inputs; the outputs are always links (`output_urls`)."""
 
 
 # --- validation ------------------------------------------------------------------------------------

@@ -40,15 +40,31 @@ def _fresh_rate_limit_windows():
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
-    """A hold lease and queued background work belong to one test: their rows roll back with it."""
+    """A hold lease and queued background work belong to one test: their rows roll back with it. So do teams,
+    whose primary keys the next test reuses: the live updates' team id → public id cache is emptied too."""
     from billing import leases
     from config import background
+    from dashboard import live
 
     leases.forget()
     background.worker.clear()
+    live._public_ids.clear()
     yield
     leases.forget()
     background.worker.clear()
+    live._public_ids.clear()
+
+
+@pytest.fixture(autouse=True)
+def _media_in_a_temporary_folder(settings, tmp_path_factory):
+    """Files a test stores (generated images) go to a folder of its own, never to var/media."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path_factory.mktemp("media"))},
+        },
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ EVENT_TYPES: dict[str, str] = {
     "image.succeeded": "An image job finished and its images are ready.",
     "image.failed": "An image job failed upstream; it cost nothing.",
     "image.cancelled": "An image job was cancelled before it finished.",
-    "image.expired": "An image job's results expired and were deleted.",
+    "image.expired": "An image job was not started in time; it cost nothing.",
     "image.moderation_rejected": "An image job was refused by content moderation.",
     "topup.succeeded": "A top-up (Checkout or auto-recharge) was credited to the balance.",
     "topup.failed": "A top-up did not go through (declined, failed or abandoned).",

@@ -7,7 +7,8 @@ from gateway.operations.base import Call, Operation, Result, StreamView
 from gateway.operations.chat import ChatCompletions
 from gateway.operations.completions import Completions
 from gateway.operations.embeddings import Embeddings
+from gateway.operations.images import ImageGenerations, ImageJobs
 
-OPERATIONS: tuple[Operation, ...] = (ChatCompletions(), Completions(), Embeddings())
+OPERATIONS: tuple[Operation, ...] = (ChatCompletions(), Completions(), Embeddings(), ImageGenerations(), ImageJobs())
 
 __all__ = ["OPERATIONS", "Call", "Operation", "Result", "StreamView"]

@@ -138,6 +138,8 @@ class Operation:
     # An asynchronous operation (a job) answers from `submit` once its hold is placed, instead of calling a
     # provider inside the request; its hold then outlives the request (no process lease, HOLD_TTL_SECONDS).
     deferred: ClassVar[bool] = False
+    # Other methods at `path` are reads served by the ninja API (GET /v1/images lists the jobs POST creates).
+    shares_path: ClassVar[bool] = False
 
     # -- planning (no I/O) ------------------------------------------------------------------------------
 
@@ -178,6 +180,21 @@ class Operation:
 
     def prices(self, call: Call) -> pricing.Prices:
         return call.model.prices
+
+    def budget(self, call: Call) -> int:
+        """The hold: the most this request may cost (its prompt estimate and whole output budget)."""
+        return pricing.hold_amount(
+            prompt_tokens_estimate=call.prompt_estimate, max_output_tokens=call.output_budget, prices=self.prices(call)
+        )
+
+    def usage(self, call: Call, result: Result) -> pricing.Usage:
+        """What a plain call produced, as priced: upstream's validated token usage."""
+        usage = result.usage
+        return pricing.Usage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+        )
 
     def render(self, call: Call, result: Result, receipt: Receipt) -> bytes:
         raise NotImplementedError

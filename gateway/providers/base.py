@@ -45,6 +45,14 @@ class ProviderError(Exception):
         self.retryable = retryable
 
 
+class ModerationRejected(ProviderError):
+    """The provider's content policy refused the prompt: the request's own fault (never retried or re-routed);
+    an image job ends `moderation_rejected`, a synchronous call answers 400 content_policy_violation."""
+
+    def __init__(self, message: str, *, body: Any = None) -> None:
+        super().__init__("http", message, status=400, retryable=False, body=body)
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     """What a provider needs to reach its upstream; built by the catalog, credentials already decrypted."""
@@ -109,6 +117,18 @@ class EmbeddingResult:
     usage: UpstreamUsage
 
 
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    data: bytes  # the encoded image (PNG from the simulator; whatever upstream made, fetched if it sent a URL)
+    content_type: str = "image/png"
+    revised_prompt: str | None = None
+
+
+@dataclass(slots=True)
+class ImageResult:
+    images: list[GeneratedImage]
+
+
 class Provider(Protocol):
     config: ProviderConfig
 
@@ -128,3 +148,8 @@ class Provider(Protocol):
 
     async def embeddings(self, payload: dict[str, Any], *, upstream_model: str) -> EmbeddingResult:
         """Embeddings; `payload["input"]` is a string or list of strings."""
+
+    async def images(self, payload: dict[str, Any], *, upstream_model: str) -> ImageResult:
+        """Generate images (OpenAI's images/generations body: prompt, n, size, quality, style). Returns the
+        image bytes themselves, never links: outputs must not depend on upstream's storage. Raises
+        ModerationRejected when the provider's content policy refuses the prompt."""

@@ -7,6 +7,8 @@ The client's body goes upstream as it came, fields we do not know included; only
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -17,13 +19,17 @@ import orjson
 from gateway.providers.base import (
     ChatResult,
     EmbeddingResult,
+    GeneratedImage,
+    ImageResult,
+    ModerationRejected,
     ProviderConfig,
     ProviderError,
     UpstreamUsage,
     token_count,
 )
 from gateway.providers.base import usage_from_openai as _usage
-from gateway.providers.upstream import post_json, stream_events
+from gateway.providers.http import client_timeout, get_session
+from gateway.providers.upstream import TRANSPORT_ERRORS, post_json, stream_events, transport_error
 from gateway.tokens import count_prompt_tokens, count_tokens
 
 _DONE = b"[DONE]"
@@ -80,6 +86,63 @@ class OpenAICompatProvider:
             prompt = count_prompt_tokens({"input": payload.get("input")})
             obj["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
         return EmbeddingResult(body=obj, usage=UpstreamUsage(prompt_tokens=prompt, completion_tokens=0))
+
+    # -- images --------------------------------------------------------------------------------------
+
+    async def images(self, payload: dict[str, Any], *, upstream_model: str) -> ImageResult:
+        """POST {base}/images/generations; `url` results are downloaded here (outputs must not depend on
+        upstream's links, which expire), `b64_json` ones decoded."""
+        body = {**payload, "model": upstream_model}
+        try:
+            obj = await post_json(self.config, self._base + "/images/generations", orjson.dumps(body), self._headers)
+        except ProviderError as exc:
+            if exc.status == 400 and _is_moderation(exc.body):
+                raise ModerationRejected(
+                    f"{self.config.name}: {exc.message.split(': ', 2)[-1]}", body=exc.body
+                ) from None
+            raise
+        data = obj.get("data")
+        if not isinstance(data, list) or not data:
+            raise ProviderError("malformed", f"{self.config.name}: upstream images response has no data", body=obj)
+        images = []
+        for item in data:
+            if not isinstance(item, dict):
+                raise ProviderError("malformed", f"{self.config.name}: upstream image entry is not an object")
+            revised = item.get("revised_prompt") if isinstance(item.get("revised_prompt"), str) else None
+            if isinstance(item.get("b64_json"), str):
+                try:
+                    raw = base64.b64decode(item["b64_json"], validate=True)
+                except (binascii.Error, ValueError):
+                    raise ProviderError("malformed", f"{self.config.name}: upstream sent invalid base64") from None
+                images.append(GeneratedImage(raw, sniff_image(raw) or "image/png", revised))
+            elif isinstance(item.get("url"), str):
+                raw, content_type = await self._download(item["url"])
+                images.append(GeneratedImage(raw, content_type, revised))
+            else:
+                raise ProviderError("malformed", f"{self.config.name}: upstream image has neither url nor b64_json")
+        return ImageResult(images=images)
+
+    async def _download(self, url: str) -> tuple[bytes, str]:
+        if not url.startswith(("https://", "http://")):
+            raise ProviderError("malformed", f"{self.config.name}: upstream image URL is not http(s)")
+        try:
+            async with get_session().get(url, timeout=client_timeout(self.config)) as resp:
+                if resp.status >= 400:
+                    raise ProviderError(
+                        "http", f"{self.config.name}: fetching the image returned {resp.status}", status=502
+                    )
+                raw = await resp.content.read(MAX_IMAGE_BYTES + 1)
+                header = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.config, exc) from exc
+        if len(raw) > MAX_IMAGE_BYTES:
+            raise ProviderError("malformed", f"{self.config.name}: upstream image is larger than {MAX_IMAGE_BYTES}")
+        content_type = sniff_image(raw)
+        if content_type is None:
+            raise ProviderError(
+                "malformed", f"{self.config.name}: upstream image URL did not serve an image ({header})"
+            )
+        return raw, content_type
 
     # -- streaming -----------------------------------------------------------------------------------
 
@@ -215,3 +278,27 @@ def _usage_chunk(last: dict[str, Any] | None, usage: UpstreamUsage, *, chat: boo
         "choices": [],
         "usage": _usage_dict(usage),
     }
+
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_image(raw: bytes) -> str | None:
+    for magic, mime in _IMAGE_MAGIC:
+        if raw.startswith(magic):
+            return mime
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _is_moderation(body: Any) -> bool:
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code in ("content_policy_violation", "moderation_blocked")

@@ -11,8 +11,13 @@ Everything is derived from the request, so the same request always gets the same
   first stop sequence; token counts come from gateway.tokens, so usage is exact for our tokenizer;
 - embeddings are bag-of-words unit vectors: the same text always gets the same vector and texts
   sharing words point the same way;
+- images are real PNGs of the requested size, drawn (Pillow) from a hash of the prompt, size and index: the
+  same request always gets the same bytes; a prompt containing one of the blocked words is refused
+  (ModerationRejected);
 - options: `latency_ms` (time to first token) and `tokens_per_second` (0 = instant), defaulting to
-  settings.SIMULATOR_LATENCY_MS / SIMULATOR_TOKENS_PER_SECOND; `dimensions` (default 256).
+  settings.SIMULATOR_LATENCY_MS / SIMULATOR_TOKENS_PER_SECOND; `dimensions` (default 256); `image_latency_ms`
+  (how long an image takes, default settings.SIMULATOR_IMAGE_LATENCY_MS) and `blocked_words` (default
+  settings.SIMULATOR_BLOCKED_WORDS).
 """
 
 from __future__ import annotations
@@ -31,7 +36,16 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.base import ChatResult, EmbeddingResult, ProviderConfig, ProviderError, UpstreamUsage
+from gateway.providers.base import (
+    ChatResult,
+    EmbeddingResult,
+    GeneratedImage,
+    ImageResult,
+    ModerationRejected,
+    ProviderConfig,
+    ProviderError,
+    UpstreamUsage,
+)
 from gateway.providers.schema_values import value_for_schema
 from gateway.tokens import count_prompt_tokens, count_tokens, tokenize
 
@@ -342,6 +356,11 @@ class SimulatorProvider:
         self.latency_s = float(options.get("latency_ms", settings.SIMULATOR_LATENCY_MS) or 0) / 1000
         self.tokens_per_second = float(options.get("tokens_per_second", settings.SIMULATOR_TOKENS_PER_SECOND) or 0)
         self.default_dimensions = int(options.get("dimensions", DEFAULT_DIMENSIONS))
+        self.image_latency_s = float(options.get("image_latency_ms", settings.SIMULATOR_IMAGE_LATENCY_MS) or 0) / 1000
+        blocked = options.get("blocked_words", settings.SIMULATOR_BLOCKED_WORDS)
+        if isinstance(blocked, str):
+            blocked = blocked.split(",")
+        self.blocked_words = frozenset(str(w).strip().lower() for w in blocked or () if str(w).strip())
 
     async def _pause(self, tokens: int, *, first: bool = False) -> None:
         delay = (self.latency_s if first else 0.0) + (
@@ -503,3 +522,72 @@ class SimulatorProvider:
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
         return EmbeddingResult(body=body, usage=UpstreamUsage(prompt_tokens, 0))
+
+    # -- images -------------------------------------------------------------------------------------
+
+    async def images(self, payload: dict[str, Any], *, upstream_model: str) -> ImageResult:
+        from gateway.image_pricing import dimensions
+
+        prompt = payload.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ProviderError("http", "prompt must be a non-empty string", status=400)
+        blocked = sorted({w.lower() for w in _WORDS.findall(prompt)} & self.blocked_words)
+        if blocked:
+            raise ModerationRejected(f"Your prompt was rejected by the content policy (it contains '{blocked[0]}').")
+        n = payload.get("n") or 1
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
+            raise ProviderError("http", f"n must be an integer from 1 to {MAX_IMAGES}", status=400)
+        size = str(payload.get("size") or "1024x1024")
+        width, height = dimensions(size)
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ProviderError("http", f"size {size} is larger than the simulator draws", status=400)
+        if self.image_latency_s:
+            await asyncio.sleep(self.image_latency_s)
+        # Drawing is CPU work of tens of milliseconds per image: off the event loop.
+        images = await asyncio.to_thread(
+            lambda: [render_png(prompt, width, height, index=i, style=payload.get("style")) for i in range(n)]
+        )
+        return ImageResult(images=[GeneratedImage(data, "image/png", revised_prompt=prompt) for data in images])
+
+
+MAX_IMAGES = 10
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def render_png(prompt: str, width: int, height: int, *, index: int = 0, style: str | None = None) -> bytes:
+    """A deterministic picture of the prompt: a two-colour gradient, a few shapes and the prompt's first words,
+    all chosen by a hash of (prompt, size, index, style). Same arguments, same bytes."""
+    import io
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+    rng, _digest = _seeded("image", prompt, width, height, index, style)
+
+    def colour() -> tuple[int, int, int]:
+        return rng.randrange(256), rng.randrange(256), rng.randrange(256)
+
+    gradient = Image.linear_gradient("L").resize((width, height)).rotate(rng.choice((0, 90, 180, 270)))
+    image = ImageOps.colorize(gradient.resize((width, height)), colour(), colour()).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    unit = max(8, min(width, height) // 6)
+    for _ in range(3 + rng.randrange(5)):
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = unit // 2 + rng.randrange(unit)
+        box = (x - r, y - r, x + r, y + r)
+        if rng.random() < 0.5:
+            draw.ellipse(box, fill=colour())
+        else:
+            draw.rectangle(box, fill=colour())
+    font_size = max(10, min(width, height) // 18)
+    font = ImageFont.load_default(size=font_size)
+    lines = textwrap.wrap(" ".join(prompt.split()[:24]), width=max(8, width // (font_size * 3 // 5)))[:4]
+    if lines:
+        pad = font_size // 2
+        top = height - pad - len(lines) * (font_size + 4) - pad
+        draw.rectangle((0, top, width, height), fill=(16, 16, 24))
+        for i, line in enumerate(lines):
+            draw.text((pad, top + pad + i * (font_size + 4)), line, fill=(240, 240, 240), font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False, compress_level=6)
+    return out.getvalue()

@@ -1,6 +1,5 @@
 """`tollgate images generate`: start an image job, poll it with a progress indicator on a terminal,
-download the PNG. The endpoints (`POST /v1/images`, `GET /v1/images/{id}`) arrive with issue 12; these
-tests run against them then (remove the skip marker)."""
+download the PNG, against the image endpoints (`POST /v1/images`, `GET /v1/images/{id}`)."""
 
 from __future__ import annotations
 
@@ -15,11 +14,7 @@ from billing.models import Receipt
 from tests.cli.conftest import SCRIPT, cli_env
 from tests.cli.test_chat import _read_until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skip(reason="POST /v1/images lands with issue 12"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -132,3 +132,44 @@ def test_the_hook_is_connected_to_billings_signal(team, monkeypatch):
     monkeypatch.setattr(live, "_send", lambda team_public, message: seen.append(team_public))
     receipt_settled.send(sender=None, receipt=make_receipt(team), wallet=ensure_wallet(team))
     assert seen == [team.public_id]
+
+
+def _pending_job(team):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateway.models import ImageJob
+
+    now = timezone.now()
+    return ImageJob.objects.create(
+        public_id="img_01LIVEUPDATE",
+        team=team,
+        request_id="req_live",
+        model="demo-image",
+        prompt="a live fox",
+        size="256x256",
+        is_test=True,
+        start_by=now + timedelta(minutes=10),
+        hold_expires_at=now + timedelta(minutes=30),
+    )
+
+
+async def test_image_job_status_changes_reach_the_teams_pages(owner, team):
+    from gateway import image_jobs
+
+    comm = communicator(owner, team.public_id)
+    assert (await comm.connect())[0]
+    job = await database_sync_to_async(_pending_job)(team)
+    # A first update, so this process knows the page listens (channels_redis: dashboard.live.LISTENERS_TTL).
+    receipt = await database_sync_to_async(make_receipt)(team)
+    await database_sync_to_async(live.on_receipt_settled)(None, receipt=receipt, wallet=None)
+    assert (await comm.receive_json_from(timeout=2))["receipt"]["id"] == receipt.public_id
+    await database_sync_to_async(image_jobs.cancel)(team.pk, job.public_id, actor=owner)
+    message = await comm.receive_json_from(timeout=2)
+    while "image" not in message:  # the cancel's zero receipt arrives as well
+        message = await comm.receive_json_from(timeout=2)
+    assert message["image"]["id"] == job.public_id
+    assert message["image"]["status"] == "cancelled" and message["image"]["terminal"] is True
+    assert message["image"]["url"] == f"/t/{team.public_id}/images/{job.public_id}/"
+    await comm.disconnect()

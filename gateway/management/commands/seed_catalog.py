@@ -1,7 +1,8 @@
 """Seed the model catalog (idempotent: existing rows, including admin edits, are left alone).
 
-Always: the built-in simulator with `demo-chat`, `demo-chat-mini` and `demo-embed`. With OPENAI_API_KEY:
-OpenAI models; with ANTHROPIC_API_KEY: Anthropic models; with OPENAI_COMPAT_BASE_URL: the models named in
+Always: the built-in simulator with `demo-chat`, `demo-chat-mini`, `demo-embed` and `demo-image` (priced per
+image by size and quality, like OpenAI's dall-e-3). With OPENAI_API_KEY: OpenAI models (dall-e-2 and dall-e-3
+for images); with ANTHROPIC_API_KEY: Anthropic models; with OPENAI_COMPAT_BASE_URL: the models named in
 OPENAI_COMPAT_MODELS (comma-separated, default "default") on that OpenAI-compatible server (vLLM, Ollama,
 llama.cpp), published as `local/<name>`. A provider's key is updated when the environment's differs.
 """
@@ -14,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from billing.pricing import per_million_to_per_token_nusd as per_m
+from billing.pricing import usd_to_nusd
 from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
 
 # id, kind, $/M input, $/M cached input, $/M output, context, output cap, tools, vision, json
@@ -27,6 +29,23 @@ OPENAI = [
     ("gpt-4o", ModelKind.CHAT, "2.50", "1.25", "10", 128_000, 16_384, True, True, True),
     ("text-embedding-3-small", ModelKind.EMBEDDING, "0.02", "0", "0", 8_191, 0, False, False, False),
 ]
+# id → USD per image by size (and size/quality), as OpenAI prices them
+DEMO_IMAGES = {
+    "demo-image": {
+        "256x256": "0.016",
+        "512x512": "0.018",
+        "1024x1024": "0.04",
+        "1024x1024/hd": "0.08",
+        "1792x1024": "0.08",
+        "1792x1024/hd": "0.12",
+        "1024x1792": "0.08",
+        "1024x1792/hd": "0.12",
+    },
+}
+OPENAI_IMAGES = {
+    "dall-e-2": {"256x256": "0.016", "512x512": "0.018", "1024x1024": "0.02"},
+    "dall-e-3": {k: v for k, v in DEMO_IMAGES["demo-image"].items() if not k.startswith(("256x", "512x"))},
+}
 ANTHROPIC = [
     ("claude-3-5-haiku-latest", ModelKind.CHAT, "0.80", "0.08", "4", 200_000, 8_192, True, True, True),
     ("claude-sonnet-4-0", ModelKind.CHAT, "3", "0.30", "15", 200_000, 64_000, True, True, True),
@@ -44,6 +63,7 @@ class Command(BaseCommand):
         created: list[str] = []
         sim = self._provider(created, "simulator", ProviderKind.SIMULATOR, "Built-in simulator", "", "")
         self._models(created, sim, DEMO)
+        self._image_models(created, sim, DEMO_IMAGES)
         if os.environ.get("OPENAI_API_KEY"):
             provider = self._provider(
                 created,
@@ -54,6 +74,7 @@ class Command(BaseCommand):
                 os.environ["OPENAI_API_KEY"],
             )
             self._models(created, provider, OPENAI)
+            self._image_models(created, provider, OPENAI_IMAGES)
         if os.environ.get("ANTHROPIC_API_KEY"):
             provider = self._provider(
                 created,
@@ -116,3 +137,22 @@ class Command(BaseCommand):
             )
             if new_route and not new:
                 created.append(f"route {public_id}→{provider.slug}")
+
+    def _image_models(self, created, provider, models: dict[str, dict[str, str]]) -> None:
+        for public_id, prices in models.items():
+            model, new = CatalogModel.objects.get_or_create(
+                public_id=public_id,
+                defaults=dict(
+                    kind=ModelKind.IMAGE,
+                    owned_by=provider.slug,
+                    context_window=0,
+                    max_output_tokens=0,
+                    image_prices={key: usd_to_nusd(usd) for key, usd in prices.items()},
+                ),
+            )
+            if new:
+                created.append(public_id)
+            priority = RoutePriority.PRIMARY if not model.routes.exists() else RoutePriority.BACKUP
+            Route.objects.get_or_create(
+                model=model, provider=provider, upstream_model=public_id, defaults={"priority": priority}
+            )
