@@ -1,11 +1,13 @@
-"""Request ids on every response, and OpenAI's error envelope for anything under /v1."""
+"""Request ids on every response, the API version on every /v1 response, and OpenAI's error envelope for anything
+under /v1."""
 
 from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from config.errors import error_response
+from config import versions
+from config.errors import ApiError, api_error_response, error_response
 from config.ids import request_id
 
 _V1_FALLBACK = {
@@ -28,7 +30,20 @@ def _finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.status_code == 405:
             response["Allow"] = ""
     response["X-Request-Id"] = rid
+    if request.path.startswith("/v1/"):
+        response[versions.HEADER] = getattr(request, "api_version", versions.CURRENT)
     return response
+
+
+def _refuse_unknown_version(request: HttpRequest) -> HttpResponse | None:
+    """An unknown Tollgate-Version is refused before the request reaches any view."""
+    if not request.path.startswith("/v1/"):
+        return None
+    try:
+        request.api_version = versions.resolve(request.headers.get(versions.HEADER))  # type: ignore[attr-defined]
+    except ApiError as exc:
+        return api_error_response(exc, request.request_id)  # type: ignore[attr-defined]
+    return None
 
 
 class RequestIdMiddleware:
@@ -46,8 +61,10 @@ class RequestIdMiddleware:
         if iscoroutinefunction(self):
             return self.__acall__(request)
         request.request_id = request_id()  # type: ignore[attr-defined]
-        return _finish(request, self.get_response(request))
+        refusal = _refuse_unknown_version(request)
+        return _finish(request, refusal or self.get_response(request))
 
     async def __acall__(self, request: HttpRequest):
         request.request_id = request_id()  # type: ignore[attr-defined]
-        return _finish(request, await self.get_response(request))
+        refusal = _refuse_unknown_version(request)
+        return _finish(request, refusal or await self.get_response(request))

@@ -93,6 +93,9 @@ class CatalogModelForm(forms.ModelForm):
             "supports_tools",
             "supports_vision",
             "supports_json",
+            "supports_reasoning",
+            "supports_multimodal_input",
+            "image_input_tokens",
             "enabled",
         ]
 

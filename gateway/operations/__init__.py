@@ -7,7 +7,9 @@ from gateway.operations.base import Call, Operation, Result, StreamView
 from gateway.operations.chat import ChatCompletions
 from gateway.operations.completions import Completions
 from gateway.operations.embeddings import Embeddings
+from gateway.operations.messages import Messages
+from gateway.operations.responses import Responses
 
-OPERATIONS: tuple[Operation, ...] = (ChatCompletions(), Completions(), Embeddings())
+OPERATIONS: tuple[Operation, ...] = (ChatCompletions(), Completions(), Embeddings(), Responses(), Messages())
 
 __all__ = ["OPERATIONS", "Call", "Operation", "Result", "StreamView"]

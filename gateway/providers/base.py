@@ -65,16 +65,47 @@ class UpstreamUsage:
     cached_tokens: int = 0
 
 
-def usage_from_openai(usage: dict[str, Any] | None) -> UpstreamUsage | None:
-    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not)."""
-    if not usage:
+# More tokens than any model reads or writes in one request: a count above it is a broken upstream, not usage.
+MAX_REPORTED_TOKENS = 100_000_000
+
+
+def _count(value: Any) -> int | None:
+    """A token count as upstream reported it: a non-negative integer of sane size, else None."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_TOKENS:
         return None
-    prompt = int(usage.get("prompt_tokens") or 0)
+    return value
+
+
+def usage_from_openai(usage: dict[str, Any] | None) -> UpstreamUsage | None:
+    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not). None when
+    it is missing or not believable (non-integers, negatives, absurd sizes): the caller then counts locally."""
+    if not usage or not isinstance(usage, dict):
+        return None
     details = usage.get("prompt_tokens_details") or {}
-    cached = min(int(details.get("cached_tokens") or 0), prompt)
-    return UpstreamUsage(
-        prompt_tokens=prompt - cached, completion_tokens=int(usage.get("completion_tokens") or 0), cached_tokens=cached
-    )
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    if prompt is None or completion is None or cached is None:
+        return None
+    cached = min(cached, prompt)
+    return UpstreamUsage(prompt_tokens=prompt - cached, completion_tokens=completion, cached_tokens=cached)
+
+
+def usage_from_anthropic(usage: dict[str, Any] | None) -> UpstreamUsage | None:
+    """Anthropic's `usage` object → UpstreamUsage, validated like usage_from_openai. Its input_tokens exclude cache
+    reads and cache writes; writes are billed as prompt tokens, reads as cached ones."""
+    if not usage or not isinstance(usage, dict) or "output_tokens" not in usage:
+        return None
+    counts = [
+        _count(usage.get(name))
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+    ]
+    if any(c is None for c in counts):
+        return None
+    fresh, written, read, output = counts
+    return UpstreamUsage(prompt_tokens=fresh + written, completion_tokens=output, cached_tokens=read)  # type: ignore[operator]
 
 
 @dataclass(slots=True)
