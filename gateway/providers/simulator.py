@@ -10,7 +10,8 @@ Everything is derived from the request, so the same request always gets the same
 - `max_tokens` / `max_completion_tokens` cut the output (finish_reason "length"), `stop` cuts at the
   first stop sequence; token counts come from gateway.tokens, so usage is exact for our tokenizer;
 - embeddings are bag-of-words unit vectors: the same text always gets the same vector and texts
-  sharing words point the same way;
+  sharing words point the same way; a multimodal input (a list of text and image_url parts) is one vector,
+  the normalised sum of its text's vector and one per image (derived from the image's bytes, or its URL);
 - options: `latency_ms` (time to first token) and `tokens_per_second` (0 = instant), defaulting to
   settings.SIMULATOR_LATENCY_MS / SIMULATOR_TOKENS_PER_SECOND; `dimensions` (default 256).
 """
@@ -18,6 +19,8 @@ Everything is derived from the request, so the same request always gets the same
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 import random
 import re
@@ -33,7 +36,7 @@ import orjson
 
 from gateway.providers.base import ChatResult, EmbeddingResult, ProviderConfig, ProviderError, UpstreamUsage
 from gateway.providers.schema_values import value_for_schema
-from gateway.tokens import count_prompt_tokens, count_tokens, tokenize
+from gateway.tokens import IMAGE_TOKENS, count_prompt_tokens, count_tokens, tokenize
 
 VOCABULARY = (
     "the",
@@ -483,6 +486,8 @@ class SimulatorProvider:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
             raise ProviderError("http", f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}", status=400)
         raw = payload.get("input")
+        if isinstance(raw, list) and raw and all(isinstance(x, dict) for x in raw):
+            return await self._embed_parts(raw, dimensions, upstream_model)
         if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw)):
             inputs = [raw]
         elif isinstance(raw, list) and raw:
@@ -503,3 +508,46 @@ class SimulatorProvider:
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
         return EmbeddingResult(body=body, usage=UpstreamUsage(prompt_tokens, 0))
+
+    async def _embed_parts(self, parts: list[dict[str, Any]], dimensions: int, upstream_model: str) -> EmbeddingResult:
+        vector = [0.0] * dimensions
+        images = 0
+        texts = []
+        for part in parts:
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") == "image_url" and isinstance((part.get("image_url") or {}).get("url"), str):
+                images += 1
+                for i, x in enumerate(image_vector(part["image_url"]["url"], dimensions)):
+                    vector[i] += x
+            else:
+                raise ProviderError("http", "input parts must be text or image_url", status=400)
+        if texts:
+            for i, x in enumerate(embed_text(" ".join(texts), dimensions)):
+                vector[i] += x
+        norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
+        prompt_tokens = count_tokens(" ".join(texts)) + images * IMAGE_TOKENS
+        await self._pause(0, first=True)
+        body = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [x / norm for x in vector]}],
+            "model": upstream_model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+        return EmbeddingResult(body=body, usage=UpstreamUsage(prompt_tokens, 0))
+
+
+def image_vector(url: str, dimensions: int) -> list[float]:
+    """A unit vector standing for an image: from its bytes when inline (data: URL), else from its URL (the
+    simulator fetches nothing)."""
+    if url.startswith("data:"):
+        try:
+            seed = base64.b64decode(url.partition(",")[2], validate=True)
+        except (binascii.Error, ValueError):
+            raise ProviderError("http", "image data URL is not valid base64", status=400) from None
+    else:
+        seed = url.encode()
+    rng = random.Random(int.from_bytes(blake2b(seed, digest_size=8).digest(), "big"))
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
