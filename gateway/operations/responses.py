@@ -62,6 +62,7 @@ class ResponseStream(StreamView):
         self.call = call
         self.events = tr.ResponseEvents()
         self._ending: tuple[bytes, dict[str, Any]] | None = None
+        self._sent = 0
 
     def head(self) -> bytes:
         body = _skeleton(self.call)
@@ -83,6 +84,7 @@ class ResponseStream(StreamView):
         """The closing events and the final object, made once: the pipeline may ask for the tail twice (for an
         Idempotency-Key's transcript, then to send it) and for the stored body, all from the same receipt."""
         if self._ending is None:
+            self._sent = self.events.sequence  # what went out before the ending (see `error`)
             closing = self.events.close()  # a stream cut short keeps its items as they stood
             body = _final(self.call, self.events.output, self.events.finish, receipt, self.events.usage)
             kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
@@ -94,6 +96,8 @@ class ResponseStream(StreamView):
         return self._ending_for(receipt)[0]
 
     def error(self, exc: ApiError, request_id: str) -> bytes:
+        if self._ending is not None:  # the partial settlement made an ending that was stored, never sent
+            self.events.sequence = self._sent
         body = _skeleton(self.call)
         body["status"] = "failed"
         body["output"] = self.events.output

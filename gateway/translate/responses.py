@@ -86,8 +86,21 @@ OutputPart = Annotated[InputText | InputImage | InputFile, Field(discriminator="
 class MessageItem(_Open):
     type: Literal["message"]
     role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[Part]
+    content: list[Part]  # a string is one text part (made here, so errors in parts name the part)
     id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_content(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("content"), str):
+            text = value["content"]
+            part = (
+                {"type": "output_text", "text": text, "annotations": []}
+                if value.get("role") == "assistant"
+                else {"type": "input_text", "text": text}
+            )
+            return {**value, "content": [part]}
+        return value
 
 
 class FunctionCallItem(_Open):
@@ -151,7 +164,8 @@ class ReasoningConfig(_Open):
 
 class ResponsesRequest(_Open):
     model: str = Field(min_length=1)
-    input: str | list[Item]
+    # A string is one user message: made into that item here, so errors in items name the item ("input.2").
+    input: list[Item]
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -174,6 +188,8 @@ class ResponsesRequest(_Open):
     @field_validator("input", mode="before")
     @classmethod
     def _messages_may_omit_type(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [{"type": "message", "role": "user", "content": value}] if value else []
         # EasyInputMessage: {"role": "user", "content": "…"} without "type"
         if isinstance(value, list):
             return [
@@ -184,7 +200,7 @@ class ResponsesRequest(_Open):
 
     @field_validator("input")
     @classmethod
-    def _input_not_empty(cls, value: str | list) -> str | list:
+    def _input_not_empty(cls, value: list) -> list:
         if not value:
             raise ValueError("input must not be empty")
         return value
@@ -219,12 +235,8 @@ _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output":
 
 def input_items(request: ResponsesRequest) -> list[dict[str, Any]]:
     """The request's input as stored items: ids assigned, string contents as parts, status completed."""
-    if isinstance(request.input, str):
-        raw: list[dict[str, Any]] = [{"type": "message", "role": "user", "content": request.input}]
-    else:
-        raw = [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in request.input]
     out = []
-    for item in raw:
+    for item in (item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in request.input):
         kind = item["type"]
         item = {**item, "id": item.get("id") or new_id(_ITEM_PREFIX[kind])}
         if kind == "message":
