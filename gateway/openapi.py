@@ -347,6 +347,7 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     components.setdefault("securitySchemes", {})["KeyAuth"] = {"type": "http", "scheme": "bearer"}
     paths = document.setdefault("paths", {})
+
     def body(schema: type) -> dict[str, Any]:
         return {"required": True, "content": {"application/json": {"schema": _component(schemas, schema)}}}
 
@@ -373,8 +374,7 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
                 "post": {
                     **base,
                     "requestBody": body(estimator.schema),
-                    "operationId": estimator.name.replace(".", "_")
-                    + ("" if estimator is not op else "_estimate"),
+                    "operationId": estimator.name.replace(".", "_") + ("" if estimator is not op else "_estimate"),
                     "summary": estimator.summary
                     if estimator is not op
                     else "Estimate the cost and hold of this request (no upstream call, no charge)",

@@ -42,9 +42,7 @@ def response_body(ctx: KeyContext, response_id: str) -> bytes:
     return _row(ctx.team_id, response_id).response.encode()
 
 
-def input_items_body(
-    ctx: KeyContext, response_id: str, *, after: str | None, limit: int, order: str
-) -> bytes:
+def input_items_body(ctx: KeyContext, response_id: str, *, after: str | None, limit: int, order: str) -> bytes:
     """OpenAI's list of a response's input items, newest first by default, paged by item id (`after`)."""
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "invalid_request_error", f"limit must be from 1 to {MAX_PAGE}.", param="limit")
@@ -56,7 +54,9 @@ def input_items_body(
     if after:
         ids = [item.get("id") for item in items]
         if after not in ids:
-            raise ApiError(400, "invalid_request_error", f"No input item '{after[:60]}' in this response.", param="after")
+            raise ApiError(
+                400, "invalid_request_error", f"No input item '{after[:60]}' in this response.", param="after"
+            )
         items = items[ids.index(after) + 1 :]
     page = items[:limit]
     return orjson.dumps(

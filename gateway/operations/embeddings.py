@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from billing.models import Receipt
-from gateway import openapi, render, schemas
 from config.errors import ApiError
+from gateway import openapi, render, schemas
 from gateway.catalog import Needs, RouteEntry
 from gateway.models import ModelKind
 from gateway.operations.base import Call, Operation, Result

@@ -26,6 +26,7 @@ from gateway.providers.base import Provider, UpstreamUsage, usage_from_anthropic
 from gateway.tokens import count_prompt_tokens, count_tokens
 from gateway.translate import messages as tr
 
+
 def _native(provider: Provider):
     """The provider's own Messages methods, if it has them."""
     return getattr(provider, "messages", None), getattr(provider, "stream_messages", None)

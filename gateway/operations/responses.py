@@ -194,4 +194,3 @@ class Responses(Operation):
             input_items=orjson.dumps(request._items).decode(),
             response=body.decode(),
         )
-

@@ -141,9 +141,13 @@ class _MessagesBody(_Open):
     def _choice_needs_tools(self) -> _MessagesBody:
         if self.tool_choice and self.tool_choice.type in ("any", "tool") and not self.tools:
             raise ValueError("tool_choice requires tools")
-        if self.tool_choice and self.tool_choice.type == "tool" and self.tools:
-            if self.tool_choice.name not in {t.name for t in self.tools}:
-                raise ValueError(f"tool_choice names '{self.tool_choice.name}', which is not among the tools")
+        if (
+            self.tool_choice
+            and self.tool_choice.type == "tool"
+            and self.tools
+            and self.tool_choice.name not in {t.name for t in self.tools}
+        ):
+            raise ValueError(f"tool_choice names '{self.tool_choice.name}', which is not among the tools")
         return self
 
 
@@ -296,9 +300,12 @@ def has_images(body: dict[str, Any]) -> bool:
             for block in content:
                 if block.get("type") == "image":
                     return True
-                if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
-                    if any(part.get("type") == "image" for part in block["content"]):
-                        return True
+                if (
+                    block.get("type") == "tool_result"
+                    and isinstance(block.get("content"), list)
+                    and any(part.get("type") == "image" for part in block["content"])
+                ):
+                    return True
     return False
 
 

@@ -122,9 +122,7 @@ class ReasoningItem(_Open):
     type: Literal["reasoning"]
 
 
-Item = Annotated[
-    MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem, Field(discriminator="type")
-]
+Item = Annotated[MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem, Field(discriminator="type")]
 
 
 class FunctionTool(_Open):
@@ -193,7 +191,9 @@ class ResponsesRequest(_Open):
         # EasyInputMessage: {"role": "user", "content": "…"} without "type"
         if isinstance(value, list):
             return [
-                {**item, "type": "message"} if isinstance(item, dict) and "type" not in item and "role" in item else item
+                {**item, "type": "message"}
+                if isinstance(item, dict) and "type" not in item and "role" in item
+                else item
                 for item in value
             ]
         return value
@@ -360,10 +360,7 @@ def to_chat(request: ResponsesRequest, items: list[dict[str, Any]]) -> dict[str,
 
 def has_images(items: list[dict[str, Any]]) -> bool:
     return any(
-        part.get("type") == "input_image"
-        for item in items
-        if item["type"] == "message"
-        for part in item["content"]
+        part.get("type") == "input_image" for item in items if item["type"] == "message" for part in item["content"]
     )
 
 
@@ -622,7 +619,9 @@ class ResponseEvents:
         return self._close()
 
     def produced(self) -> str:
-        return produced_text(self.output) + ("".join(self.texts) if self.open and self.open["type"] == "message" else "")
+        return produced_text(self.output) + (
+            "".join(self.texts) if self.open and self.open["type"] == "message" else ""
+        )
 
 
 def refuse(message: str, param: str) -> ApiError:

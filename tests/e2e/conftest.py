@@ -106,7 +106,11 @@ def anthropic_model(upstream: MisbehavingUpstream, public_id: str = "claude-nati
     provider.api_key = "sk-ant-upstream"
     provider.save()
     model = CatalogModel.objects.create(
-        public_id=public_id, input_price_nusd=3_000, cached_price_nusd=300, output_price_nusd=15_000, supports_tools=True
+        public_id=public_id,
+        input_price_nusd=3_000,
+        cached_price_nusd=300,
+        output_price_nusd=15_000,
+        supports_tools=True,
     )
     Route.objects.create(model=model, provider=provider, upstream_model="claude-sonnet-4-5", priority="primary")
     catalog.invalidate()

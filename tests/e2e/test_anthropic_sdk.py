@@ -38,7 +38,10 @@ def test_messages_create_with_usage_costs_and_a_receipt(claude, acme):
     settled()
     receipt = Receipt.objects.get(public_id=message.usage.model_extra["receipt_id"])
     assert receipt.endpoint == "messages"
-    assert (receipt.prompt_tokens, receipt.completion_tokens) == (message.usage.input_tokens, message.usage.output_tokens)
+    assert (receipt.prompt_tokens, receipt.completion_tokens) == (
+        message.usage.input_tokens,
+        message.usage.output_tokens,
+    )
     assert Wallet.objects.get(team=acme).balance_nusd == 10 * 10**9 - receipt.total_cost_nusd
     assert find_discrepancies() == []
 
@@ -99,9 +102,9 @@ def test_errors_arrive_as_the_sdks_exception_classes(claude, live, acme):
     with pytest.raises(anthropic.BadRequestError) as bad:
         claude.messages.create(model="demo-chat", max_tokens=0, messages=[{"role": "user", "content": "x"}])
     assert bad.value.type == "invalid_request_error"
-    with anthropic.Anthropic(base_url=live.url, api_key="tg_live_not-a-key", max_retries=0) as stranger:
-        with pytest.raises(anthropic.AuthenticationError) as refused:
-            stranger.messages.create(model="demo-chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    stranger = anthropic.Anthropic(base_url=live.url, api_key="tg_live_not-a-key", max_retries=0)
+    with stranger, pytest.raises(anthropic.AuthenticationError) as refused:
+        stranger.messages.create(model="demo-chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert refused.value.type == "authentication_error"
     Wallet.objects.filter(team=acme).update(balance_nusd=0)  # (behind the ledger's back: this test ends here)
     with pytest.raises(anthropic.PaymentRequiredError) as broke:

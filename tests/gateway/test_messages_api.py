@@ -56,9 +56,7 @@ def test_every_refusal_speaks_anthropics_envelope(live_key, funded_team, owner, 
     body = anthropic_error(V1(live_key).post("/messages", missing), 400, "invalid_request_error")
     assert "max_tokens" in body["error"]["message"]
     anthropic_error(V1(live_key).post("/messages", b"{not json"), 400, "invalid_request_error")
-    anthropic_error(
-        V1(live_key).post("/messages", {**HELLO, "max_tokens": 10**6}), 400, "invalid_request_error"
-    )
+    anthropic_error(V1(live_key).post("/messages", {**HELLO, "max_tokens": 10**6}), 400, "invalid_request_error")
     Wallet.objects.filter(team=funded_team).update(balance_nusd=0)
     anthropic_error(V1(live_key).post("/messages", HELLO), 402, "billing_error")
     assert not Hold.objects.exists() and not Receipt.objects.exists()

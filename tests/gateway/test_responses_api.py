@@ -44,9 +44,7 @@ def upstream_model(upstream, mode: str, **flags) -> str:
 
 
 def test_the_hold_is_the_prompt_estimate_plus_max_output_tokens(live_key):
-    response = V1(live_key).post(
-        "/responses", {"model": "demo-chat", "input": "echo: hi", "max_output_tokens": 100}
-    )
+    response = V1(live_key).post("/responses", {"model": "demo-chat", "input": "echo: hi", "max_output_tokens": 100})
     assert response.status_code == 200, response.content
     body = response.json()
     receipt = Receipt.objects.get(public_id=body["usage"]["receipt_id"])
@@ -63,9 +61,7 @@ def test_the_hold_is_the_prompt_estimate_plus_max_output_tokens(live_key):
 
 
 def test_a_request_that_asks_for_more_output_than_the_model_makes_is_refused(live_key):
-    response = V1(live_key).post(
-        "/responses", {"model": "demo-chat", "input": "hi", "max_output_tokens": 10**6}
-    )
+    response = V1(live_key).post("/responses", {"model": "demo-chat", "input": "hi", "max_output_tokens": 10**6})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "max_output_tokens"
     assert Hold.objects.count() == 0
@@ -102,7 +98,9 @@ def test_another_teams_previous_response_is_404_before_any_hold(live_key, other_
     assert Hold.objects.count() == holds
     for path in (f"/responses/{created['id']}", f"/responses/{created['id']}/input_items"):
         assert (V1(live_key).get(path)).status_code == 404
-    deleted = async_to_sync(request)("DELETE", f"/v1/responses/{created['id']}", headers={"Authorization": f"Bearer {live_key}"})
+    deleted = async_to_sync(request)(
+        "DELETE", f"/v1/responses/{created['id']}", headers={"Authorization": f"Bearer {live_key}"}
+    )
     assert deleted.status_code == 404
     assert StoredResponse.objects.filter(response_id=created["id"]).exists()
     assert (theirs.get(f"/responses/{created['id']}")).json()["id"] == created["id"]
@@ -177,4 +175,3 @@ def test_input_items_are_paged_newest_first(live_key):
     assert [i["content"][0]["text"] for i in rest["data"]] == ["m2", "m1", "m0"] and not rest["has_more"]
     bad = v1.get(f"/responses/{created['id']}/input_items", limit=1000)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
-
