@@ -9,7 +9,7 @@ from django.contrib import admin
 
 from billing.money import per_million, usd
 from billing.pricing import per_million_to_per_token_nusd, per_million_usd
-from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion
+from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion, StoredResponse
 
 
 class ProviderForm(forms.ModelForm):
@@ -160,6 +160,13 @@ class StoredCompletionAdmin(ReadOnlyAdmin):
     list_display = ["completion_id", "team", "model", "receipt_id", "created_at"]
     list_filter = ["model"]
     search_fields = ["completion_id", "request_id", "receipt_id"]
+
+
+@admin.register(StoredResponse)
+class StoredResponseAdmin(ReadOnlyAdmin):
+    list_display = ["response_id", "team", "model", "previous_response_id", "receipt_id", "created_at"]
+    list_filter = ["model"]
+    search_fields = ["response_id", "request_id", "receipt_id", "previous_response_id"]
 
 
 @admin.register(IdempotencyRecord)

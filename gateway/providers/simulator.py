@@ -7,6 +7,8 @@ Everything is derived from the request, so the same request always gets the same
 - after a tool result the reply summarises it; with `tools` (and tool_choice not "none") it calls a
   tool, arguments generated from the tool's JSON schema;
 - `response_format` json_object / json_schema → valid JSON (schema-valid for json_schema);
+- `reasoning_effort` makes it "think" first: low 16, medium 64, high 256 tokens (at most half of
+  `max_tokens`), billed as completion tokens and reported as completion_tokens_details.reasoning_tokens;
 - `max_tokens` / `max_completion_tokens` cut the output (finish_reason "length"), `stop` cuts at the
   first stop sequence; token counts come from gateway.tokens, so usage is exact for our tokenizer;
 - embeddings are bag-of-words unit vectors: the same text always gets the same vector and texts
@@ -126,7 +128,8 @@ class _Reply:
     pieces: list[str] = field(default_factory=list)  # token pieces of the text content
     tool_calls: list[_ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning included
+    reasoning_tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -229,7 +232,28 @@ def _chosen_tool(
     return rng.choice(tools) if last_role == "user" else None
 
 
+REASONING_TOKENS = {"minimal": 0, "low": 16, "medium": 64, "high": 256, "xhigh": 512}
+
+
 def _plan_chat(payload: dict[str, Any]) -> tuple[_Reply, str]:
+    """The reply, with the tokens spent reasoning (reasoning_effort) counted in, before the answer's budget."""
+    effort = payload.get("reasoning_effort")
+    reasoning = REASONING_TOKENS.get(effort, 0) if isinstance(effort, str) else 0
+    max_tokens = _max_tokens(payload)
+    if max_tokens is not None:
+        reasoning = min(reasoning, max_tokens // 2)
+    if reasoning:
+        budget = {k: v for k, v in payload.items() if k not in ("max_tokens", "max_completion_tokens")}
+        if max_tokens is not None:
+            budget["max_tokens"] = max_tokens - reasoning
+        reply, digest = _plan_answer(budget)
+        reply.reasoning_tokens = reasoning
+        reply.completion_tokens += reasoning
+        return reply, digest
+    return _plan_answer(payload)
+
+
+def _plan_answer(payload: dict[str, Any]) -> tuple[_Reply, str]:
     messages = payload.get("messages") or []
     rng, digest = _seeded(
         messages, payload.get("seed"), payload.get("tools"), payload.get("tool_choice"), payload.get("response_format")
@@ -298,13 +322,13 @@ def _prompts(payload: dict[str, Any]) -> list[str]:
     return [str(prompt)]
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 
 
@@ -376,7 +400,7 @@ class SimulatorProvider:
             "model": upstream_model,
             "system_fingerprint": FINGERPRINT,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
-            "usage": _usage(prompt_tokens, reply.completion_tokens),
+            "usage": _usage(prompt_tokens, reply.completion_tokens, reply.reasoning_tokens),
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, reply.completion_tokens))
 
@@ -395,7 +419,7 @@ class SimulatorProvider:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
-        await self._pause(0, first=True)
+        await self._pause(reply.reasoning_tokens, first=True)  # thinking delays the first token
         yield chunk({"role": "assistant", "content": None if reply.tool_calls else "", "refusal": None})
         if reply.tool_calls:
             for index, call in enumerate(reply.tool_calls):
@@ -426,7 +450,7 @@ class SimulatorProvider:
                 yield chunk({"content": "".join(pieces[position : position + size])})
                 position += size
         yield chunk({}, reply.finish_reason)
-        yield {**base, "choices": [], "usage": _usage(prompt_tokens, reply.completion_tokens)}
+        yield {**base, "choices": [], "usage": _usage(prompt_tokens, reply.completion_tokens, reply.reasoning_tokens)}
 
     # -- legacy completions -------------------------------------------------------------------------
 

@@ -175,3 +175,42 @@ def test_input_items_are_paged_newest_first(live_key):
     assert [i["content"][0]["text"] for i in rest["data"]] == ["m2", "m1", "m0"] and not rest["has_more"]
     bad = v1.get(f"/responses/{created['id']}/input_items", limit=1000)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+
+
+def test_the_simulator_reasons_when_asked_and_the_reasoning_is_billed_as_output(v1):
+    plain = v1.post("/responses", {"model": "demo-chat", "input": "echo: ok"}).json()
+    thought = v1.post(
+        "/responses", {"model": "demo-chat", "input": "echo: ok", "reasoning": {"effort": "medium"}}
+    ).json()
+    assert thought["reasoning"]["effort"] == "medium" and thought["output"][0]["content"][0]["text"] == "ok"
+    assert thought["usage"]["output_tokens_details"]["reasoning_tokens"] == 64
+    assert thought["usage"]["output_tokens"] == plain["usage"]["output_tokens"] + 64
+    receipt = Receipt.objects.get(public_id=thought["usage"]["receipt_id"])
+    assert receipt.completion_tokens == thought["usage"]["output_tokens"]
+
+
+def test_a_response_runs_on_an_anthropic_route_plain_and_streamed(v1, upstream):
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures" / "anthropic"
+    provider = Provider.objects.create(slug="claude", kind="anthropic", base_url=upstream.root_url)
+    model = CatalogModel.objects.create(public_id="claude-r", input_price_nusd=3_000, output_price_nusd=15_000)
+    Route.objects.create(model=model, provider=provider, upstream_model="claude-sonnet-4-5")
+    catalog.invalidate()
+    upstream.script("/v1/messages", (fixtures / "message_tool_use.json").read_bytes())
+    body = v1.post(
+        "/responses", {"model": "claude-r", "input": "Weather in Paris?", "instructions": "Be brief."}
+    ).json()
+    sent = upstream.requests[-1].body
+    assert sent["system"] == "Be brief." and sent["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
+    message, call = body["output"]
+    assert message["content"][0]["text"] == "I'll check the weather in Paris."
+    assert call["type"] == "function_call" and orjson.loads(call["arguments"]) == {"city": "Paris", "unit": "celsius"}
+    assert (body["usage"]["input_tokens"], body["usage"]["output_tokens"]) == (472, 91)
+    upstream.script("/v1/messages", (fixtures / "stream_text.sse").read_bytes())
+    streamed = events(v1.post("/responses", {"model": "claude-r", "input": "Hi", "stream": True}))
+    assert streamed[-1]["type"] == "response.incomplete"  # the recorded stream stopped at max_tokens
+    assert streamed[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    text = "".join(e["delta"] for e in streamed if e["type"] == "response.output_text.delta")
+    assert text and streamed[-1]["response"]["output"][0]["content"][0]["text"] == text
+    assert find_discrepancies() == []
