@@ -22,7 +22,8 @@ from gateway.catalog import Needs, RouteEntry
 from gateway.dialects import ANTHROPIC
 from gateway.models import ModelKind
 from gateway.operations.base import Call, Operation, Result, StreamView
-from gateway.providers.base import Provider, UpstreamUsage, usage_from_anthropic
+from gateway.providers.anthropic import usage_from_anthropic
+from gateway.providers.base import Provider, UpstreamUsage
 from gateway.tokens import count_prompt_tokens, count_tokens
 from gateway.translate import messages as tr
 

@@ -30,9 +30,10 @@ from gateway.providers.base import (
     ProviderConfig,
     ProviderError,
     UpstreamUsage,
+    token_count,
 )
-from gateway.providers.base import usage_from_anthropic as validated_usage
 from gateway.providers.upstream import post_json, stream_events
+from gateway.tokens import count_prompt_tokens, count_tokens
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -273,13 +274,19 @@ def to_anthropic_request(
 # -- response ---------------------------------------------------------------------------------------
 
 
-def usage_from_anthropic(usage: dict[str, Any] | None) -> UpstreamUsage:
-    usage = usage or {}
-    return UpstreamUsage(
-        prompt_tokens=int(usage.get("input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0),
-        completion_tokens=int(usage.get("output_tokens") or 0),
-        cached_tokens=int(usage.get("cache_read_input_tokens") or 0),
-    )
+def usage_from_anthropic(usage: Any) -> UpstreamUsage | None:
+    """Anthropic's usage → UpstreamUsage (cache writes bill as prompt tokens, cache reads as cached ones); None
+    when absent or not believable (see base.token_count)."""
+    if not isinstance(usage, dict):
+        return None
+    counts = [
+        token_count(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_creation_input_tokens", "output_tokens", "cache_read_input_tokens")
+    ]
+    if any(c is None for c in counts) or usage.get("input_tokens") is None:
+        return None
+    fresh, written, output, read = counts
+    return UpstreamUsage(prompt_tokens=fresh + written, completion_tokens=output, cached_tokens=read)  # type: ignore[operator]
 
 
 def openai_usage(usage: UpstreamUsage) -> dict[str, Any]:
@@ -292,7 +299,7 @@ def openai_usage(usage: UpstreamUsage) -> dict[str, Any]:
     }
 
 
-def from_anthropic_response(body: dict[str, Any]) -> tuple[dict[str, Any], UpstreamUsage]:
+def from_anthropic_response(body: dict[str, Any], *, prompt_tokens: int = 0) -> tuple[dict[str, Any], UpstreamUsage]:
     """Anthropic Message → OpenAI chat.completion (and its usage)."""
     if body.get("type") != "message" or not isinstance(body.get("content"), list):
         raise ProviderError("malformed", "anthropic: response is not a message", body=body)
@@ -322,6 +329,13 @@ def from_anthropic_response(body: dict[str, Any]) -> tuple[dict[str, Any], Upstr
     if tool_calls:
         message["tool_calls"] = tool_calls
     usage = usage_from_anthropic(body.get("usage"))
+    if usage is None:  # an upstream whose usage cannot be believed: count what we can see
+        usage = UpstreamUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=count_tokens(
+                "".join(texts) + "".join(c["function"]["name"] + c["function"]["arguments"] for c in tool_calls)
+            ),
+        )
     result = {
         "id": body.get("id"),
         "object": "chat.completion",
@@ -345,6 +359,7 @@ class StreamTranslator:
 
     __slots__ = (
         "id",
+        "believable",
         "model",
         "created",
         "input_tokens",
@@ -361,6 +376,7 @@ class StreamTranslator:
         self.model = model
         self.created = int(time.time())
         self.input_tokens = self.cache_read = self.cache_creation = self.output_tokens = 0
+        self.believable = True  # every usage count upstream sent was a plausible whole number
         self.finish_reason: str | None = None
         self.tool_index: dict[int, int] = {}  # Anthropic content block index → OpenAI tool_calls index
         self.done = False
@@ -377,14 +393,18 @@ class StreamTranslator:
     def _take_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
             return
-        if usage.get("input_tokens") is not None:
-            self.input_tokens = int(usage["input_tokens"])
-        if usage.get("cache_read_input_tokens") is not None:
-            self.cache_read = int(usage["cache_read_input_tokens"])
-        if usage.get("cache_creation_input_tokens") is not None:
-            self.cache_creation = int(usage["cache_creation_input_tokens"])
-        if usage.get("output_tokens") is not None:
-            self.output_tokens = int(usage["output_tokens"])  # cumulative in message_delta
+        for field, attr in (
+            ("input_tokens", "input_tokens"),
+            ("cache_read_input_tokens", "cache_read"),
+            ("cache_creation_input_tokens", "cache_creation"),
+            ("output_tokens", "output_tokens"),
+        ):
+            if usage.get(field) is not None:  # output_tokens is cumulative in message_delta
+                count = token_count(usage[field])
+                if count is None:
+                    self.believable = False
+                else:
+                    setattr(self, attr, count)
 
     @property
     def usage(self) -> UpstreamUsage:
@@ -446,7 +466,8 @@ class StreamTranslator:
                 "created": self.created,
                 "model": self.model,
                 "choices": [],
-                "usage": openai_usage(self.usage),
+                # usage the pipeline cannot believe is left out: it then counts what was streamed
+                "usage": openai_usage(self.usage) if self.believable else None,
             }
         if kind == "error":
             error = event.get("error") or {}
@@ -481,7 +502,7 @@ class AnthropicProvider:
     async def chat(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
         body = self._request(payload, upstream_model)
         raw = await post_json(self.config, self._url, orjson.dumps(body), self._headers, anthropic_error_message)
-        result, usage = from_anthropic_response(raw)
+        result, usage = from_anthropic_response(raw, prompt_tokens=count_prompt_tokens(payload))
         return ChatResult(body=result, usage=usage)
 
     async def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
@@ -530,7 +551,7 @@ class AnthropicProvider:
         raw = await post_json(self.config, self._url, data, headers, anthropic_error_message)
         if raw.get("type") != "message" or not isinstance(raw.get("content"), list):
             raise ProviderError("malformed", "anthropic: response is not a message", body=raw)
-        return raw, validated_usage(raw.get("usage"))
+        return raw, usage_from_anthropic(raw.get("usage"))
 
     async def stream_messages(
         self, body: dict[str, Any], *, upstream_model: str, beta: str | None = None

@@ -65,47 +65,36 @@ class UpstreamUsage:
     cached_tokens: int = 0
 
 
-# More tokens than any model reads or writes in one request: a count above it is a broken upstream, not usage.
-MAX_REPORTED_TOKENS = 100_000_000
+# Upstream usage is believed only when it is a plain count in this range: anything else (a negative, a
+# string, 5e9 completion tokens for a 16-token request) is a broken or hostile upstream, and the gateway
+# counts locally instead. Costs are clamped to the hold either way (billing.settlement.price).
+MAX_REPORTED_TOKENS = 1_000_000_000
 
 
-def _count(value: Any) -> int | None:
-    """A token count as upstream reported it: a non-negative integer of sane size, else None."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_TOKENS:
+def token_count(value: Any) -> int | None:
+    """A token count from an upstream's JSON, or None when it is not a believable whole number."""
+    if isinstance(value, bool):
         return None
-    return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_REPORTED_TOKENS:
+        return value
+    return None
 
 
-def usage_from_openai(usage: dict[str, Any] | None) -> UpstreamUsage | None:
-    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not). None when
-    it is missing or not believable (non-integers, negatives, absurd sizes): the caller then counts locally."""
-    if not usage or not isinstance(usage, dict):
+def usage_from_openai(usage: Any) -> UpstreamUsage | None:
+    """OpenAI's `usage` object → UpstreamUsage (its prompt_tokens include the cached ones; ours do not).
+    None when absent or not believable (the caller counts locally)."""
+    if not isinstance(usage, dict):
         return None
-    details = usage.get("prompt_tokens_details") or {}
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens", 0))
+    details = usage.get("prompt_tokens_details")
+    cached = token_count((details.get("cached_tokens") if isinstance(details, dict) else None) or 0)
     if prompt is None or completion is None or cached is None:
         return None
     cached = min(cached, prompt)
     return UpstreamUsage(prompt_tokens=prompt - cached, completion_tokens=completion, cached_tokens=cached)
-
-
-def usage_from_anthropic(usage: dict[str, Any] | None) -> UpstreamUsage | None:
-    """Anthropic's `usage` object → UpstreamUsage, validated like usage_from_openai. Its input_tokens exclude cache
-    reads and cache writes; writes are billed as prompt tokens, reads as cached ones."""
-    if not usage or not isinstance(usage, dict) or "output_tokens" not in usage:
-        return None
-    counts = [
-        _count(usage.get(name))
-        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
-    ]
-    if any(c is None for c in counts):
-        return None
-    fresh, written, read, output = counts
-    return UpstreamUsage(prompt_tokens=fresh + written, completion_tokens=output, cached_tokens=read)  # type: ignore[operator]
 
 
 @dataclass(slots=True)

@@ -14,7 +14,14 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.base import ChatResult, EmbeddingResult, ProviderConfig, ProviderError, UpstreamUsage
+from gateway.providers.base import (
+    ChatResult,
+    EmbeddingResult,
+    ProviderConfig,
+    ProviderError,
+    UpstreamUsage,
+    token_count,
+)
 from gateway.providers.base import usage_from_openai as _usage
 from gateway.providers.upstream import post_json, stream_events
 from gateway.tokens import count_prompt_tokens, count_tokens
@@ -54,7 +61,7 @@ class OpenAICompatProvider:
         if not isinstance(choices, list):
             raise ProviderError("malformed", f"{self.config.name}: upstream response has no choices", body=obj)
         usage = _usage(obj.get("usage"))
-        if usage is None:  # some compatible servers omit it; bill what we can count
+        if usage is None:  # omitted by some compatible servers, or not believable: bill what we can count
             usage = UpstreamUsage(
                 prompt_tokens=count_prompt_tokens(payload), completion_tokens=_count_choices(choices, chat=chat)
             )
@@ -67,12 +74,12 @@ class OpenAICompatProvider:
         obj = await post_json(self.config, self._base + "/embeddings", orjson.dumps(body), self._headers)
         if not isinstance(obj.get("data"), list):
             raise ProviderError("malformed", f"{self.config.name}: upstream embeddings response has no data", body=obj)
-        raw_usage = obj.get("usage") or {}
-        prompt = raw_usage.get("prompt_tokens")
-        if prompt is None:
+        raw_usage = obj.get("usage")
+        prompt = token_count(raw_usage.get("prompt_tokens")) if isinstance(raw_usage, dict) else None
+        if prompt is None:  # absent or not believable: count the input
             prompt = count_prompt_tokens({"input": payload.get("input")})
             obj["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
-        return EmbeddingResult(body=obj, usage=UpstreamUsage(prompt_tokens=int(prompt), completion_tokens=0))
+        return EmbeddingResult(body=obj, usage=UpstreamUsage(prompt_tokens=prompt, completion_tokens=0))
 
     # -- streaming -----------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.providers.anthropic import from_anthropic_response, to_anthropic_request
-from gateway.providers.base import UpstreamUsage, usage_from_anthropic, usage_from_openai
+from gateway.providers.anthropic import from_anthropic_response, to_anthropic_request, usage_from_anthropic
+from gateway.providers.base import UpstreamUsage, usage_from_openai
 from gateway.translate import messages as msg
 from gateway.translate import responses as resp
 
@@ -332,7 +332,7 @@ def test_unbelievable_openai_usage_is_none_so_the_gateway_counts(usage):
 @pytest.mark.parametrize(
     "usage",
     [
-        {"input_tokens": 10},
+        {"output_tokens": 3},
         {"input_tokens": "10", "output_tokens": 3},
         {"input_tokens": 10, "output_tokens": -3},
         {"input_tokens": 10, "output_tokens": 3, "cache_read_input_tokens": 10**12},
