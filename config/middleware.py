@@ -46,6 +46,21 @@ def _refuse_unknown_version(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+def _versioned(get_response):
+    """`get_response`, answering an unknown Tollgate-Version itself before any view runs."""
+    if iscoroutinefunction(get_response):
+
+        async def aget(request: HttpRequest):
+            return _refuse_unknown_version(request) or await get_response(request)
+
+        return aget
+
+    def get(request: HttpRequest):
+        return _refuse_unknown_version(request) or get_response(request)
+
+    return get
+
+
 class RequestIdMiddleware:
     """Gives each request a `req_<ULID>` id (request.request_id) and echoes it in X-Request-Id."""
 
@@ -53,7 +68,7 @@ class RequestIdMiddleware:
     async_capable = True
 
     def __init__(self, get_response):
-        self.get_response = get_response
+        self.get_response = _versioned(get_response)
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
@@ -61,10 +76,8 @@ class RequestIdMiddleware:
         if iscoroutinefunction(self):
             return self.__acall__(request)
         request.request_id = request_id()  # type: ignore[attr-defined]
-        refusal = _refuse_unknown_version(request)
-        return _finish(request, refusal or self.get_response(request))
+        return _finish(request, self.get_response(request))
 
     async def __acall__(self, request: HttpRequest):
         request.request_id = request_id()  # type: ignore[attr-defined]
-        refusal = _refuse_unknown_version(request)
-        return _finish(request, refusal or await self.get_response(request))
+        return _finish(request, await self.get_response(request))
