@@ -23,14 +23,20 @@ from gateway.dialects import ANTHROPIC
 from gateway.models import ModelKind
 from gateway.operations.base import Call, Operation, Result, StreamView
 from gateway.providers.anthropic import usage_from_anthropic
-from gateway.providers.base import Provider, UpstreamUsage
+from gateway.providers.base import Provider, ProviderError, UpstreamUsage
 from gateway.tokens import count_prompt_tokens, count_tokens
 from gateway.translate import messages as tr
 
 
-def _native(provider: Provider):
-    """The provider's own Messages methods, if it has them."""
-    return getattr(provider, "messages", None), getattr(provider, "stream_messages", None)
+def _native(provider: Provider, call: Call):
+    """The provider's own Messages methods, if it has them; otherwise the request must translate onto chat (a
+    400 for this route if it uses what only Anthropic serves: no other route would answer it differently)."""
+    native = getattr(provider, "messages", None), getattr(provider, "stream_messages", None)
+    if native[0] is None:
+        reason = tr.untranslatable(call.payload)
+        if reason:
+            raise ProviderError("http", reason, status=400, retryable=False)
+    return native
 
 
 class MessageStream(StreamView):
@@ -151,7 +157,7 @@ class Messages(Operation):
         return bool(call.request.stream)
 
     async def call_provider(self, provider: Provider, route: RouteEntry, call: Call) -> Result:
-        native, _ = _native(provider)
+        native, _ = _native(provider, call)
         if native is not None:
             body, usage = await native(call.payload, upstream_model=route.upstream_model, beta=_beta(call))
         else:
@@ -162,7 +168,7 @@ class Messages(Operation):
         return Result(body, usage)
 
     def open_provider_stream(self, provider: Provider, route: RouteEntry, call: Call) -> AsyncIterator[dict]:
-        _, native = _native(provider)
+        _, native = _native(provider, call)
         if native is not None:
             return native(call.payload, upstream_model=route.upstream_model, beta=_beta(call))
         chunks = provider.stream_chat(call.upstream, upstream_model=route.upstream_model)

@@ -179,7 +179,7 @@ def _image_part(source: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": source["url"]}}
 
 
-def _document_part(block: dict[str, Any], param: str) -> dict[str, Any]:
+def _document_part(block: dict[str, Any]) -> dict[str, Any] | None:
     source = block["source"]
     if source["type"] == "text":
         title = block.get("title")
@@ -190,7 +190,7 @@ def _document_part(block: dict[str, Any], param: str) -> dict[str, Any]:
             "type": "file",
             "file": {"filename": name, "file_data": f"data:{source['media_type']};base64,{source['data']}"},
         }
-    raise _refuse("Documents by URL are only supported on Anthropic models; send the document base64.", param)
+    return None  # by URL: only Anthropic fetches it (see untranslatable)
 
 
 def _result_text(content: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -246,7 +246,9 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
             elif kind == "image":
                 parts.append(_image_part(block["source"]))
             elif kind == "document":
-                parts.append(_document_part(block, f"{param}.{j}"))
+                part = _document_part(block)
+                if part is not None:
+                    parts.append(part)
             elif kind == "tool_use":
                 raise _refuse("tool_use blocks belong in assistant turns.", f"{param}.{j}")
             # thinking blocks of earlier turns: nothing to send
@@ -263,14 +265,10 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         chat["user"] = user
-    tools = body.get("tools")
+    tools = [tool for tool in body.get("tools") or () if tool.get("type") in (None, "custom")]
     if tools:
         chat["tools"] = []
-        for i, tool in enumerate(tools):
-            if tool.get("type") not in (None, "custom"):
-                raise _refuse(
-                    f"The server tool '{tool.get('type')}' is only available on Anthropic models.", f"tools.{i}"
-                )
+        for tool in tools:
             function: dict[str, Any] = {
                 "name": tool["name"],
                 "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
@@ -291,6 +289,20 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if not tools:
         chat.pop("tool_choice", None)
     return chat
+
+
+def untranslatable(body: dict[str, Any]) -> str | None:
+    """What in a Messages request only Anthropic itself can serve (its server tools, documents by URL), for
+    routes that get the chat translation; None when everything translates."""
+    for tool in body.get("tools") or ():
+        if tool.get("type") not in (None, "custom"):
+            return f"The server tool '{tool.get('type')}' is only available on Anthropic models."
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            if block.get("type") == "document" and (block.get("source") or {}).get("type") == "url":
+                return "Documents by URL are only supported on Anthropic models; send the document base64."
+    return None
 
 
 def has_images(body: dict[str, Any]) -> bool:

@@ -118,12 +118,13 @@ def test_an_anthropic_route_is_passed_through_natively(claude, acme, upstream):
     message = claude.messages.create(
         model=model,
         max_tokens=300,
-        tools=[WEATHER],
+        tools=[WEATHER, {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
         messages=[{"role": "user", "content": "Weather in Paris?"}],
         extra_headers={"anthropic-beta": "token-efficient-tools-2025-02-19"},
     )
     (seen,) = upstream.requests
     assert seen.body["model"] == "claude-sonnet-4-5" and seen.body["tools"][0]["input_schema"]
+    assert seen.body["tools"][1] == {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
     assert seen.headers["anthropic-beta"] == "token-efficient-tools-2025-02-19"
     assert seen.headers["x-api-key"] == "sk-ant-upstream"
     assert message.content[1].type == "tool_use" and message.content[1].input == {"city": "Paris", "unit": "celsius"}

@@ -141,3 +141,10 @@ def test_count_tokens_answers_without_a_hold_or_a_receipt(live_key):
     assert not Hold.objects.exists() and not Receipt.objects.exists()
     anthropic_error(V1(None).post("/messages/count_tokens", body), 401, "authentication_error")
     anthropic_error(V1(live_key).post("/messages/count_tokens", {**body, "model": "x"}), 404, "not_found_error")
+
+
+def test_a_server_tool_is_refused_on_a_translated_route(live_key):
+    body = {**HELLO, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+    error = anthropic_error(V1(live_key).post("/messages", body), 400, "invalid_request_error")
+    assert "only available on Anthropic models" in error["error"]["message"]
+    assert Receipt.objects.get().status == "failed" and Receipt.objects.get().total_cost_nusd == 0

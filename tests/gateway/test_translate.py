@@ -111,18 +111,20 @@ def test_tool_results_with_errors_and_images_and_documents_are_kept():
     assert parts[1]["file"]["file_data"] == "data:application/pdf;base64,JVBER"
 
 
-def test_server_tools_are_refused_on_translated_routes():
+def test_what_only_anthropic_serves_is_named_and_left_out_of_the_translation():
     body = validated(
         {
             "model": "m",
             "max_tokens": 5,
             "messages": [{"role": "user", "content": "x"}],
-            "tools": [{"name": "web_search", "type": "web_search_20250305"}],
+            "tools": [{"name": "web_search", "type": "web_search_20250305"}, {"name": "w", "input_schema": {}}],
         }
     )
-    with pytest.raises(Exception) as refused:
-        msg.to_chat(body)
-    assert refused.value.param == "tools.0"
+    assert "web_search_20250305" in msg.untranslatable(body)
+    assert [t["function"]["name"] for t in msg.to_chat(body)["tools"]] == ["w"]
+    by_url = {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}}
+    assert "URL" in msg.untranslatable({"messages": [{"role": "user", "content": [by_url]}]})
+    assert msg.untranslatable({"messages": [{"role": "user", "content": "x"}]}) is None
 
 
 def test_a_chat_completion_becomes_an_anthropic_message_and_back():
