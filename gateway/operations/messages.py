@@ -40,6 +40,9 @@ def _native(provider: Provider, call: Call):
 
 
 class MessageStream(StreamView):
+    """Anthropic's events, from its own stream or from the chat translation: relayed with our id and model; its
+    message_delta and message_stop are held back, and the stream ends with ours, whose usage is the receipt's."""
+
     def __init__(self, call: Call) -> None:
         self.call = call
         self.usage: dict[str, Any] = {}  # Anthropic's, merged from message_start and message_delta
