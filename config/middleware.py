@@ -1,11 +1,13 @@
-"""Request ids on every response, and OpenAI's error envelope for anything under /v1."""
+"""Request ids on every response, the API version on every /v1 response, and OpenAI's error envelope for anything
+under /v1."""
 
 from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from config.errors import error_response
+from config import versions
+from config.errors import ApiError, api_error_response, error_response
 from config.ids import request_id
 
 _V1_FALLBACK = {
@@ -28,7 +30,35 @@ def _finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.status_code == 405:
             response["Allow"] = ""
     response["X-Request-Id"] = rid
+    if request.path.startswith("/v1/"):
+        response[versions.HEADER] = getattr(request, "api_version", versions.CURRENT)
     return response
+
+
+def _refuse_unknown_version(request: HttpRequest) -> HttpResponse | None:
+    """An unknown Tollgate-Version is refused before the request reaches any view."""
+    if not request.path.startswith("/v1/"):
+        return None
+    try:
+        request.api_version = versions.resolve(request.headers.get(versions.HEADER))  # type: ignore[attr-defined]
+    except ApiError as exc:
+        return api_error_response(exc, request.request_id)  # type: ignore[attr-defined]
+    return None
+
+
+def _versioned(get_response):
+    """`get_response`, answering an unknown Tollgate-Version itself before any view runs."""
+    if iscoroutinefunction(get_response):
+
+        async def aget(request: HttpRequest):
+            return _refuse_unknown_version(request) or await get_response(request)
+
+        return aget
+
+    def get(request: HttpRequest):
+        return _refuse_unknown_version(request) or get_response(request)
+
+    return get
 
 
 class RequestIdMiddleware:
@@ -38,7 +68,7 @@ class RequestIdMiddleware:
     async_capable = True
 
     def __init__(self, get_response):
-        self.get_response = get_response
+        self.get_response = _versioned(get_response)
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 

@@ -11,7 +11,7 @@ from billing import money
 from billing.money import per_million, usd
 from billing.pricing import per_million_to_per_token_nusd, per_million_usd, usd_to_nusd
 from gateway import image_pricing
-from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion
+from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion, StoredResponse
 
 
 class ProviderForm(forms.ModelForm):
@@ -103,6 +103,9 @@ class CatalogModelForm(forms.ModelForm):
             "supports_tools",
             "supports_vision",
             "supports_json",
+            "supports_reasoning",
+            "supports_multimodal_input",
+            "image_input_tokens",
             "enabled",
         ]
 
@@ -196,6 +199,13 @@ class StoredCompletionAdmin(ReadOnlyAdmin):
     list_display = ["completion_id", "team", "model", "receipt_id", "created_at"]
     list_filter = ["model"]
     search_fields = ["completion_id", "request_id", "receipt_id"]
+
+
+@admin.register(StoredResponse)
+class StoredResponseAdmin(ReadOnlyAdmin):
+    list_display = ["response_id", "team", "model", "previous_response_id", "receipt_id", "created_at"]
+    list_filter = ["model"]
+    search_fields = ["response_id", "request_id", "receipt_id", "previous_response_id"]
 
 
 @admin.register(IdempotencyRecord)

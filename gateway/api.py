@@ -1,4 +1,5 @@
-"""The gateway's /v1 reads as ninja routes: models, the routes behind a model, stored chat completions, image jobs.
+"""The gateway's /v1 reads as ninja routes: models, the routes behind a model, stored chat completions, stored
+responses (with DELETE) and image jobs.
 (The charging operations are served by gateway/transport.py; config/api.py adds them to the OpenAPI
 document from gateway/openapi.py.) Each view parses, calls one service, serialises."""
 
@@ -10,7 +11,7 @@ from ninja import Query, Router
 from accounts.api import AsyncKeyAuth
 from accounts.auth import key_headers
 from config.db import run_db
-from gateway import image_jobs, openapi, pipeline, services
+from gateway import image_jobs, openapi, pipeline, services, stored_responses
 
 router = Router(tags=["inference"])
 
@@ -34,6 +35,52 @@ def _ok(request: HttpRequest, body: bytes) -> HttpResponse:
 )
 async def get_chat_completion(request: HttpRequest, completion_id: str):
     body = await run_db(services.stored_completion_body, request.auth, completion_id)  # type: ignore[attr-defined]
+    return _ok(request, body)
+
+
+@router.get(
+    "/responses/{response_id}",
+    auth=INFERENCE,
+    response={200: openapi.ResponseOut, **openapi.ERRORS},
+    summary="Retrieve a stored response (Responses API)",
+)
+async def get_response(request: HttpRequest, response_id: str):
+    body = await run_db(stored_responses.response_body, request.auth, response_id)  # type: ignore[attr-defined]
+    return _ok(request, body)
+
+
+@router.delete(
+    "/responses/{response_id}",
+    auth=INFERENCE,
+    response={200: openapi.ResponseDeletedOut, **openapi.ERRORS},
+    summary="Delete a stored response (it can no longer be retrieved or continued)",
+)
+async def delete_response(request: HttpRequest, response_id: str):
+    body = await run_db(stored_responses.delete_response, request.auth, response_id)  # type: ignore[attr-defined]
+    return _ok(request, body)
+
+
+@router.get(
+    "/responses/{response_id}/input_items",
+    auth=INFERENCE,
+    response={200: openapi.ResponseItemListOut, **openapi.ERRORS},
+    summary="List a stored response's input items (newest first unless order=asc; paged with after and limit)",
+)
+async def list_input_items(
+    request: HttpRequest,
+    response_id: str,
+    after: str | None = Query(None, description="An item id: the page starts after it."),
+    limit: int = Query(20, description="1 to 100."),
+    order: str = Query("desc", description="asc | desc"),
+):
+    body = await run_db(
+        stored_responses.input_items_body,
+        request.auth,  # type: ignore[attr-defined]
+        response_id,
+        after=after,
+        limit=limit,
+        order=order,
+    )
     return _ok(request, body)
 
 

@@ -52,6 +52,9 @@ class ModelEntry:
     supports_json: bool
     routes: tuple[RouteEntry, ...]
     image_prices: Mapping[str, int] = field(default_factory=dict)  # image models: nusd per image (image_pricing)
+    supports_reasoning: bool = False
+    supports_multimodal_input: bool = False
+    image_input_tokens: int = 0
 
     @property
     def enabled_routes(self) -> tuple[RouteEntry, ...]:
@@ -97,6 +100,8 @@ class ModelEntry:
                 "tools": self.supports_tools,
                 "vision": self.supports_vision,
                 "json": self.supports_json,
+                "reasoning": self.supports_reasoning,
+                "multimodal_input": self.supports_multimodal_input,
             },
         }
 
@@ -170,6 +175,9 @@ def load() -> Snapshot:
             supports_json=m.supports_json,
             routes=tuple(routes.get(m.pk, ())),
             image_prices=MappingProxyType(dict(m.image_prices or {})) if m.kind == ModelKind.IMAGE else {},
+            supports_reasoning=m.supports_reasoning,
+            supports_multimodal_input=m.supports_multimodal_input,
+            image_input_tokens=m.image_input_tokens,
         )
     return Snapshot(models=models, simulator=simulator, loaded_at=time.monotonic())
 
@@ -235,6 +243,7 @@ class Needs:
     tools: bool = False
     vision: bool = False
     json: bool = False
+    multimodal_input: bool = False  # embeddings of text and image parts
 
 
 def order_routes(routes: tuple[RouteEntry, ...]) -> list[RouteEntry]:
@@ -269,6 +278,7 @@ def resolve(
             or (needs.tools and not entry.supports_tools)
             or (needs.vision and not entry.supports_vision)
             or (needs.json and not entry.supports_json)
+            or (needs.multimodal_input and not entry.supports_multimodal_input)
         ):
             continue
         if not any(healthy(r) for r in entry.enabled_routes):

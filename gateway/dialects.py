@@ -12,21 +12,28 @@ import orjson
 
 from config.errors import ApiError, envelope
 
-# OpenAI's error type → Anthropic's (https://docs.anthropic.com/en/api/errors)
+# HTTP status → Anthropic's error type, as its errors page lists them (docs.anthropic.com/en/api/errors: 400
+# invalid_request_error, also "for other 4XX status codes not listed", 401 authentication_error, 402
+# billing_error, 403 permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 500
+# api_error, 504 timeout_error, 529 overloaded_error) and the official SDK's ErrorType (conflict_error for 409,
+# which the SDK retries like Anthropic's lock timeouts). The status codes stay ours: the SDK maps 402 to
+# PaymentRequiredError, 503 to ServiceUnavailableError (retried) and 504 to GatewayTimeoutError.
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
-    409: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
     413: "request_too_large",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
     503: "overloaded_error",
-    504: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 
 

@@ -77,6 +77,17 @@ class CatalogModel(models.Model):
         help_text="Image models: nano-dollars per image by size, and by size/quality where quality matters, e.g. "
         '{"1024x1024": 40000000, "1024x1024/hd": 80000000}. The sizes listed are the sizes the model offers.',
     )
+    supports_reasoning = models.BooleanField(
+        default=False, help_text="Accepts a reasoning effort (the Responses API's reasoning.effort is passed on)."
+    )
+    supports_multimodal_input = models.BooleanField(
+        default=False, help_text="Embeddings: accepts an input of text and image parts, embedded as one vector."
+    )
+    image_input_tokens = models.PositiveIntegerField(
+        default=0,
+        help_text="Embeddings: what one image part of a multimodal input counts as, in prompt tokens (billed at "
+        "the input price).",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -156,6 +167,32 @@ class StoredCompletion(models.Model):
 
     def __str__(self) -> str:
         return self.completion_id
+
+
+class StoredResponse(models.Model):
+    """A Responses API object kept because the request had `store` (the default, as OpenAI's) or the team stores
+    everything: retrievable, deletable, and continued by `previous_response_id`.
+
+    `context` is the conversation before this response's own input (the items of the responses it continues),
+    `input_items` its own input, `response` the object as returned; together they are what a continuation
+    prepends. All three are JSON text rather than jsonb: PostgreSQL's jsonb refuses "\u0000"."""
+
+    response_id = models.CharField(max_length=60, unique=True)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="stored_responses")
+    request_id = models.CharField(max_length=40, db_index=True)
+    receipt_id = models.CharField(max_length=40, blank=True)
+    model = models.CharField(max_length=120)
+    previous_response_id = models.CharField(max_length=60, blank=True)
+    context = models.TextField(default="[]", help_text="Items of the conversation before this input (JSON).")
+    input_items = models.TextField(default="[]", help_text="This response's own input items, with ids (JSON).")
+    response = models.TextField(help_text="The response object exactly as returned (JSON).")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.response_id
 
 
 class IdempotencyStatus(models.TextChoices):

@@ -219,6 +219,110 @@ class ImageJobListOut(Schema):
     has_more: bool
 
 
+class ResponseUsageOut(Schema):
+    input_tokens: int
+    input_tokens_details: dict[str, int] = Field(description="cached_tokens")
+    output_tokens: int
+    output_tokens_details: dict[str, int] = Field(description="reasoning_tokens")
+    total_tokens: int
+    input_cost_usd: Decimal = Field(description="Exact, from the receipt.")
+    output_cost_usd: Decimal
+    total_cost_usd: Decimal
+    latency_ms: int
+    ttft_ms: int | None
+    receipt_id: str
+
+
+class ResponseOut(Schema):
+    """OpenAI's Response object."""
+
+    id: str = Field(description="resp_…")
+    object: str = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: str = Field(description="completed | incomplete | failed")
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+    instructions: str | None
+    max_output_tokens: int | None
+    model: str
+    output: list[dict[str, Any]] = Field(
+        description="`message` items (output_text parts) and `function_call` items (call_id, name, arguments)."
+    )
+    parallel_tool_calls: bool
+    previous_response_id: str | None
+    reasoning: dict[str, Any]
+    store: bool
+    temperature: float
+    text: dict[str, Any]
+    tool_choice: Any
+    tools: list[dict[str, Any]]
+    top_p: float
+    truncation: str
+    usage: ResponseUsageOut
+    user: str | None
+    metadata: dict[str, str]
+    routing: RoutingOut
+
+
+class ResponseDeletedOut(Schema):
+    id: str
+    object: str = "response"
+    deleted: bool
+
+
+class ResponseItemListOut(Schema):
+    object: str = "list"
+    data: list[dict[str, Any]] = Field(description="The response's input items, each with its id.")
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class MessageUsageOut(Schema):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    input_cost_usd: Decimal = Field(description="Exact, from the receipt.")
+    output_cost_usd: Decimal
+    total_cost_usd: Decimal
+    latency_ms: int
+    ttft_ms: int | None
+    receipt_id: str
+
+
+class MessageOut(Schema):
+    """Anthropic's Message object."""
+
+    id: str = Field(description="msg_…")
+    type: str = "message"
+    role: str = "assistant"
+    model: str
+    content: list[dict[str, Any]] = Field(description="`text` and `tool_use` blocks.")
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: MessageUsageOut
+    routing: RoutingOut
+
+
+class TokenCountOut(Schema):
+    input_tokens: int
+
+
+class AnthropicErrorBody(Schema):
+    type: str
+    message: str
+
+
+class AnthropicErrorOut(Schema):
+    """Anthropic's error envelope (on /v1/messages)."""
+
+    type: str = "error"
+    error: AnthropicErrorBody
+    request_id: str
+
+
 class PricingOut(Schema):
     currency: str = "USD"
     unit: str = "per_million_tokens"
@@ -231,6 +335,8 @@ class CapabilitiesOut(Schema):
     tools: bool
     vision: bool
     json_: bool = Field(alias="json")
+    reasoning: bool = Field(description="reasoning.effort is passed on (Responses API).")
+    multimodal_input: bool = Field(description="Embeddings of text and image parts.")
 
 
 class ImagePricingOut(Schema):
@@ -289,16 +395,23 @@ def _component(schemas: dict[str, Any], model: type) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _responses(schemas: dict[str, Any], ok: type, *, streamed: bool, status: int = 200) -> dict[str, Any]:
+STREAMS = {
+    "chat.completions": "Server-sent events (`data: <chunk JSON>`), ending in `data: [DONE]`.",
+    "completions": "Server-sent events (`data: <chunk JSON>`), ending in `data: [DONE]`.",
+    "responses": "OpenAI's typed events (`event: response.created` … `response.completed`), each with its "
+    "sequence_number.",
+    "messages": "Anthropic's events: message_start, content_block_start/delta/stop, message_delta, message_stop, "
+    "ping; `error` mid-stream.",
+}
+
+
+def _responses(
+    schemas: dict[str, Any], ok: type, *, streamed: str | None, error_doc: type = ErrorOut, status: int = 200
+) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": _component(schemas, ok)}}
     if streamed:
-        content["text/event-stream"] = {
-            "schema": {
-                "type": "string",
-                "description": "Server-sent events (`data: <chunk JSON>`), ending in `data: [DONE]`.",
-            }
-        }
-    error = {"content": {"application/json": {"schema": _component(schemas, ErrorOut)}}}
+        content["text/event-stream"] = {"schema": {"type": "string", "description": streamed}}
+    error = {"content": {"application/json": {"schema": _component(schemas, error_doc)}}}
     out: dict[str, Any] = {str(status): {"description": "Accepted" if status == 202 else "OK", "content": content}}
     for status in sorted(INFERENCE_ERRORS | {413: ErrorOut}):
         out[str(status)] = {"description": HTTP_REASONS.get(status, "Error"), **error}
@@ -327,22 +440,39 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     components.setdefault("securitySchemes", {})["KeyAuth"] = {"type": "http", "scheme": "bearer"}
     paths = document.setdefault("paths", {})
+
+    def body(schema: type) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _component(schemas, schema)}}}
+
     for op in operations:
-        request_body = {"required": True, "content": {"application/json": {"schema": _component(schemas, op.schema)}}}
-        base = {"tags": ["inference"], "security": [{"KeyAuth": []}], "requestBody": request_body}
+        error_doc = AnthropicErrorOut if op.dialect.name == "anthropic" else ErrorOut
+        base = {"tags": ["inference"], "security": [{"KeyAuth": []}]}
         paths.setdefault(op.path, {})["post"] = {  # the path may have ninja reads too (GET /v1/images)
             **base,
+            "requestBody": body(op.schema),
             "operationId": op.name.replace(".", "_"),
             "summary": op.summary,
-            "responses": _responses(schemas, op.response_doc, streamed=op.streams, status=202 if op.deferred else 200),
+            "responses": _responses(
+                schemas,
+                op.response_doc,
+                streamed=STREAMS.get(op.name, "Server-sent events.") if op.streams else None,
+                error_doc=error_doc,
+                status=202 if op.deferred else 200,
+            ),
         }
         if op.has_estimate:
-            paths[op.path + "/estimate"] = {
+            estimator = op.estimator()
+            paths[op.estimate_path or op.path + "/estimate"] = {
                 "post": {
                     **base,
-                    "operationId": op.name.replace(".", "_") + "_estimate",
-                    "summary": "Estimate the cost and hold of this request (no upstream call, no charge)",
-                    "responses": _responses(schemas, getattr(op, "estimate_doc", EstimateOut), streamed=False),
+                    "requestBody": body(estimator.schema),
+                    "operationId": estimator.name.replace(".", "_") + ("" if estimator is not op else "_estimate"),
+                    "summary": estimator.summary
+                    if estimator is not op
+                    else "Estimate the cost and hold of this request (no upstream call, no charge)",
+                    "responses": _responses(
+                        schemas, getattr(estimator, "estimate_doc", EstimateOut), streamed=None, error_doc=error_doc
+                    ),
                 }
             }
     return document

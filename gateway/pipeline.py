@@ -85,9 +85,11 @@ def parse(call: Call) -> None:
 
 
 async def plan(call: Call) -> None:
-    """Pick the model and its routes and compute what the request may cost (no I/O but a stale catalog)."""
+    """Pick the model and its routes and compute what the request may cost (no I/O but what the operation loads
+    and a stale catalog)."""
     op, ctx, request = call.op, call.ctx, call.request
     check_model_allowed(ctx, request.model)
+    await op.load(call)
     snap = await asnapshot()
     needs = op.needs(call)
     model = resolve(request.model, snap, kind=op.model_kind, needs=needs, healthy=fallback.breakers.healthy)

@@ -210,9 +210,36 @@ class CompletionRequest(_Sampling):
         return self.max_tokens
 
 
+class EmbeddingImageUrl(_Closed):
+    url: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _image_url(cls, value: str) -> str:
+        if value.startswith(("http://", "https://")):
+            return value
+        header, sep, data = value.partition(",")
+        if not (header.startswith("data:image/") and header.endswith(";base64") and sep):
+            raise ValueError("must be an http(s) URL or a data:image/…;base64, URL")
+        try:
+            base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the data URL is not valid base64") from None
+        return value
+
+
+class EmbeddingImagePart(_Closed):
+    type: Literal["image_url"]
+    image_url: EmbeddingImageUrl
+
+
+EmbeddingPart = Annotated[TextPart | EmbeddingImagePart, Field(discriminator="type")]
+
+
 class EmbeddingRequest(_Open):
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    # A list of content parts (text and images) is one multimodal input, embedded as one vector.
+    input: str | list[str] | list[int] | list[list[int]] | list[EmbeddingPart]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, le=8192)
     user: str | None = Field(default=None, max_length=256)
@@ -230,6 +257,10 @@ class EmbeddingRequest(_Open):
         elif isinstance(value, str) and not value:
             raise ValueError("input must not be empty")
         return value
+
+    @property
+    def is_multimodal(self) -> bool:
+        return isinstance(self.input, list) and bool(self.input) and isinstance(self.input[0], BaseModel)
 
 
 class ImageGenerationRequest(_Open):

@@ -27,6 +27,7 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import RedisError
 
 from accounts.auth import client_ip_from_scope
+from config import versions
 from config.errors import ApiError
 from config.ids import request_id as new_request_id
 from gateway import conf, errors, pipeline, sse
@@ -35,6 +36,7 @@ from gateway.operations.base import Call, Operation
 log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
+_VERSION_HEADER = versions.HEADER.lower()
 
 
 def too_large(limit: int) -> ApiError:
@@ -60,10 +62,12 @@ class V1Consumer(AsyncHttpConsumer):
         self._client_gone = False
         self._lock = asyncio.Lock()
         self._last_write = time.monotonic()
+        self.version = versions.CURRENT
         try:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            self.version = versions.resolve(headers.get(_VERSION_HEADER))  # before anything else
             if scope["method"] != "POST":
                 raise ApiError(405, "method_not_allowed", "Use POST for this endpoint.", headers={"Allow": "POST"})
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             body = await self._read_body(headers)
             if body is None:
                 return  # the client left before sending its request
@@ -124,7 +128,11 @@ class V1Consumer(AsyncHttpConsumer):
     # -- plain responses ---------------------------------------------------------------------------------
 
     def _headers(self, headers: dict[str, str], content_type: bytes) -> list[tuple[bytes, bytes]]:
-        out = [(b"content-type", content_type), (b"x-request-id", self.request_id.encode())]
+        out = [
+            (b"content-type", content_type),
+            (b"x-request-id", self.request_id.encode()),
+            (_VERSION_HEADER.encode(), self.version.encode()),
+        ]
         for name, value in (*self.op.dialect.error_headers(self.request_id).items(), *headers.items()):
             out.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
         return out

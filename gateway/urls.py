@@ -1,5 +1,5 @@
 """The HTTP paths served by the pipeline's transport instead of Django's view stack: every charging /v1
-operation (gateway/operations) at its path, and its estimate at `{path}/estimate`.
+operation (gateway/operations) at its path, and its estimate at `{path}/estimate` (or its own `estimate_path`).
 
 Everything else under /v1 (models, providers, stored completions, balance, receipts, image jobs, the OpenAPI
 document) is served by the ninja API (config/api.py), which runs Django's view stack. An operation whose path
@@ -35,6 +35,5 @@ for _op in OPERATIONS:
     _app = V1Consumer.as_asgi(op=_op)
     http_urlpatterns.append(path(_op.path.removeprefix("/"), _PostOnly(_app) if _op.shares_path else _app))
     if _op.has_estimate:
-        http_urlpatterns.append(
-            path(_op.path.removeprefix("/") + "/estimate", V1Consumer.as_asgi(op=_op, estimate=True))
-        )
+        _estimate = (_op.estimate_path or _op.path + "/estimate").removeprefix("/")
+        http_urlpatterns.append(path(_estimate, V1Consumer.as_asgi(op=_op.estimator(), estimate=True)))

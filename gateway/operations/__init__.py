@@ -8,7 +8,17 @@ from gateway.operations.chat import ChatCompletions
 from gateway.operations.completions import Completions
 from gateway.operations.embeddings import Embeddings
 from gateway.operations.images import ImageGenerations, ImageJobs
+from gateway.operations.messages import Messages
+from gateway.operations.responses import Responses
 
-OPERATIONS: tuple[Operation, ...] = (ChatCompletions(), Completions(), Embeddings(), ImageGenerations(), ImageJobs())
+OPERATIONS: tuple[Operation, ...] = (
+    ChatCompletions(),
+    Completions(),
+    Embeddings(),
+    ImageGenerations(),
+    ImageJobs(),
+    Responses(),
+    Messages(),
+)
 
 __all__ = ["OPERATIONS", "Call", "Operation", "Result", "StreamView"]

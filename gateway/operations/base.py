@@ -131,6 +131,7 @@ class Operation:
     id_prefix: ClassVar[str] = ""
     dialect: ClassVar[dialects.Dialect] = dialects.OPENAI
     has_estimate: ClassVar[bool] = True  # also serves POST {path}/estimate
+    estimate_path: ClassVar[str | None] = None  # where the estimate is served, when not at {path}/estimate
     context_param: ClassVar[str | None] = None  # the field named when a prompt exceeds the context window
     summary: ClassVar[str] = ""  # for the OpenAPI document, with:
     response_doc: ClassVar[type]  # the response's shape (a ninja Schema in gateway/openapi.py)
@@ -145,6 +146,10 @@ class Operation:
 
     def prepare(self, call: Call) -> None:
         """Adjust the validated payload before planning (e.g. attachments become content parts)."""
+
+    async def load(self, call: Call) -> None:
+        """Read what the request refers to (e.g. the stored conversation of `previous_response_id`) once it is
+        parsed and authenticated, before planning: an ApiError here (a 404) refuses it before any hold."""
 
     def needs(self, call: Call) -> Needs:
         """What the request needs from a model (`model: "auto"` picks by it; others are checked against it)."""
@@ -212,6 +217,11 @@ class Operation:
         """Write what is kept. Runs inside the settlement's transaction."""
 
     # -- the estimate -----------------------------------------------------------------------------------
+
+    def estimator(self) -> Operation:
+        """The operation that answers the estimate path (another one when its body differs, e.g. Anthropic's
+        count_tokens, which takes no max_tokens)."""
+        return self
 
     def estimate_body(self, call: Call) -> bytes:
         """POST {path}/estimate: the hold the request would place and what its prompt would cost."""

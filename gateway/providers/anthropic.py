@@ -530,6 +530,61 @@ class AnthropicProvider:
         if not translator.done:
             raise ProviderError("malformed", "anthropic: stream ended before message_stop")
 
+    # /v1/messages natively: the client's Messages body goes upstream as it came, only `model` replaced.
+
+    def _native(self, body: dict[str, Any], upstream_model: str, beta: str | None, *, stream: bool):
+        payload = {**body, "model": upstream_model}
+        payload.pop("stream", None)
+        if stream:
+            payload["stream"] = True
+        headers = self._stream_headers if stream else self._headers
+        if beta:
+            headers = {**headers, "anthropic-beta": beta}
+        return orjson.dumps(payload), headers
+
+    async def messages(
+        self, body: dict[str, Any], *, upstream_model: str, beta: str | None = None
+    ) -> tuple[dict[str, Any], UpstreamUsage | None]:
+        """A Messages request as Anthropic answers it: the Message, and its usage when it is believable (None:
+        count locally)."""
+        data, headers = self._native(body, upstream_model, beta, stream=False)
+        raw = await post_json(self.config, self._url, data, headers, anthropic_error_message)
+        if raw.get("type") != "message" or not isinstance(raw.get("content"), list):
+            raise ProviderError("malformed", "anthropic: response is not a message", body=raw)
+        return raw, usage_from_anthropic(raw.get("usage"))
+
+    async def stream_messages(
+        self, body: dict[str, Any], *, upstream_model: str, beta: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Anthropic's stream events as it sends them (dicts); an `error` event raises ProviderError."""
+        data, headers = self._native(body, upstream_model, beta, stream=True)
+        events = stream_events(self.config, self._url, data, headers, anthropic_error_message)
+        stopped = False
+        async with aclosing(events):
+            async for event in events:
+                try:
+                    item = orjson.loads(event.data)
+                except orjson.JSONDecodeError as exc:
+                    if event.partial:
+                        break
+                    raise ProviderError("malformed", f"anthropic: invalid stream event ({exc})") from exc
+                if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+                    raise ProviderError("malformed", "anthropic: stream event without a type")
+                if item["type"] == "error":
+                    error = item.get("error") or {}
+                    raise ProviderError(
+                        "http",
+                        f"anthropic: {error.get('message') or error.get('type') or 'stream error'}",
+                        status=ERROR_STATUS.get(error.get("type"), 502),
+                        body=item,
+                    )
+                yield item
+                if item["type"] == "message_stop":
+                    stopped = True
+                    break
+        if not stopped:
+            raise ProviderError("malformed", "anthropic: stream ended before message_stop")
+
     # Legacy completions ride on Messages: the prompt becomes one user turn.
 
     @staticmethod

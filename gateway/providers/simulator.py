@@ -7,10 +7,13 @@ Everything is derived from the request, so the same request always gets the same
 - after a tool result the reply summarises it; with `tools` (and tool_choice not "none") it calls a
   tool, arguments generated from the tool's JSON schema;
 - `response_format` json_object / json_schema → valid JSON (schema-valid for json_schema);
+- `reasoning_effort` makes it "think" first: low 16, medium 64, high 256 tokens (at most half of
+  `max_tokens`), billed as completion tokens and reported as completion_tokens_details.reasoning_tokens;
 - `max_tokens` / `max_completion_tokens` cut the output (finish_reason "length"), `stop` cuts at the
   first stop sequence; token counts come from gateway.tokens, so usage is exact for our tokenizer;
 - embeddings are bag-of-words unit vectors: the same text always gets the same vector and texts
-  sharing words point the same way;
+  sharing words point the same way; a multimodal input (a list of text and image_url parts) is one vector,
+  the normalised sum of its text's vector and one per image (derived from the image's bytes, or its URL);
 - images are real PNGs of the requested size, drawn (Pillow) from a hash of the prompt, size and index: the
   same request always gets the same bytes; a prompt containing one of the blocked words is refused
   (ModerationRejected);
@@ -23,6 +26,8 @@ Everything is derived from the request, so the same request always gets the same
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 import random
 import re
@@ -47,7 +52,7 @@ from gateway.providers.base import (
     UpstreamUsage,
 )
 from gateway.providers.schema_values import value_for_schema
-from gateway.tokens import count_prompt_tokens, count_tokens, tokenize
+from gateway.tokens import IMAGE_TOKENS, count_prompt_tokens, count_tokens, tokenize
 
 VOCABULARY = (
     "the",
@@ -137,7 +142,8 @@ class _Reply:
     pieces: list[str] = field(default_factory=list)  # token pieces of the text content
     tool_calls: list[_ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning included
+    reasoning_tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -240,7 +246,28 @@ def _chosen_tool(
     return rng.choice(tools) if last_role == "user" else None
 
 
+REASONING_TOKENS = {"minimal": 0, "low": 16, "medium": 64, "high": 256, "xhigh": 512}
+
+
 def _plan_chat(payload: dict[str, Any]) -> tuple[_Reply, str]:
+    """The reply, with the tokens spent reasoning (reasoning_effort) counted in, before the answer's budget."""
+    effort = payload.get("reasoning_effort")
+    reasoning = REASONING_TOKENS.get(effort, 0) if isinstance(effort, str) else 0
+    max_tokens = _max_tokens(payload)
+    if max_tokens is not None:
+        reasoning = min(reasoning, max_tokens // 2)
+    if reasoning:
+        budget = {k: v for k, v in payload.items() if k not in ("max_tokens", "max_completion_tokens")}
+        if max_tokens is not None:
+            budget["max_tokens"] = max_tokens - reasoning
+        reply, digest = _plan_answer(budget)
+        reply.reasoning_tokens = reasoning
+        reply.completion_tokens += reasoning
+        return reply, digest
+    return _plan_answer(payload)
+
+
+def _plan_answer(payload: dict[str, Any]) -> tuple[_Reply, str]:
     messages = payload.get("messages") or []
     rng, digest = _seeded(
         messages, payload.get("seed"), payload.get("tools"), payload.get("tool_choice"), payload.get("response_format")
@@ -309,13 +336,13 @@ def _prompts(payload: dict[str, Any]) -> list[str]:
     return [str(prompt)]
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 
 
@@ -392,7 +419,7 @@ class SimulatorProvider:
             "model": upstream_model,
             "system_fingerprint": FINGERPRINT,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
-            "usage": _usage(prompt_tokens, reply.completion_tokens),
+            "usage": _usage(prompt_tokens, reply.completion_tokens, reply.reasoning_tokens),
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, reply.completion_tokens))
 
@@ -411,7 +438,7 @@ class SimulatorProvider:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
-        await self._pause(0, first=True)
+        await self._pause(reply.reasoning_tokens, first=True)  # thinking delays the first token
         yield chunk({"role": "assistant", "content": None if reply.tool_calls else "", "refusal": None})
         if reply.tool_calls:
             for index, call in enumerate(reply.tool_calls):
@@ -442,7 +469,7 @@ class SimulatorProvider:
                 yield chunk({"content": "".join(pieces[position : position + size])})
                 position += size
         yield chunk({}, reply.finish_reason)
-        yield {**base, "choices": [], "usage": _usage(prompt_tokens, reply.completion_tokens)}
+        yield {**base, "choices": [], "usage": _usage(prompt_tokens, reply.completion_tokens, reply.reasoning_tokens)}
 
     # -- legacy completions -------------------------------------------------------------------------
 
@@ -502,6 +529,8 @@ class SimulatorProvider:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
             raise ProviderError("http", f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}", status=400)
         raw = payload.get("input")
+        if isinstance(raw, list) and raw and all(isinstance(x, dict) for x in raw):
+            return await self._embed_parts(raw, dimensions, upstream_model)
         if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw)):
             inputs = [raw]
         elif isinstance(raw, list) and raw:
@@ -518,6 +547,33 @@ class SimulatorProvider:
         body = {
             "object": "list",
             "data": data,
+            "model": upstream_model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+        return EmbeddingResult(body=body, usage=UpstreamUsage(prompt_tokens, 0))
+
+    async def _embed_parts(self, parts: list[dict[str, Any]], dimensions: int, upstream_model: str) -> EmbeddingResult:
+        vector = [0.0] * dimensions
+        images = 0
+        texts = []
+        for part in parts:
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") == "image_url" and isinstance((part.get("image_url") or {}).get("url"), str):
+                images += 1
+                for i, x in enumerate(image_vector(part["image_url"]["url"], dimensions)):
+                    vector[i] += x
+            else:
+                raise ProviderError("http", "input parts must be text or image_url", status=400)
+        if texts:
+            for i, x in enumerate(embed_text(" ".join(texts), dimensions)):
+                vector[i] += x
+        norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
+        prompt_tokens = count_tokens(" ".join(texts)) + images * IMAGE_TOKENS
+        await self._pause(0, first=True)
+        body = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [x / norm for x in vector]}],
             "model": upstream_model,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
@@ -591,3 +647,19 @@ def render_png(prompt: str, width: int, height: int, *, index: int = 0, style: s
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=False, compress_level=6)
     return out.getvalue()
+
+
+def image_vector(url: str, dimensions: int) -> list[float]:
+    """A unit vector standing for an image: from its bytes when inline (data: URL), else from its URL (the
+    simulator fetches nothing)."""
+    if url.startswith("data:"):
+        try:
+            seed = base64.b64decode(url.partition(",")[2], validate=True)
+        except (binascii.Error, ValueError):
+            raise ProviderError("http", "image data URL is not valid base64", status=400) from None
+    else:
+        seed = url.encode()
+    rng = random.Random(int.from_bytes(blake2b(seed, digest_size=8).digest(), "big"))
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]

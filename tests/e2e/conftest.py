@@ -89,3 +89,29 @@ def flaky_model(
         )
     catalog.invalidate()
     return public_id
+
+
+@pytest.fixture
+def claude(live, live_key):
+    """The official `anthropic` SDK pointed at Tollgate: only the base URL and the key change."""
+    import anthropic
+
+    with anthropic.Anthropic(base_url=live.url, api_key=live_key, max_retries=0, timeout=20) as client:
+        yield client
+
+
+def anthropic_model(upstream: MisbehavingUpstream, public_id: str = "claude-native") -> str:
+    """A catalog model routed to an Anthropic provider whose upstream is the scripted test server."""
+    provider = Provider.objects.create(slug="anthropic-test", kind="anthropic", base_url=upstream.root_url)
+    provider.api_key = "sk-ant-upstream"
+    provider.save()
+    model = CatalogModel.objects.create(
+        public_id=public_id,
+        input_price_nusd=3_000,
+        cached_price_nusd=300,
+        output_price_nusd=15_000,
+        supports_tools=True,
+    )
+    Route.objects.create(model=model, provider=provider, upstream_model="claude-sonnet-4-5", priority="primary")
+    catalog.invalidate()
+    return public_id

@@ -104,6 +104,7 @@ def form(**overrides):
         "cached_per_million": "0",
         "output_per_million": "0",
         "image_prices_usd": "1024x1024 = 0.04\n1024x1024/hd = 0.08",
+        "image_input_tokens": "0",
         "routes-TOTAL_FORMS": "0",
         "routes-INITIAL_FORMS": "0",
         **overrides,

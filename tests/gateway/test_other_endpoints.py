@@ -130,7 +130,16 @@ def test_openapi_describes_every_endpoint(client):
         "/v1/chat/completions/{completion_id}",
         "/v1/chat/completions/estimate",
         "/v1/embeddings/estimate",
+        "/v1/responses",
+        "/v1/responses/estimate",
+        "/v1/responses/{response_id}",
+        "/v1/responses/{response_id}/input_items",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
     ):
         assert path in paths, path
+    assert set(paths["/v1/responses/{response_id}"]) == {"get", "delete"}
+    assert "AnthropicErrorOut" in str(paths["/v1/messages"]["post"]["responses"]["401"])
+    assert "CountTokensRequest" in str(paths["/v1/messages/count_tokens"]["post"]["requestBody"])
     chat_schema = str(paths["/v1/chat/completions"]["post"])
     assert "ChatCompletionRequest" in chat_schema

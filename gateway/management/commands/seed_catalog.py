@@ -1,10 +1,10 @@
 """Seed the model catalog (idempotent: existing rows, including admin edits, are left alone).
 
-Always: the built-in simulator with `demo-chat`, `demo-chat-mini`, `demo-embed` and `demo-image` (priced per
-image by size and quality, like OpenAI's dall-e-3). With OPENAI_API_KEY: OpenAI models (dall-e-2 and dall-e-3
-for images); with ANTHROPIC_API_KEY: Anthropic models; with OPENAI_COMPAT_BASE_URL: the models named in
-OPENAI_COMPAT_MODELS (comma-separated, default "default") on that OpenAI-compatible server (vLLM, Ollama,
-llama.cpp), published as `local/<name>`. A provider's key is updated when the environment's differs.
+Always: the built-in simulator with `demo-chat`, `demo-chat-mini`, `demo-embed`, `demo-embed-multimodal` and
+`demo-image` (priced per image by size and quality, like OpenAI's dall-e-3). With OPENAI_API_KEY: OpenAI models
+(dall-e-2 and dall-e-3 for images); with ANTHROPIC_API_KEY: Anthropic models; with OPENAI_COMPAT_BASE_URL: the
+models named in OPENAI_COMPAT_MODELS (comma-separated, default "default") on that OpenAI-compatible server (vLLM,
+Ollama, llama.cpp), published as `local/<name>`. A provider's key is updated when the environment's differs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ DEMO = [
     ("demo-chat", ModelKind.CHAT, "0.50", "0.25", "1.50", 128_000, 8_192, True, True, True),
     ("demo-chat-mini", ModelKind.CHAT, "0.15", "0.075", "0.60", 128_000, 4_096, True, False, True),
     ("demo-embed", ModelKind.EMBEDDING, "0.02", "0", "0", 8_192, 0, False, False, False),
+    ("demo-embed-multimodal", ModelKind.EMBEDDING, "0.10", "0", "0", 8_192, 0, False, True, False),
 ]
+# Capabilities beyond the columns above, for new rows: the simulator reasons when asked, and embeds images
+# (an image part counts as 1,000 prompt tokens: $0.0001 at $0.10 per million).
+EXTRA = {
+    "demo-chat": {"supports_reasoning": True},
+    "demo-embed-multimodal": {"supports_multimodal_input": True, "image_input_tokens": 1_000},
+}
 OPENAI = [
     ("gpt-4o-mini", ModelKind.CHAT, "0.15", "0.075", "0.60", 128_000, 16_384, True, True, True),
     ("gpt-4o", ModelKind.CHAT, "2.50", "1.25", "10", 128_000, 16_384, True, True, True),
@@ -126,6 +133,7 @@ class Command(BaseCommand):
                     supports_tools=tools,
                     supports_vision=vision,
                     supports_json=json_,
+                    **EXTRA.get(public_id, {}),
                 ),
             )
             if new:
