@@ -2,9 +2,9 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils import timezone
 
-from accounts.auth import client_ip_from_request
 from accounts.keys import KeyActor, revoke_key
 from accounts.models import ApiKey, AuditLog, Invitation, Membership, Team, User
+from config.net import client_ip_from_request
 
 
 @admin.register(User)

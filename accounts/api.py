@@ -9,16 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
 from ninja.security.base import AuthBase
 
-from accounts.auth import (
-    KeyContext,
-    aauthenticate,
-    authenticate,
-    client_ip_from_request,
-    extract_key,
-    key_headers,
-)
+from accounts.auth import KeyContext, aauthenticate, authenticate, extract_key, key_headers
 from accounts.models import ApiKey
 from config.db import run_db
+from config.net import client_ip_from_request
 
 router = Router(tags=["keys"])
 

@@ -13,12 +13,10 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 
-from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -26,6 +24,7 @@ from accounts import keyformat
 from accounts.models import PLAN_LIMITS, ApiKey
 from config.db import run_db
 from config.errors import ApiError
+from config.net import IPNetwork, client_ip_from_request, normalise, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +36,6 @@ GRACE_HEADER = "X-Tollgate-Key-Grace-Ends-At"
 # Injectable clocks: tests freeze the wall clock with time_machine and drive the cache clock here.
 monotonic: Callable[[], float] = time.monotonic
 now: Callable[[], datetime] = timezone.now
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +101,6 @@ def effective_limit(override: int | None, plan_limit: int | None) -> int | None:
     return min(override, plan_limit)
 
 
-def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """CIDRs or bare addresses (IPv4 and IPv6); raises ValueError on a bad entry."""
-    return tuple(ipaddress.ip_network(str(entry).strip(), strict=False) for entry in entries)
-
-
 # --- headers and client address ------------------------------------------------------------
 
 
@@ -132,56 +124,6 @@ def extract_key(headers) -> str | None:
     if api_key and api_key.strip():
         return api_key.strip()
     return None
-
-
-@lru_cache(maxsize=8)
-def _trusted_networks(proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return parse_networks(p for p in proxies if p)
-
-
-def _is_trusted_proxy(ip: str) -> bool:
-    proxies = tuple(getattr(settings, "TRUSTED_PROXIES", ()) or ())
-    if not proxies:
-        return False
-    try:
-        address = _normalise(ipaddress.ip_address(ip))
-    except ValueError:
-        return False
-    return any(address in net for net in _trusted_networks(proxies))
-
-
-def _client_ip(remote: str | None, forwarded_for: str | None) -> str | None:
-    """Walk X-Forwarded-For from the right while hops are trusted proxies; the first other hop is the client."""
-    if not remote or not forwarded_for or not _is_trusted_proxy(remote):
-        return remote
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    client = remote
-    for hop in reversed(hops):
-        client = hop
-        if not _is_trusted_proxy(hop):
-            break
-    return client
-
-
-def client_ip_from_request(request) -> str | None:
-    return _client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
-
-
-def client_ip_from_scope(asgi_scope: dict) -> str | None:
-    client = asgi_scope.get("client")
-    remote = client[0] if client else None
-    forwarded = None
-    for name, value in asgi_scope.get("headers", ()):
-        if name.lower() == b"x-forwarded-for":
-            forwarded = value.decode("latin-1")
-            break
-    return _client_ip(remote, forwarded)
-
-
-def _normalise(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 # --- lookup --------------------------------------------------------------------------------
@@ -298,7 +240,7 @@ def _check(entry: _Entry | None, *, client_ip: str | None, scope: str) -> KeyCon
         raise ApiError(401, "key_expired", "This API key has expired.", kind="invalid_request_error")
     if entry.networks:
         try:
-            address = _normalise(ipaddress.ip_address(client_ip or ""))
+            address = normalise(ipaddress.ip_address(client_ip or ""))
         except ValueError:
             address = None
         if address is None or not any(address in net for net in entry.networks):

@@ -19,6 +19,7 @@ from accounts import auth, keyformat, signals
 from accounts.models import DEFAULT_SCOPES, ApiKey, KeyMode, Membership, Plan, Role, Scope, Team, User
 from accounts.permissions import Action, can
 from accounts.services import AccountsError, PermissionDenied, audit
+from config.net import parse_networks
 
 DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=7)
@@ -89,7 +90,7 @@ class KeyBounds:
             rpm_limit=ctx.rpm_limit,
             tpm_limit=ctx.tpm_limit,
             monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
-            ip_allowlist=auth.parse_networks(row.ip_allowlist),
+            ip_allowlist=parse_networks(row.ip_allowlist),
             expires_at=row.expires_at,
         )
 
@@ -126,7 +127,7 @@ class KeyBounds:
     def _ip_allowlist_problem(self, team: Team, name: str, value) -> str | None:
         if not self.ip_allowlist:
             return None
-        networks = auth.parse_networks(value)
+        networks = parse_networks(value)
         outside = [
             str(n)
             for n in networks
@@ -271,7 +272,7 @@ def _validate_ips(entries: Iterable[str]) -> list[str]:
     normalised = []
     for entry in entries:
         try:
-            normalised.append(str(auth.parse_networks([entry])[0]))
+            normalised.append(str(parse_networks([entry])[0]))
         except ValueError:
             raise KeyFieldError(
                 "invalid_ip_allowlist", f"'{entry}' is not an IPv4/IPv6 address or CIDR.", "ip_allowlist"

@@ -15,10 +15,10 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts import keys
 from accounts.access import team_for_user
-from accounts.auth import client_ip_from_request
 from accounts.models import ApiKey, KeyMode, Scope
 from accounts.rest_auth import ApiKeyPrincipal
 from accounts.services import AccountsError, PermissionDenied
+from config.net import client_ip_from_request
 
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1

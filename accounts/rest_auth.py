@@ -12,9 +12,10 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
-from accounts.auth import KeyContext, authenticate, client_ip_from_request, extract_key
+from accounts.auth import KeyContext, authenticate, extract_key
 from accounts.models import Scope
 from config.errors import ApiError
+from config.net import client_ip_from_request
 
 
 @dataclass(frozen=True)

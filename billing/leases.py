@@ -108,3 +108,13 @@ def forget() -> None:
     global _lease
     _stop.set()
     _lease = None
+
+
+async def close_process() -> None:
+    """Graceful shutdown, last: close this event loop's pool and end the lease (config.lifespan)."""
+    from asgiref.sync import sync_to_async
+
+    from billing.backends import postgres
+
+    await postgres.close_pool()
+    await sync_to_async(end, thread_sensitive=False)()

@@ -15,6 +15,7 @@ from django.dispatch import receiver
 from accounts.services import TeamOrigin, audit
 from accounts.signals import team_created
 from billing.signals import receipt_settled, wallet_credited
+from config import metrics
 from config.background import enqueue
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,15 @@ def _off_the_loop(fn: Callable[[int], None], wallet_id: int) -> None:
         fn(wallet_id)
     else:  # sent on the gateway's event loop: publishing to the broker blocks, so a thread does it
         loop.run_in_executor(None, fn, wallet_id)
+
+
+@receiver(receipt_settled, dispatch_uid="billing.spend_metric")
+def count_spend(sender, receipt=None, wallet=None, **kwargs) -> None:
+    """tollgate_spend_nusd_total: what live receipts took from wallets, by model (once per settled receipt)."""
+    if receipt is not None and not receipt.is_test:
+        charged = receipt.total_cost_nusd - receipt.uncollected_nusd
+        if charged:
+            metrics.spend_nusd.labels(receipt.model_routed or "unknown").inc(charged)
 
 
 @receiver(receipt_settled, dispatch_uid="billing.auto_recharge_check")

@@ -13,11 +13,11 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from accounts.access import team_for_user
-from accounts.auth import client_ip_from_request
 from accounts.keys import KeyActor
 from accounts.rest import error_response, exception_handler
 from accounts.rest_auth import ApiKeyPrincipal
 from billing import credit_codes, money
+from config.net import client_ip_from_request
 
 
 class RedeemSerializer(serializers.Serializer):

@@ -40,6 +40,7 @@ from billing.models import Hold as HoldRow
 from billing.models import HoldStatus, Receipt, ReceiptStatus, Wallet
 from billing.models import _hold_id as new_hold_public_id
 from billing.signals import receipt_settled
+from config import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -356,8 +357,10 @@ async def eventually(
         except Exception as exc:
             if not transient(exc):
                 log.exception("%s failed and cannot be retried", what)
+                metrics.settlements_given_up.inc()
                 return GAVE_UP
         failures += 1
+        metrics.settlements_retried.inc()
         log.log(
             logging.WARNING if failures < UNSETTLED_WAIT_ATTEMPTS else logging.ERROR,
             "%s: the database is unavailable (attempt %s); retrying",

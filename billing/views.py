@@ -16,12 +16,12 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import team_for_user
-from accounts.auth import client_ip_from_request
 from accounts.services import PermissionDenied
 from billing import topups
 from billing.models import TopUp, TopUpStatus
 from billing.money import usd
 from billing.services import ensure_wallet
+from config.net import client_ip_from_request
 
 log = logging.getLogger(__name__)
 

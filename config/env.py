@@ -1,4 +1,9 @@
-"""Tiny typed readers for environment variables that fail loudly on a bad value."""
+"""Tiny typed readers for environment variables that fail loudly on a bad value.
+
+Every variable may instead be given as a file: `NAME_FILE=/run/secrets/name` reads NAME from that file (its
+trailing newline dropped), so secrets need not sit in the environment (systemd credentials, Docker/Kubernetes
+secrets). Setting both NAME and NAME_FILE is refused.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,26 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def _get(name: str) -> str | None:
+    value, path = os.environ.get(name), os.environ.get(f"{name}_FILE")
+    if path is None:
+        return value
+    if value is not None:
+        raise ImproperlyConfigured(f"set {name} or {name}_FILE, not both")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
+
+
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    value = _get(name)
+    return default if value is None else value
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
+    raw = _get(name)
     if raw is None:
         return default
     value = raw.strip().lower()
@@ -28,7 +47,7 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
+    raw = _get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -38,7 +57,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+    raw = _get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -48,7 +67,7 @@ def env_float(name: str, default: float) -> float:
 
 
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
-    raw = os.environ.get(name)
+    raw = _get(name)
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
@@ -56,7 +75,7 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
 
 def env_decimal(name: str, default: Decimal) -> Decimal:
     """An exact decimal (money is never read through a float)."""
-    raw = os.environ.get(name)
+    raw = _get(name)
     if raw is None or raw.strip() == "":
         return default
     try:

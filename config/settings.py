@@ -353,15 +353,34 @@ GATEWAY_SETTLE_AFTER_REPLY = env_bool("GATEWAY_SETTLE_AFTER_REPLY", True)
 # for local development and tests only (webhooks/safety.py). Off in production unless DEBUG.
 WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", DEBUG)
 
+# Graceful stop (config/lifespan.py): how long open requests may finish after SIGTERM (pass it to uvicorn as
+# --timeout-graceful-shutdown; deploy/ does), then how long the cut requests' settlements may take.
+SHUTDOWN_GRACE_SECONDS = env_int("SHUTDOWN_GRACE_SECONDS", 30)
+SHUTDOWN_DRAIN_SECONDS = env_int("SHUTDOWN_DRAIN_SECONDS", 10)
+# /metrics (config/metrics.py): a Bearer token, or addresses allowed to scrape; with neither it is not served.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
+
+# LOG_FORMAT=json: one JSON object per line (production); text otherwise (config/logs.py). ACCESS_LOG=0 drops the
+# access line per /v1 request (it is INFO: LOG_LEVEL=WARNING drops it too).
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request": {"()": "config.logs.RequestContextFilter"}},
+    "formatters": {
+        "text": {"()": "config.logs.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.request": {"level": "ERROR"},
         "daphne": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},  # its INFO line names every URL called, webhook URLs (which may hold tokens) too
+        **({} if ACCESS_LOG else {"tollgate.access": {"level": "WARNING"}}),
     },
 }

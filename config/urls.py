@@ -5,6 +5,7 @@ from django.urls import include, path
 from billing.rest import RedeemCreditCodeView
 from config.api import api
 from config.health import healthz, readyz
+from config.metrics import metrics_view
 from gateway.views import image_file
 
 admin.site.site_header = f"{settings.SITE_NAME} operations"
@@ -13,6 +14,7 @@ admin.site.site_title = f"{settings.SITE_NAME} admin"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("v1/files/images/<str:name>", image_file, name="image_file"),  # anonymous: signed links
     path("v1/", api.urls),

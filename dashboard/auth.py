@@ -6,9 +6,9 @@ from __future__ import annotations
 from allauth.account.adapter import DefaultAccountAdapter
 from django.db import transaction
 
-from accounts.auth import client_ip_from_request
 from accounts.services import TeamOrigin, create_team
 from config import emails
+from config.net import client_ip_from_request
 
 
 def personal_team_name(user, requested: str = "") -> str:

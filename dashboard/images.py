@@ -13,11 +13,11 @@ from django.http import Http404
 from django.shortcuts import redirect
 
 from accounts.access import TeamAccess
-from accounts.auth import client_ip_from_request
 from accounts.permissions import Action
 from accounts.services import audit
 from billing.models import Receipt
 from config.errors import ApiError
+from config.net import client_ip_from_request
 from dashboard.common import forbidden, page, team_page
 from dashboard.forms import ImageGenerateForm
 from gateway import image_files, image_jobs

@@ -13,13 +13,13 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 
 from accounts.access import TeamAccess
-from accounts.auth import client_ip_from_request as client_ip
 from accounts.models import ApiKey
 from accounts.permissions import Action
 from accounts.services import PermissionDenied
 from billing import credit_codes, money, stripe_client, topups
 from billing.models import LedgerEntry, LedgerKind, Receipt, ReceiptStatus
 from billing.services import ensure_wallet
+from config.net import client_ip_from_request as client_ip
 from dashboard import charts
 from dashboard.common import forbidden, page, team_page
 from dashboard.forms import AutoRechargeForm, ReceiptFilterForm, RedeemCodeForm, UsageRangeForm

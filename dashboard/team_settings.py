@@ -8,10 +8,10 @@ from django.shortcuts import get_object_or_404, redirect
 
 from accounts import services as account_services
 from accounts.access import TeamAccess
-from accounts.auth import client_ip_from_request as client_ip
 from accounts.models import Membership
 from accounts.permissions import Action
 from accounts.services import AccountsError, PermissionDenied
+from config.net import client_ip_from_request as client_ip
 from dashboard.common import forbidden, is_only_owner, page, team_page
 from dashboard.forms import DeleteTeamForm, TeamSettingsForm, TransferOwnershipForm
 

@@ -19,7 +19,6 @@ from django.views.decorators.http import require_http_methods
 from accounts import keys as key_services
 from accounts import services as account_services
 from accounts.access import TeamAccess, teams_for_user
-from accounts.auth import client_ip_from_request as client_ip
 from accounts.keys import KeyActor
 from accounts.models import ApiKey, Invitation, Membership, Role
 from accounts.permissions import Action, can_assign
@@ -27,6 +26,7 @@ from accounts.services import AccountsError, PermissionDenied
 from billing import money
 from billing.models import Receipt
 from billing.settlement import month_start
+from config.net import client_ip_from_request as client_ip
 from dashboard import catalog
 from dashboard.common import forbidden, is_only_owner, page, team_page
 from dashboard.forms import (

@@ -11,12 +11,12 @@ from django.http import Http404
 from django.shortcuts import redirect
 
 from accounts.access import TeamAccess
-from accounts.auth import client_ip_from_request as client_ip
 from accounts.permissions import Action
 from accounts.services import PermissionDenied
 from billing import events as billing_events
 from billing.pricing import nusd_to_usd
 from billing.services import ensure_wallet
+from config.net import client_ip_from_request as client_ip
 from dashboard.common import forbidden, page, team_page
 from dashboard.forms import EndpointForm, LowBalanceForm, SecretRotateForm
 from webhooks import services

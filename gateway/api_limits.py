@@ -18,8 +18,9 @@ from collections.abc import Callable
 from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponseBase
 
-from accounts.auth import aauthenticate, client_ip_from_request, extract_key, key_headers
+from accounts.auth import aauthenticate, extract_key, key_headers
 from config.errors import ApiError, api_error_response
+from config.net import client_ip_from_request
 from gateway import ratelimit
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from billing.errors import BillingError, BillingUnavailable, InsufficientBalance, SpendCapExceeded
+from config import metrics
 from config.errors import ApiError
 
 
 def from_billing(exc: BillingError) -> ApiError:
     if isinstance(exc, InsufficientBalance | SpendCapExceeded):
+        metrics.insufficient_balance.labels(exc.code).inc()
         return ApiError(402, exc.code, exc.message, kind="insufficient_balance")
     if isinstance(exc, BillingUnavailable):
         return unavailable()

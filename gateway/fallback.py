@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from config import metrics
 from config.errors import ApiError
 from gateway import conf
 from gateway.catalog import RouteEntry
@@ -52,6 +53,8 @@ class Breakers:
     def success(self, route: RouteEntry) -> None:
         state = self.states.get(route.route_id)
         if state is not None:
+            if state.failures >= conf.get("GATEWAY_BREAKER_FAILURES"):
+                metrics.breaker_open.labels(str(route.route_id)).set(0)
             state.failures = 0
             state.trial_in_flight = False
 
@@ -62,6 +65,7 @@ class Breakers:
         if state.failures >= conf.get("GATEWAY_BREAKER_FAILURES"):
             state.open_until = self.clock() + conf.get("GATEWAY_BREAKER_COOLDOWN_SECONDS")
             if state.failures == conf.get("GATEWAY_BREAKER_FAILURES"):
+                metrics.breaker_open.labels(str(route.route_id)).set(1)
                 log.warning(
                     "circuit breaker opened for route %s (%s:%s)", route.route_id, route.provider, route.upstream_model
                 )
@@ -130,9 +134,12 @@ async def call(
             last_route = route
             if use_breakers:
                 breakers.begin(route)
+            labels = (route.provider, str(route.route_id))
             try:
                 value = await fn(provider, route)
             except ProviderError as exc:
+                metrics.upstream_attempts.labels(*labels, "error").inc()
+                metrics.upstream_errors.labels(*labels, exc.kind).inc()
                 if not exc.retryable:
                     if use_breakers:
                         breakers.success(route)  # it answered; the request was at fault
@@ -146,6 +153,7 @@ async def call(
                     break
                 await asyncio.sleep(_backoff(attempt))
                 continue
+            metrics.upstream_attempts.labels(*labels, "ok").inc()
             if use_breakers:
                 breakers.success(route)
             return Routed(value, route, attempts)

@@ -34,7 +34,7 @@ from django.utils import timezone
 from billing import pricing, settlement
 from billing.money import json_number
 from billing.settlement import Hold, ReceiptMeta
-from config import background
+from config import background, metrics
 from config.errors import ApiError
 from gateway import idempotency, image_files, image_pricing
 from gateway.models import OPEN_STATUSES, ImageJob, ImageJobStatus, ImageOutput
@@ -118,6 +118,7 @@ def _announce(job: ImageJob) -> None:
     the dashboard's live update follows once it commits (dashboard.live listens to the signal)."""
     if job.terminal:
         events.emit(team_id=job.team_id, type=f"image.{job.status}", data=job_json(job))
+        transaction.on_commit(lambda: metrics.image_jobs.labels(job.status).inc(), robust=True)
     transaction.on_commit(lambda: image_job_changed.send(sender=ImageJob, job=job), robust=True)
 
 

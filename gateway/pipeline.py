@@ -35,6 +35,7 @@ from billing import pricing, settlement
 from billing.errors import BillingError
 from billing.models import Receipt, ReceiptStatus
 from billing.settlement import Hold, HoldRequest, ReceiptMeta, Settlement, unsettled
+from config import metrics
 from config.db import run_db
 from config.errors import ApiError
 from gateway import conf, errors, fallback, idempotency, ratelimit, schemas, sse
@@ -49,10 +50,39 @@ T = TypeVar("T")
 INFERENCE = "inference"
 
 
+# Money work under way in this process (settlements, releases, retries): a graceful shutdown waits for it.
+_money: set[asyncio.Future] = set()
+
+
+def _track(task: asyncio.Future) -> asyncio.Future:
+    _money.add(task)
+    task.add_done_callback(_money.discard)
+    return task
+
+
+# Requests being served (the transport registers each): at shutdown, uvicorn cancels the ones still open and
+# their settlements start only when each task next runs, so a drain waits for the requests first.
+requests_in_flight: set[asyncio.Task] = set()
+
+
+async def drain(timeout: float) -> int:
+    """Wait (at most `timeout` seconds) for this process's requests and money work to finish; how many were still
+    running when the time ran out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        me = asyncio.current_task()
+        pending = [t for t in (*requests_in_flight, *_money) if not t.done() and t is not me]
+        left = deadline - loop.time()
+        if not pending or left <= 0:
+            return len(pending)
+        await asyncio.wait(pending, timeout=left)
+
+
 async def uncancellable(coro: Awaitable[T]) -> T:
     """Run `coro` to the end even if the caller is cancelled (a client that leaves must not skip the money
     work); the cancellation is re-raised once it is done."""
-    task = asyncio.ensure_future(coro)
+    task = _track(asyncio.ensure_future(coro))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -66,6 +96,7 @@ async def uncancellable(coro: Awaitable[T]) -> T:
 async def authenticate(call: Call) -> None:
     call.ctx = await aauthenticate(extract_key(call.headers), client_ip=call.client_ip, scope=INFERENCE)
     call.response_headers = key_headers(call.ctx)
+    call.log_fields.update(team=call.ctx.team_public_id, key=call.ctx.public_id)
 
 
 def parse(call: Call) -> None:
@@ -114,6 +145,7 @@ async def plan(call: Call) -> None:
         if wanted and not supported:
             raise ApiError(400, "invalid_request_error", f"The model '{model.id}' {what}.", param=param)
     call.model = model
+    call.log_fields["model"] = model.id
     call.prompt_tokens = op.count_prompt(call)
     call.prompt_estimate = call.prompt_tokens + estimate_margin(call.prompt_tokens)
     call.output_budget = op.output_budget(call)
@@ -266,14 +298,9 @@ def _release_unit(call: Call, meta: ReceiptMeta, error_code: str) -> Receipt:
     return receipt
 
 
-_background: set[asyncio.Task] = set()
-
-
 def spawn(coro: Awaitable[Any]) -> None:
     """Run money work that must outlive the request (a write waiting for the database to come back)."""
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    _track(asyncio.ensure_future(coro))
 
 
 async def fail(call: Call, *, error_code: str, attempts: int, route: RouteEntry | None) -> None:
@@ -401,7 +428,7 @@ async def route_or_release(
 ) -> fallback.Routed[T]:
     """Try the call's routes; if none answers (or the request is interrupted), release the hold first."""
     try:
-        return await fallback.call(call.routes, attempt, use_breakers=call.use_breakers)
+        routed = await fallback.call(call.routes, attempt, use_breakers=call.use_breakers)
     except fallback.RoutingFailed as exc:
         await fail(call, error_code=exc.code, attempts=exc.attempts, route=exc.route)
         exc.headers = {**call.response_headers, **exc.headers}
@@ -409,6 +436,8 @@ async def route_or_release(
     except BaseException:
         await fail(call, error_code=interrupted_code, attempts=1, route=None)
         raise
+    call.log_fields["route"] = f"{routed.route.provider}:{routed.route.upstream_model}"
+    return routed
 
 
 # --- plain requests -------------------------------------------------------------------------------------
@@ -593,7 +622,9 @@ async def open_stream(call: Call) -> Relay:
 
     routed = await route_or_release(call, first_chunk, interrupted_code="client_disconnected")
     iterator, first = routed.value
-    return Relay(call, view, iterator, first, routed, ttft_ms=call.elapsed_ms())
+    ttft_ms = call.elapsed_ms()
+    metrics.first_byte_seconds.labels(op.name).observe(ttft_ms / 1000)
+    return Relay(call, view, iterator, first, routed, ttft_ms=ttft_ms)
 
 
 # --- the whole request ----------------------------------------------------------------------------------

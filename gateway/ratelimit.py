@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from accounts.auth import KeyContext
 from accounts.models import PLAN_LIMITS
+from config import metrics
 from config.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ async def check(ctx: KeyContext, *, tokens: int, now: float | None = None) -> De
 def raise_if_denied(decision: Decision) -> None:
     if decision.allowed:
         return
+    metrics.rate_limited.labels(decision.exceeded or "requests").inc()
     if decision.exceeded == "requests":
         message = "Rate limit reached for requests per minute. Retry after the window resets."
     else:

@@ -19,6 +19,7 @@ disconnect watcher cancels the relay, which closes upstream and settles what was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -26,10 +27,10 @@ from channels.generic.http import AsyncHttpConsumer
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import RedisError
 
-from accounts.auth import client_ip_from_scope
-from config import versions
+from config import logs, metrics, versions
 from config.errors import ApiError
 from config.ids import request_id as new_request_id
+from config.net import client_ip_from_scope
 from gateway import conf, errors, pipeline, sse
 from gateway.operations.base import Call, Operation
 
@@ -63,6 +64,12 @@ class V1Consumer(AsyncHttpConsumer):
         self._lock = asyncio.Lock()
         self._last_write = time.monotonic()
         self.version = versions.CURRENT
+        self.status = 0
+        self.call: Call | None = None
+        self.log_fields = logs.start_request(self.request_id)
+        task = asyncio.current_task()
+        if task is not None:
+            pipeline.requests_in_flight.add(task)
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self.version = versions.resolve(headers.get(_VERSION_HEADER))  # before anything else
@@ -71,13 +78,14 @@ class V1Consumer(AsyncHttpConsumer):
             body = await self._read_body(headers)
             if body is None:
                 return  # the client left before sending its request
-            call = Call(
+            self.call = call = Call(
                 op=self.op,
                 request_id=self.request_id,
                 started=self.started,
                 headers=headers,
                 body=body,
                 client_ip=client_ip_from_scope(scope),
+                log_fields=self.log_fields,
             )
             await self.handle(call)
         except ApiError as exc:
@@ -89,6 +97,34 @@ class V1Consumer(AsyncHttpConsumer):
             log.exception("unhandled error in %s (%s)", self.op.path, self.request_id)
             await self._send_error(
                 ApiError(500, "internal_error", "The server had an error while processing your request.")
+            )
+        finally:
+            if task is not None:
+                pipeline.requests_in_flight.discard(task)
+            self._account()
+
+    def _account(self) -> None:
+        """The request's metrics and its access line (config/metrics.py, config/logs.py)."""
+        call, seconds = self.call, time.perf_counter() - self.started
+        ctx = call.ctx if call is not None else None
+        model = call.model.id if call is not None and call.model is not None else "unknown"
+        endpoint = self.op.name + ("/estimate" if self.estimate else "")
+        metrics.requests.labels(
+            endpoint, model, metrics.status_class(self.status), ctx.mode if ctx is not None else "none"
+        ).inc()
+        metrics.request_seconds.labels(endpoint).observe(seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.access.info(
+                "%s %s %s",
+                self.scope["method"],
+                self.scope["path"],
+                self.status,
+                extra={
+                    "method": self.scope["method"],
+                    "path": self.scope["path"],
+                    "status": self.status,
+                    "latency_ms": int(seconds * 1000),
+                },
             )
 
     async def _read_body(self, headers: dict[str, str]) -> bytes | None:
@@ -139,6 +175,7 @@ class V1Consumer(AsyncHttpConsumer):
 
     async def _respond(self, status: int, body: bytes, headers: dict[str, str], content_type: bytes) -> None:
         self._response_started = self._finished = True
+        self.status = status
         out = self._headers(headers, content_type)
         out.append((b"content-length", str(len(body)).encode()))
         await self.send({"type": "http.response.start", "status": status, "headers": out})
@@ -159,6 +196,7 @@ class V1Consumer(AsyncHttpConsumer):
         if self._response_started:
             return
         self._response_started = True
+        self.status = 200
         out = self._headers(
             {**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, sse.HEADERS["Content-Type"].encode()
         )
@@ -210,10 +248,21 @@ class V1Consumer(AsyncHttpConsumer):
             await relay.run(self._write)
             await self._end()
         except asyncio.CancelledError:
-            if not self._client_gone:
-                raise
             task.uncancel()
-            self._finished = True
+            if self._client_gone:
+                self._finished = True
+                return
+            # The server is stopping (its grace period ran out): what was produced is settled already; say so
+            # in-band and end the stream rather than dropping it.
+            with contextlib.suppress(Exception):
+                await self._send_error(
+                    ApiError(
+                        503,
+                        "server_shutting_down",
+                        "The server is restarting: this "
+                        "stream was cut and charged only for what it produced. Retry it.",
+                    )
+                )
         finally:
             ticker.cancel()
             watcher.cancel()

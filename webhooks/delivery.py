@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role
 from accounts.services import audit
+from config import metrics
 from config.background import enqueue
 from webhooks import safety, signing
 from webhooks.models import Delivery, DeliveryStatus, Endpoint
@@ -278,6 +279,7 @@ def attempt(delivery_id: int) -> str:
 
 
 def record(row: Delivery, outcome: Outcome) -> str:
+    metrics.webhook_deliveries.labels("delivered" if outcome.delivered else "failed").inc()
     now = timezone.now()
     with transaction.atomic():
         # The endpoint row lock orders this with redeliveries and other outcomes of the same endpoint.

@@ -16,9 +16,9 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from accounts import rest as accounts_rest
-from accounts.auth import client_ip_from_request
 from accounts.models import Scope
 from accounts.rest_auth import ApiKeyAuthentication, ApiKeyPrincipal
+from config.net import client_ip_from_request
 from webhooks import services
 from webhooks.models import Delivery, Endpoint
 

@@ -40,6 +40,7 @@ class Call:
     headers: dict[str, str]  # request headers, names lower-cased
     body: bytes
     client_ip: str | None = None
+    log_fields: dict[str, str] = field(default_factory=dict)  # what every log line of this request says
     # authenticate
     ctx: KeyContext = None  # type: ignore[assignment]
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -9,13 +9,12 @@ Ollama, llama.cpp), published as `local/<name>`. A provider's key is updated whe
 
 from __future__ import annotations
 
-import os
-
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from billing.pricing import per_million_to_per_token_nusd as per_m
 from billing.pricing import usd_to_nusd
+from config.env import env_str  # NAME or NAME_FILE
 from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
 
 # id, kind, $/M input, $/M cached input, $/M output, context, output cap, tools, vision, json
@@ -71,37 +70,37 @@ class Command(BaseCommand):
         sim = self._provider(created, "simulator", ProviderKind.SIMULATOR, "Built-in simulator", "", "")
         self._models(created, sim, DEMO)
         self._image_models(created, sim, DEMO_IMAGES)
-        if os.environ.get("OPENAI_API_KEY"):
+        if env_str("OPENAI_API_KEY"):
             provider = self._provider(
                 created,
                 "openai",
                 ProviderKind.OPENAI,
                 "OpenAI",
-                os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
-                os.environ["OPENAI_API_KEY"],
+                env_str("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+                env_str("OPENAI_API_KEY"),
             )
             self._models(created, provider, OPENAI)
             self._image_models(created, provider, OPENAI_IMAGES)
-        if os.environ.get("ANTHROPIC_API_KEY"):
+        if env_str("ANTHROPIC_API_KEY"):
             provider = self._provider(
                 created,
                 "anthropic",
                 ProviderKind.ANTHROPIC,
                 "Anthropic",
-                os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-                os.environ["ANTHROPIC_API_KEY"],
+                env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+                env_str("ANTHROPIC_API_KEY"),
             )
             self._models(created, provider, ANTHROPIC)
-        if os.environ.get("OPENAI_COMPAT_BASE_URL"):
+        if env_str("OPENAI_COMPAT_BASE_URL"):
             provider = self._provider(
                 created,
                 "openai-compat",
                 ProviderKind.OPENAI,
                 "OpenAI-compatible server",
-                os.environ["OPENAI_COMPAT_BASE_URL"],
-                os.environ.get("OPENAI_COMPAT_API_KEY", ""),
+                env_str("OPENAI_COMPAT_BASE_URL"),
+                env_str("OPENAI_COMPAT_API_KEY", ""),
             )
-            names = [n.strip() for n in os.environ.get("OPENAI_COMPAT_MODELS", "default").split(",") if n.strip()]
+            names = [n.strip() for n in env_str("OPENAI_COMPAT_MODELS", "default").split(",") if n.strip()]
             rows = [(f"local/{n}", ModelKind.CHAT, "0", "0", "0", 32_768, 4_096, True, False, True) for n in names]
             self._models(created, provider, rows, upstream_names=names)
         if not quiet:

@@ -1,0 +1,84 @@
+"""Real server processes for the tests that need them (graceful shutdown, crashes, several processes): uvicorn
+serving config.asgi:application on a free loopback port against the test database, ended by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.db import connection
+
+from tests.live_server import closed_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """Production-like settings for a server process that shares this test run's database (and secrets, so the
+    keys the test mints authenticate there)."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        TOLLGATE_TESTING="0",
+        DEBUG="0",
+        SECRET_KEY=settings.SECRET_KEY,
+        API_KEY_HASH_SECRET=settings.API_KEY_HASH_SECRET,
+        FIELD_ENCRYPTION_KEY=settings.FIELD_ENCRYPTION_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def start_server(*, workers: int = 1, grace_seconds: int | None = None, **env: str) -> Server:
+    """`python -m config.serve` (what deploy/ runs) on a free port."""
+    port = closed_port()
+    args = [sys.executable, "-m", "config.serve", "--port", str(port), "--workers", str(workers)]
+    if grace_seconds is not None:
+        env["SHUTDOWN_GRACE_SECONDS"] = str(grace_seconds)
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=server_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    server = Server(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # bounded: the server answers /healthz, or the test fails
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("server did not start within 30 s")
