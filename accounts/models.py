@@ -222,6 +222,10 @@ class ApiKey(models.Model):
     previous_display_prefix = models.CharField(max_length=24, blank=True)
     previous_last4 = models.CharField(max_length=4, blank=True)
     previous_expires_at = models.DateTimeField(null=True, blank=True)
+    # When and from where the previous secret was last used (recorded at most once a minute, like
+    # last_used_at), so a customer can see the old secret has gone quiet and revoke it early.
+    previous_last_used_at = models.DateTimeField(null=True, blank=True)
+    previous_last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     scopes = models.JSONField(default=list)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
