@@ -34,6 +34,7 @@ CACHE_TTL = 0.9  # seconds; < 1 s so revocation/rotation reaches every process w
 CACHE_MAX_ENTRIES = 20_000
 TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes per key
 GRACE_HEADER = "X-Tollgate-Key-Grace-Ends-At"
+PLAYGROUND_PREFIX = "tg_play_"  # accounts/playground.py: the dashboard Playground's session-bound credential
 
 # Injectable clocks: tests freeze the wall clock with time_machine and drive the cache clock here.
 monotonic: Callable[[], float] = time.monotonic
@@ -44,7 +45,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True, slots=True)
 class KeyContext:
-    key_id: int
+    key_id: int | None  # None for a dashboard Playground credential (accounts/playground.py)
     public_id: str
     name: str
     masked: str
@@ -196,6 +197,8 @@ def _lookup_hash(raw_key: str | None) -> str:
     """Refuse a missing or malformed key without any I/O; otherwise the key's lookup hash."""
     if not raw_key:
         raise _invalid("Missing API key. Send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'.")
+    if raw_key.startswith(PLAYGROUND_PREFIX):
+        raise _invalid("A Playground credential works only for the inference requests of the dashboard's Playground.")
     if keyformat.parse_mode(raw_key) is None:
         raise _invalid("Malformed API key: expected tg_live_… or tg_test_… with a valid checksum.")
     return keyformat.lookup_hash(raw_key)
@@ -388,7 +391,15 @@ async def _aload(h: str) -> _Entry | None:
     return entry
 
 
-async def aauthenticate(raw_key: str | None, *, client_ip: str | None, scope: str) -> KeyContext:
+async def aauthenticate(
+    raw_key: str | None, *, client_ip: str | None, scope: str, cookie_header: str | None = None
+) -> KeyContext:
+    """`cookie_header` (the request's Cookie) is passed by the inference pipeline only: a Playground credential
+    works together with the session cookie it is bound to, and nowhere else."""
+    if raw_key and raw_key.startswith(PLAYGROUND_PREFIX) and cookie_header is not None:
+        from accounts import playground  # it builds on this module
+
+        return await playground.aauthenticate(raw_key, cookie_header=cookie_header, scope=scope)
     h = _lookup_hash(raw_key)
     entry = _cached(h)
     if entry is _MISS:

@@ -65,7 +65,12 @@ async def uncancellable(coro: Awaitable[T]) -> T:
 
 
 async def authenticate(call: Call) -> None:
-    call.ctx = await aauthenticate(extract_key(call.headers), client_ip=call.client_ip, scope=INFERENCE)
+    call.ctx = await aauthenticate(
+        extract_key(call.headers),
+        client_ip=call.client_ip,
+        scope=INFERENCE,
+        cookie_header=call.headers.get("cookie", ""),  # the dashboard Playground's credential is session-bound
+    )
     call.response_headers = key_headers(call.ctx)
 
 
