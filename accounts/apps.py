@@ -6,4 +6,5 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import accounts.playground  # noqa: F401  (its log-out receiver ends the session's Playground tokens)
         import config.checks  # noqa: F401  (registers the project's deployment checks)

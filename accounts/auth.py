@@ -4,7 +4,8 @@ Hot path: a checksum check (no I/O), one HMAC, then a per-process snapshot cache
 lookup hash. Snapshots live at most `CACHE_TTL` seconds, so a revocation or rotation committed in
 any process is honoured by every other process within one second; expiry and grace ends are
 compared with the clock on every request, never cached. `last_used_at` is written at most about
-once a minute per key (an in-process timer, then `cache.add` to dedupe across processes).
+once a minute per key and secret (an in-process timer, then `cache.add` to dedupe across processes); a use
+of a rotated key's previous secret also records when and from which address, for the keys page.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CACHE_TTL = 0.9  # seconds; < 1 s so revocation/rotation reaches every process w
 CACHE_MAX_ENTRIES = 20_000
 TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes per key
 GRACE_HEADER = "X-Tollgate-Key-Grace-Ends-At"
+PLAYGROUND_PREFIX = "tg_play_"  # accounts/playground.py: the dashboard Playground's session-bound credential
 
 # Injectable clocks: tests freeze the wall clock with time_machine and drive the cache clock here.
 monotonic: Callable[[], float] = time.monotonic
@@ -40,7 +42,7 @@ now: Callable[[], datetime] = timezone.now
 
 @dataclass(frozen=True, slots=True)
 class KeyContext:
-    key_id: int
+    key_id: int | None  # None for a dashboard Playground credential (accounts/playground.py)
     public_id: str
     name: str
     masked: str
@@ -137,6 +139,8 @@ def _lookup_hash(raw_key: str | None) -> str:
     """Refuse a missing or malformed key without any I/O; otherwise the key's lookup hash."""
     if not raw_key:
         raise _invalid("Missing API key. Send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'.")
+    if raw_key.startswith(PLAYGROUND_PREFIX):
+        raise _invalid("A Playground credential works only for the inference requests of the dashboard's Playground.")
     if keyformat.parse_mode(raw_key) is None:
         raise _invalid("Malformed API key: expected tg_live_… or tg_test_… with a valid checksum.")
     return keyformat.lookup_hash(raw_key)
@@ -254,23 +258,40 @@ def _check(entry: _Entry | None, *, client_ip: str | None, scope: str) -> KeyCon
     return entry.ctx
 
 
-def _touch_due(key_id: int) -> bool:
-    last = _last_touch.get(key_id)
+def _touch_due(key_id: int, previous: bool = False) -> bool:
+    """Per key and secret: a busy new secret must not hide that the old one is still in use."""
+    slot = (key_id, previous)
+    last = _last_touch.get(slot)
     t = monotonic()
     if last is not None and t - last < TOUCH_INTERVAL:
         return False
     if len(_last_touch) >= CACHE_MAX_ENTRIES:
         _last_touch.clear()
-    _last_touch[key_id] = t
+    _last_touch[slot] = t
     return True
 
 
-def _touch(key_id: int) -> None:
-    """Record use at most once a minute per key across processes (cache.add is atomic in Redis). Best effort:
-    a cache or database that is away must not refuse a request over a "last used" timestamp."""
+def _valid_ip(value: str | None) -> str | None:
     try:
-        if cache.add(f"apikey:used:{key_id}", 1, timeout=int(TOUCH_INTERVAL)):
-            ApiKey.objects.filter(pk=key_id).update(last_used_at=now())
+        return str(normalise(ipaddress.ip_address(value or "")))
+    except ValueError:
+        return None
+
+
+def _touch(key_id: int, *, previous_hash: str | None = None, client_ip: str | None = None) -> None:
+    """Record use at most once a minute per key and secret across processes (cache.add is atomic in Redis).
+    A request with the previous secret (`previous_hash`) also records when and from where, for the keys page;
+    the hash in the filter keeps a use from landing on a newer old secret if the key was rotated meanwhile.
+    Best effort: a cache or database that is away must not refuse a request over a "last used" timestamp."""
+    marker = f"apikey:used:{key_id}" + (":previous" if previous_hash else "")
+    try:
+        if cache.add(marker, 1, timeout=int(TOUCH_INTERVAL)):
+            moment = now()
+            ApiKey.objects.filter(pk=key_id).update(last_used_at=moment)
+            if previous_hash:
+                ApiKey.objects.filter(pk=key_id, previous_secret_hash=previous_hash).update(
+                    previous_last_used_at=moment, previous_last_used_ip=_valid_ip(client_ip)
+                )
     except Exception as exc:  # noqa: BLE001 - DatabaseError, RedisError, OSError: all only cost a timestamp
         log.warning("could not record last use of API key id=%s: %s", key_id, type(exc).__name__)
 
@@ -285,8 +306,9 @@ def authenticate(raw_key: str | None, *, client_ip: str | None, scope: str) -> K
         entry = _load(h)
         _store(h, entry)
     ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
-    if _touch_due(ctx.key_id):
-        _touch(ctx.key_id)
+    previous = entry.is_previous  # type: ignore[union-attr]
+    if _touch_due(ctx.key_id, previous):
+        _touch(ctx.key_id, previous_hash=h if previous else None, client_ip=client_ip)
     return ctx
 
 
@@ -311,14 +333,23 @@ async def _aload(h: str) -> _Entry | None:
     return entry
 
 
-async def aauthenticate(raw_key: str | None, *, client_ip: str | None, scope: str) -> KeyContext:
+async def aauthenticate(
+    raw_key: str | None, *, client_ip: str | None, scope: str, cookie_header: str | None = None
+) -> KeyContext:
+    """`cookie_header` (the request's Cookie) is passed by the inference pipeline only: a Playground credential
+    works together with the session cookie it is bound to, and nowhere else."""
+    if raw_key and raw_key.startswith(PLAYGROUND_PREFIX) and cookie_header is not None:
+        from accounts import playground  # it builds on this module
+
+        return await playground.aauthenticate(raw_key, cookie_header=cookie_header, scope=scope)
     h = _lookup_hash(raw_key)
     entry = _cached(h)
     if entry is _MISS:
         entry = await _aload(h)
     ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
-    if _touch_due(ctx.key_id):
-        await run_db(_touch, ctx.key_id)
+    previous = entry.is_previous  # type: ignore[union-attr]
+    if _touch_due(ctx.key_id, previous):
+        await run_db(_touch, ctx.key_id, previous_hash=h if previous else None, client_ip=client_ip)
     return ctx
 
 

@@ -444,6 +444,7 @@ def rotate_key(key: ApiKey, *, actor: KeyActor, grace_seconds: int | None = None
         key.last4,
     )
     key.previous_expires_at = now + grace
+    key.previous_last_used_at = key.previous_last_used_ip = None  # a different old secret from now on
     key.secret_hash, key.display_prefix, key.last4 = keyformat.lookup_hash(plaintext), prefix, last4
     key.rotated_at = now
     key.save(
@@ -452,6 +453,8 @@ def rotate_key(key: ApiKey, *, actor: KeyActor, grace_seconds: int | None = None
             "previous_display_prefix",
             "previous_last4",
             "previous_expires_at",
+            "previous_last_used_at",
+            "previous_last_used_ip",
             "secret_hash",
             "display_prefix",
             "last4",

@@ -222,6 +222,10 @@ class ApiKey(models.Model):
     previous_display_prefix = models.CharField(max_length=24, blank=True)
     previous_last4 = models.CharField(max_length=4, blank=True)
     previous_expires_at = models.DateTimeField(null=True, blank=True)
+    # When and from where the previous secret was last used (recorded at most once a minute, like
+    # last_used_at), so a customer can see the old secret has gone quiet and revoke it early.
+    previous_last_used_at = models.DateTimeField(null=True, blank=True)
+    previous_last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     scopes = models.JSONField(default=list)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
@@ -265,3 +269,28 @@ class ApiKey(models.Model):
         if self.previous_expires_at and self.previous_expires_at > now:
             return "rotating"
         return "active"
+
+
+def _playground_token_id() -> str:
+    return new_id("pgt")
+
+
+class PlaygroundToken(models.Model):
+    """A short-lived credential the dashboard's Playground calls /v1 with (accounts/playground.py): one member,
+    one team, one mode, bound to the browser session that minted it. Only HMACs are stored: of the token and
+    of that session's key."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_playground_token_id, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="playground_tokens")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="playground_tokens")
+    mode = models.CharField(max_length=4, choices=KeyMode.choices, default=KeyMode.LIVE)
+    token_hash = models.CharField(max_length=64, unique=True)
+    session_hash = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Playground {self.mode} token of {self.user} in {self.team}"

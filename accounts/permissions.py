@@ -22,6 +22,7 @@ class Action(StrEnum):
     EVENTS_VIEW = "events.view"  # the event log (/v1/events from a session)
     WEBHOOKS_MANAGE = "webhooks.manage"  # webhook endpoints: add, edit, rotate secrets, test, redeliver
     IMAGES_GENERATE = "images.generate"  # start and cancel image jobs from the dashboard
+    PLAYGROUND_USE = "playground.use"  # chat in the dashboard's Playground, paid from the team's wallet
 
 
 _ALL = frozenset(Action)
@@ -31,7 +32,14 @@ MATRIX: dict[str, frozenset[Action]] = {
     Role.OWNER: _ALL,
     Role.ADMIN: _ALL - {Action.TEAM_DELETE, Action.TEAM_TRANSFER},
     Role.DEVELOPER: frozenset(
-        {Action.MEMBERS_VIEW, Action.KEYS_VIEW, Action.KEYS_MANAGE_OWN, Action.USAGE_VIEW, Action.IMAGES_GENERATE}
+        {
+            Action.MEMBERS_VIEW,
+            Action.KEYS_VIEW,
+            Action.KEYS_MANAGE_OWN,
+            Action.USAGE_VIEW,
+            Action.IMAGES_GENERATE,
+            Action.PLAYGROUND_USE,
+        }
     ),
     Role.VIEWER: _READ,
     Role.BILLING: frozenset({Action.MEMBERS_VIEW, Action.BILLING_VIEW, Action.BILLING_MANAGE, Action.USAGE_VIEW}),

@@ -95,6 +95,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
     created_by = serializers.SerializerMethodField()
     grace_ends_at = serializers.SerializerMethodField()
+    old_secret_last_used_at = serializers.SerializerMethodField()
+    old_secret_last_used_ip = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
 
     class Meta:
@@ -114,6 +116,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "rotated_at",
             "revoked_at",
             "grace_ends_at",
+            "old_secret_last_used_at",
+            "old_secret_last_used_ip",
             "limits",
         ]
         read_only_fields = fields
@@ -127,6 +131,15 @@ class ApiKeySerializer(serializers.ModelSerializer):
     def get_grace_ends_at(self, key: ApiKey) -> str | None:
         end = keys.grace_ends_at(key)
         return serializers.DateTimeField().to_representation(end) if end else None
+
+    def get_old_secret_last_used_at(self, key: ApiKey) -> str | None:
+        """While the old secret works: when it was last used (to the minute), so it can be revoked early."""
+        if keys.grace_ends_at(key) is None or key.previous_last_used_at is None:
+            return None
+        return serializers.DateTimeField().to_representation(key.previous_last_used_at)
+
+    def get_old_secret_last_used_ip(self, key: ApiKey) -> str | None:
+        return key.previous_last_used_ip if keys.grace_ends_at(key) is not None else None
 
     @extend_schema(responses=LimitsSerializer)
     def get_limits(self, key: ApiKey) -> dict:

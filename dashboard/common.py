@@ -31,6 +31,7 @@ def abilities(access: TeamAccess) -> dict[str, bool]:
         "keys_create": access.can(Action.KEYS_MANAGE_OWN),
         "members_manage": access.can(Action.MEMBERS_MANAGE),
         "webhooks_manage": access.can(Action.WEBHOOKS_MANAGE),
+        "playground": access.can(Action.PLAYGROUND_USE),
     }
 
 

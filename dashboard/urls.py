@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from dashboard import images, reports, team_settings, views, webhooks
+from dashboard import images, playground, reports, team_settings, views, webhooks
 
 team_patterns = [
     path("", views.overview, name="overview"),
@@ -29,6 +29,9 @@ team_patterns = [
     path("images/<str:image_id>/cancel/", images.image_cancel, name="image_cancel"),
     path("models/", views.models_page, name="models"),
     path("quickstart/", views.quickstart, name="quickstart"),
+    path("playground/", playground.playground, name="playground"),
+    path("playground/token/", playground.playground_token, name="playground_token"),
+    path("playground/requests/<str:request_id>/receipt/", playground.playground_receipt, name="playground_receipt"),
     path("settings/", team_settings.team_settings, name="team_settings"),
     path("settings/transfer/", team_settings.team_transfer, name="team_transfer"),
     path("settings/delete/", team_settings.team_delete, name="team_delete"),

@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, F, Sum
+from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from billing.models import Receipt
 
 TOKENS = F("prompt_tokens") + F("cached_tokens") + F("completion_tokens")
+# Requests paid without an API key are the dashboard Playground's (accounts/playground.py): one row per member,
+# named as their receipts are ("Playground (<email>)"); a receipt whose key was deleted stays "(deleted key)".
+KEYLESS = Case(
+    When(Q(api_key__isnull=True, key_label__startswith="Playground ("), then=F("key_label")),
+    default=Value(""),
+    output_field=CharField(),
+)
 
 
 @dataclass
@@ -76,13 +83,16 @@ def usage_report(team, start: date, end: date, mode: str = "live") -> UsageRepor
     ]
     report.by_key = [
         Row(
-            r["api_key__name"] or "(deleted key)",
+            r["api_key__name"] or r["keyless"] or "(deleted key)",
             r["requests"],
             r["tokens"],
             r["cost"],
             key=r["api_key__public_id"] or "",
         )
-        for r in qs.values("api_key__public_id", "api_key__name").annotate(**_sums()).order_by("-cost", "-requests")
+        for r in qs.annotate(keyless=KEYLESS)
+        .values("api_key__public_id", "api_key__name", "keyless")
+        .annotate(**_sums())
+        .order_by("-cost", "-requests")
     ]
     totals = qs.aggregate(**_sums())
     report.total = Row("Total", totals["requests"], totals["tokens"], totals["cost"])

@@ -15,7 +15,8 @@ owns the failure rules:
 Round trips for a plain live request: the rate-limit script (one Redis call; none in the embedded default),
 the hold (one statement) and the settlement (one statement, written after the reply is sent).
 Authentication and the catalog come from per-process caches. A test key places no hold and writes only its
-test receipt.
+test receipt; it may ask for a test scenario (gateway/scenarios.py), which plan, rate limit and hold hand to
+the stage (or the simulator) whose real failure it imitates.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from redis.exceptions import RedisError
 
 from accounts.auth import aauthenticate, check_model_allowed, extract_key, key_headers
 from billing import pricing, settlement
-from billing.errors import BillingError
+from billing.errors import BillingError, InsufficientBalance
 from billing.models import Receipt, ReceiptStatus
 from billing.settlement import Hold, HoldRequest, ReceiptMeta, Settlement, unsettled
 from config import metrics
 from config.db import run_db
 from config.errors import ApiError
-from gateway import conf, errors, fallback, idempotency, ratelimit, schemas, sse
+from gateway import conf, errors, fallback, idempotency, ratelimit, scenarios, schemas, sse
 from gateway.catalog import AUTO_MODEL, RouteEntry, asnapshot, order_routes, resolve
 from gateway.operations.base import Call, Reply, Result, StreamView
 from gateway.providers.base import ProviderError, usage_from_openai
@@ -94,7 +95,12 @@ async def uncancellable(coro: Awaitable[T]) -> T:
 
 
 async def authenticate(call: Call) -> None:
-    call.ctx = await aauthenticate(extract_key(call.headers), client_ip=call.client_ip, scope=INFERENCE)
+    call.ctx = await aauthenticate(
+        extract_key(call.headers),
+        client_ip=call.client_ip,
+        scope=INFERENCE,
+        cookie_header=call.headers.get("cookie", ""),  # the dashboard Playground's credential is session-bound
+    )
     call.response_headers = key_headers(call.ctx)
     call.log_fields.update(team=call.ctx.team_public_id, key=call.ctx.public_id)
 
@@ -119,6 +125,8 @@ async def plan(call: Call) -> None:
     """Pick the model and its routes and compute what the request may cost (no I/O but what the operation loads
     and a stale catalog)."""
     op, ctx, request = call.op, call.ctx, call.request
+    if ctx.is_test:  # test scenarios (gateway/scenarios.py): live keys never read the header
+        call.scenario = scenarios.read(call.headers, request, call.payload)
     check_model_allowed(ctx, request.model)
     await op.load(call)
     snap = await asnapshot()
@@ -167,7 +175,7 @@ async def plan(call: Call) -> None:
                 order=0,
                 weight=1,
                 enabled=True,
-                config=snap.simulator,
+                config=scenarios.simulator_config(snap.simulator, call.scenario),  # the simulator plays it
             )
         ]
         call.use_breakers = False
@@ -182,7 +190,10 @@ async def plan(call: Call) -> None:
 
 
 async def rate_limit(call: Call, *, tokens: int) -> None:
-    decision = await ratelimit.check(call.ctx, tokens=tokens)
+    if call.scenario == scenarios.Scenario.RATE_LIMITED:  # test scenario: the limiter's own refusal
+        decision = ratelimit.exhausted(call.ctx, tokens=tokens)
+    else:
+        decision = await ratelimit.check(call.ctx, tokens=tokens)
     call.response_headers.update(decision.headers)
     ratelimit.raise_if_denied(decision)
 
@@ -227,6 +238,8 @@ async def hold(call: Call) -> Reply | None:
     """Place the hold (claiming the Idempotency-Key first, if any). A Reply when the request is a replay."""
     call.idempotency_key = idempotency.validate_key(call.headers.get("idempotency-key"))
     try:
+        if call.scenario == scenarios.Scenario.INSUFFICIENT_BALANCE:  # test scenario: a wallet that is short
+            raise InsufficientBalance(call.hold_nusd)
         if call.idempotency_key is None:
             call.hold = await settlement.place_hold(_hold_request(call))
             return None

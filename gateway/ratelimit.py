@@ -191,6 +191,25 @@ async def check(ctx: KeyContext, *, tokens: int, now: float | None = None) -> De
     )
 
 
+def exhausted(ctx: KeyContext, *, tokens: int, now: float | None = None) -> Decision:
+    """The Decision `check` returns when the key's requests-per-minute are used up, without counting anything
+    (a refused request counts nothing): for the `rate_limited` test scenario (gateway/scenarios.py). An
+    unlimited plan reports the Starter plan's limits, so the headers a client reads are always there."""
+    buckets = buckets_for(ctx)
+    if buckets:
+        bucket = buckets[-1]  # the key's own bucket when it has one: the one a client would hit first
+    else:
+        rpm, tpm = PLAN_LIMITS["starter"]
+        bucket = Bucket(f"k{ctx.key_id}", rpm, tpm)
+    if bucket.rpm is None:
+        bucket = Bucket(bucket.name, PLAN_LIMITS["starter"][0], bucket.tpm)
+    now = time.time() if now is None else now
+    window = int(now // WINDOW_SECONDS)
+    reset = (window + 1) * WINDOW_SECONDS - now
+    headers = _headers([bucket], [(bucket.rpm or 0, 0)], tokens, reset)
+    return Decision(False, headers, retry_after=max(1, math.ceil(reset)), exceeded="requests")
+
+
 def raise_if_denied(decision: Decision) -> None:
     if decision.allowed:
         return

@@ -57,6 +57,7 @@ class Call:
     output_budget: int = 0  # the most output tokens the request may produce
     hold_nusd: int = 0
     stream: bool = False
+    scenario: str | None = None  # a test key's Tollgate-Test-Scenario (gateway/scenarios.py)
     # hold
     idempotency_key: str | None = None
     hold: Hold | None = None

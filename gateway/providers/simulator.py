@@ -21,6 +21,11 @@ Everything is derived from the request, so the same request always gets the same
   settings.SIMULATOR_LATENCY_MS / SIMULATOR_TOKENS_PER_SECOND; `dimensions` (default 256); `image_latency_ms`
   (how long an image takes, default settings.SIMULATOR_IMAGE_LATENCY_MS) and `blocked_words` (default
   settings.SIMULATOR_BLOCKED_WORDS).
+- option `scenario` (a test key's Tollgate-Test-Scenario, set by gateway/scenarios.py): the simulator fails the
+  way a real upstream does, raising the ProviderError an HTTP provider raises for it, so routing, fallback and
+  settlement run their real course: `upstream_error` (a 500, before any output), `timeout` (no answer for
+  SCENARIO_TIMEOUT_SECONDS, then a timeout), `stream_cut` (a stream whose connection breaks after
+  STREAM_CUT_AFTER_CHUNKS chunks of output; a plain answer whose body is cut short), `slow` (paced tokens).
 """
 
 from __future__ import annotations
@@ -123,6 +128,11 @@ VOCABULARY = (
     "built",
     "patiently",
 )
+# Test scenarios (see the module docstring): short enough for a test suite, long enough to be seen.
+SCENARIO_TIMEOUT_SECONDS = 1.0
+STREAM_CUT_AFTER_CHUNKS = 3
+SLOW_LATENCY_MS = 400
+SLOW_TOKENS_PER_SECOND = 25
 DEFAULT_DIMENSIONS = 256
 MAX_DIMENSIONS = 8192
 SNIPPET_WORDS = 12
@@ -356,6 +366,13 @@ def _chunk_sizes(rng: random.Random, count: int) -> list[int]:
     return sizes
 
 
+def _has_output(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta")
+    if delta is not None:
+        return bool(delta.get("content") or delta.get("tool_calls"))
+    return bool(choice.get("text"))
+
+
 @lru_cache(maxsize=16384)
 def _word_vector(word: str, dimensions: int) -> tuple[float, ...]:
     rng = random.Random(int.from_bytes(blake2b(word.encode(), digest_size=8).digest(), "big"))
@@ -388,6 +405,51 @@ class SimulatorProvider:
         if isinstance(blocked, str):
             blocked = blocked.split(",")
         self.blocked_words = frozenset(str(w).strip().lower() for w in blocked or () if str(w).strip())
+        self.scenario = str(options.get("scenario") or "")
+        if self.scenario == "slow":
+            self.latency_s, self.tokens_per_second = SLOW_LATENCY_MS / 1000, float(SLOW_TOKENS_PER_SECOND)
+
+    # -- test scenarios -----------------------------------------------------------------------------
+
+    async def _fail_first(self) -> None:
+        """A scenario that fails before any output, as an upstream that errors, hangs or cuts its body short."""
+        if self.scenario == "upstream_error":
+            raise ProviderError(
+                "http",
+                "simulator: upstream answered 500 Internal Server Error (test scenario upstream_error)",
+                status=500,
+            )
+        if self.scenario == "timeout":
+            await asyncio.sleep(SCENARIO_TIMEOUT_SECONDS)
+            raise ProviderError(
+                "timeout", f"simulator: no answer within {SCENARIO_TIMEOUT_SECONDS:g} s (test scenario timeout)"
+            )
+
+    async def _fail_plain(self) -> None:
+        await self._fail_first()
+        if self.scenario == "stream_cut":  # a plain answer cannot break mid-way: its body arrives cut short
+            raise ProviderError("malformed", "simulator: the response body was cut short (test scenario stream_cut)")
+
+    async def _play(self, inner: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """`inner` as the scenario has it: failing before the first chunk, or breaking after a few chunks of
+        output (never reaching the finish chunk or the usage, like a connection that drops)."""
+        try:
+            await self._fail_first()
+            produced = 0
+            async for chunk in inner:
+                if self.scenario == "stream_cut":
+                    choices = chunk.get("choices") or ()
+                    ends = not choices or any(c.get("finish_reason") for c in choices)
+                    if ends or produced >= STREAM_CUT_AFTER_CHUNKS:
+                        raise ProviderError(
+                            "malformed",
+                            "simulator: the upstream connection broke mid-stream (test scenario stream_cut)",
+                        )
+                    if any(_has_output(c) for c in choices):
+                        produced += 1
+                yield chunk
+        finally:
+            await inner.aclose()  # type: ignore[attr-defined]
 
     async def _pause(self, tokens: int, *, first: bool = False) -> None:
         delay = (self.latency_s if first else 0.0) + (
@@ -399,6 +461,8 @@ class SimulatorProvider:
     # -- chat ---------------------------------------------------------------------------------------
 
     async def chat(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
+        if self.scenario:
+            await self._fail_plain()
         reply, digest = _plan_chat(payload)
         prompt_tokens = count_prompt_tokens(payload)
         await self._pause(reply.completion_tokens, first=True)
@@ -423,7 +487,11 @@ class SimulatorProvider:
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, reply.completion_tokens))
 
-    async def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+        inner = self._stream_chat(payload, upstream_model=upstream_model)
+        return self._play(inner) if self.scenario else inner
+
+    async def _stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
         reply, digest = _plan_chat(payload)
         prompt_tokens = count_prompt_tokens(payload)
         rng = random.Random(digest)
@@ -474,6 +542,8 @@ class SimulatorProvider:
     # -- legacy completions -------------------------------------------------------------------------
 
     async def completion(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
+        if self.scenario:
+            await self._fail_plain()
         replies = [_plan_completion(p, payload, i) for i, p in enumerate(_prompts(payload))]
         completion_tokens = sum(r.completion_tokens for r in replies)
         prompt_tokens = count_prompt_tokens({"prompt": payload.get("prompt", "")})
@@ -493,7 +563,13 @@ class SimulatorProvider:
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, completion_tokens))
 
-    async def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+        inner = self._stream_completion(payload, upstream_model=upstream_model)
+        return self._play(inner) if self.scenario else inner
+
+    async def _stream_completion(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncIterator[dict[str, Any]]:
         replies = [_plan_completion(p, payload, i) for i, p in enumerate(_prompts(payload))]
         prompt_tokens = count_prompt_tokens({"prompt": payload.get("prompt", "")})
         rng, digest = _seeded(payload.get("prompt"), payload.get("seed"))
@@ -523,6 +599,8 @@ class SimulatorProvider:
     # -- embeddings ---------------------------------------------------------------------------------
 
     async def embeddings(self, payload: dict[str, Any], *, upstream_model: str) -> EmbeddingResult:
+        if self.scenario:
+            await self._fail_plain()
         dimensions = payload.get("dimensions")
         if dimensions is None:
             dimensions = self.default_dimensions

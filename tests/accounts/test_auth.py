@@ -13,10 +13,10 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import auth
+from accounts import auth, keyformat
 from accounts.keys import KeyActor, mint_key, revoke_key, rotate_key
 from accounts.models import ApiKey
-from config import keyformat, net
+from config import net
 from config.errors import ApiError
 
 
