@@ -8,7 +8,8 @@
 #   2. creates a fresh PostgreSQL database ($BENCH_DB) and flushes Redis db $BENCH_REDIS_DB
 #   3. migrates, seeds a provider on the harness's fake upstream (:9100) with the models
 #      fake / fake-c20-d5 / fake-c20-d50, and a team with credit and a live key
-#   4. starts the harness targets ($COMPARE, default: direct litellm-2w) and Tollgate under
+#   4. starts the harness targets ($COMPARE, default: direct, LiteLLM with 2 workers and the minimal Django
+#      forwarder dj-uvicorn-1w-aiohttp-sharedthread) and Tollgate under
 #      uvicorn with $WORKERS workers, production settings (PostgreSQL + Redis, DEBUG off)
 #   5. runs the harness's load generator over all of them (nonstream c=1,16,64; ttfb; hold)
 #   6. verifies: a fixed batch of requests writes exactly one receipt each, no hold stays open,
@@ -16,17 +17,17 @@
 #   7. stops only the processes it started (by PID)
 #
 # Knobs: ROUNDS=3 DURATION=10 CONCURRENCY=1,16,64 HOLD_STREAMS=500,2000 WORKERS=2 PORT=8000
-#        COMPARE="direct litellm-2w" HARNESS=../shared/bench BENCH_ENV=/tmp/benchenv
+#        COMPARE="direct litellm-2w dj-uvicorn-1w-aiohttp-sharedthread" HARNESS=bench/harness BENCH_ENV=/tmp/benchenv
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/bench}
+HARNESS=${HARNESS:-$ROOT/bench/harness}
 export BENCH_ENV=${BENCH_ENV:-/tmp/benchenv}
 PY=$ROOT/.venv/bin/python
 PORT=${PORT:-8000}
 WORKERS=${WORKERS:-2}
 BENCH_DB=${BENCH_DB:-tollgate_bench}
 BENCH_REDIS_DB=${BENCH_REDIS_DB:-9}
-COMPARE=${COMPARE:-"direct litellm-2w"}
+COMPARE=${COMPARE:-"direct litellm-2w dj-uvicorn-1w-aiohttp-sharedthread"}
 RUN=$BENCH_ENV/tollgate
 mkdir -p "$RUN"
 
@@ -65,8 +66,7 @@ KEY=$(cd "$ROOT" && env "${TG_ENV[@]}" "$PY" bench/seed.py --upstream http://127
 
 echo "== start: $COMPARE + tollgate ($WORKERS uvicorn workers on :$PORT)"
 "$HARNESS/run.sh" start $COMPARE
-(cd "$ROOT" && exec env "${TG_ENV[@]}" "$ROOT/.venv/bin/uvicorn" config.asgi:application --host 127.0.0.1 --port "$PORT" \
-   --workers "$WORKERS" --loop uvloop --http httptools --no-access-log --log-level warning --backlog 4096) \
+(cd "$ROOT" && exec env "${TG_ENV[@]}" "$PY" -m config.serve --host 127.0.0.1 --port "$PORT" --workers "$WORKERS") \
    >"$RUN/tollgate.log" 2>&1 &
 echo $! >"$RUN/tollgate.pid"
 for _ in $(seq 1 60); do
