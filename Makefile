@@ -23,10 +23,13 @@ run: install
 	$(PY) -m daphne -v 1 -b $(HOST) -p $(PORT) config.asgi:application
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m $(if $(COVERAGE),coverage run -m )pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: install
 	bash bench/run.sh

@@ -394,3 +394,41 @@ def test_concurrent_attempts_for_one_team_charge_once_on_postgres(fake_stripe):
     assert len(fake_stripe.charges) == 1
     assert Wallet.objects.get(pk=wallet.pk).balance_nusd == 21 * USD
     assert Client  # the webhook path is covered in test_webhook_concurrency
+
+
+# --- a failing check never disturbs the request that was paid for -------------------------------------
+
+
+@pytest.mark.parametrize("broken", ["check", "queue"])
+def test_a_broken_auto_recharge_check_or_queue_leaves_the_settlement_alone(
+    team, live_key, fake_stripe, monkeypatch, caplog, broken
+):
+    enable(team, balance_usd=6, threshold_usd=6)  # the spend takes it below the threshold
+    if broken == "check":
+        monkeypatch.setattr(topups, "needs_auto_recharge", lambda wallet: 1 / 0)
+    else:
+        monkeypatch.setattr("billing.receivers.enqueue", lambda *a, **k: 1 / 0)
+    spend(team, live_key, 1000)
+    wallet = Wallet.objects.get(team=team)
+    assert wallet.balance_nusd == 6 * USD - 1000 * PRICES.output_nusd  # charged, receipt written
+    assert fake_stripe.charges == []
+    expected = "auto-recharge check failed" if broken == "check" else "could not queue an auto-recharge"
+    assert expected in caplog.text
+
+
+@pytest.mark.parametrize("broken", ["check", "queue"])
+def test_a_broken_low_balance_check_or_queue_leaves_the_settlement_alone(team, live_key, monkeypatch, caplog, broken):
+    from billing import events
+
+    fund(team, 6)
+    Wallet.objects.filter(team=team).update(low_balance_threshold_nusd=6 * USD)  # the spend crosses it
+    if broken == "check":
+        monkeypatch.setattr(events, "needs_low_balance_check", lambda wallet: 1 / 0)
+    else:
+        monkeypatch.setattr(events, "queue_low_balance_check", lambda wallet_id: 1 / 0)
+    spend(team, live_key, 2000)
+    wallet = Wallet.objects.get(team=team)
+    assert wallet.balance_nusd == 6 * USD - 2000 * PRICES.output_nusd
+    assert not wallet.low_balance  # the event was not sent; the flag says so, so the next settlement tries again
+    expected = "low-balance check failed" if broken == "check" else "could not queue a low-balance check"
+    assert expected in caplog.text

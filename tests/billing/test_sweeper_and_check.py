@@ -128,3 +128,51 @@ def test_check_ledger_fails_on_a_negative_balance_even_when_the_ledger_agrees(fu
     with pytest.raises(CommandError):
         call_command("check_ledger")
     assert "balance -1000000000 is below zero" in capsys.readouterr().err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_renewal_thread_keeps_the_lease_alive_and_stops_when_the_lease_ends(funded_team, settings):
+    """The thread a process starts with its first hold: it pushes the lease's expiry forward on its own."""
+    import time
+
+    settings.HOLD_LEASE_RENEWAL = True
+    settings.HOLD_LEASE_SECONDS = 0.3  # renewed every 0.1 s
+    hold(funded_team, USD)
+    lease = HoldLease.objects.get()
+    first = lease.expires_at
+    deadline = time.monotonic() + 5
+    while HoldLease.objects.get().expires_at == first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert HoldLease.objects.get().expires_at > first
+    renewer = leases._renewer
+    assert renewer is not None and renewer.is_alive()
+
+    leases.end()
+    renewer.join(timeout=5)
+    assert not renewer.is_alive()
+    assert HoldLease.objects.get().expires_at <= timezone.now()
+    assert not leases.renew()  # no lease any more
+
+
+def test_a_database_error_while_renewing_or_ending_is_logged_not_raised(funded_team, monkeypatch, caplog):
+    from django.db import OperationalError
+
+    hold(funded_team, USD)
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr("django.db.models.query.QuerySet.update", refuse)
+    assert leases.renew() is False
+    leases.end()
+    assert "could not renew hold lease" in caplog.text and "could not end hold lease" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_closing_the_process_ends_its_lease(funded_team):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(hold)(funded_team, USD)
+    assert await leases.acurrent() == await sync_to_async(leases.current)()
+    await leases.close_process()
+    assert await sync_to_async(release_abandoned_holds)() == 1
