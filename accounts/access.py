@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.http import Http404
+from django.contrib.auth.models import AnonymousUser
+from django.http import Http404, HttpRequest
 
 from accounts.models import Membership, Team, User
 from accounts.permissions import Action, can
@@ -22,7 +23,24 @@ class TeamAccess:
         return can(self.role, action)
 
 
-def team_for_user(user: User, team_public_id: str) -> TeamAccess:
+class SignedInRequest(HttpRequest):
+    """What a @login_required view receives, as the type checker should see it (at run time an HttpRequest):
+    the signed-in user, the id config.middleware gives every request, and the team a team page is about (the
+    dashboard's sidebar reads it)."""
+
+    user: User
+    request_id: str
+    team_access: TeamAccess
+
+
+def signed_in(user: User | AnonymousUser | object) -> User:
+    """The person behind a request that passed authentication; 404 if there is none (as for a stranger's data)."""
+    if not isinstance(user, User):
+        raise Http404("Not found.")
+    return user
+
+
+def team_for_user(user: User | AnonymousUser, team_public_id: str) -> TeamAccess:
     if not user.is_authenticated:
         raise Http404("No such team.")
     membership = Membership.objects.select_related("team").filter(user=user, team__public_id=team_public_id).first()

@@ -179,7 +179,7 @@ def update_team_settings(*, actor: User, team: Team, name: str, store_completion
     name = name.strip()
     if not name:
         raise AccountsError("invalid_name", "Give the team a name.")
-    changes = {}
+    changes: dict[str, list] = {}
     if name != team.name:
         changes["name"] = [team.name, name]
     if store_completions != team.store_completions:

@@ -12,7 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from accounts.access import team_for_user
+from accounts.access import signed_in, team_for_user
 from accounts.keys import KeyActor
 from accounts.rest import error_response, exception_handler
 from accounts.rest_auth import ApiKeyPrincipal
@@ -49,7 +49,8 @@ class RedeemCreditCodeView(GenericAPIView):
                 raise Http404("No such team.")
             actor = KeyActor.for_key(user.ctx, ip=ip)
             return actor.team, actor, ip
-        return team_for_user(user, team_public_id).team, user, ip
+        person = signed_in(user)
+        return team_for_user(person, team_public_id).team, person, ip
 
     @extend_schema(
         summary="Redeem a credit code for the team",

@@ -14,6 +14,8 @@ from typing import Any
 
 import stripe
 from django.conf import settings
+from stripe.params import CustomerCreateParams, PaymentIntentCreateParams
+from stripe.params.checkout import SessionCreateParams
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +80,8 @@ def is_configured() -> bool:
 
 @lru_cache(maxsize=4)
 def _client_for(api_key: str, api_base: str) -> stripe.StripeClient:
-    base = {"api": api_base} if api_base else None
-    return stripe.StripeClient(api_key, base_addresses=base, max_network_retries=1)
+    base: dict[str, str] = {"api": api_base} if api_base else {}
+    return stripe.StripeClient(api_key, base_addresses=base, max_network_retries=1)  # type: ignore[arg-type]
 
 
 def _client() -> stripe.StripeClient:
@@ -119,7 +121,7 @@ def id_of(value: Any) -> str:
 
 
 def create_customer(*, name: str, email: str, team_public_id: str, idempotency_key: str) -> str:
-    params: dict[str, Any] = {"name": name, "metadata": {"tollgate_team": team_public_id}}
+    params: CustomerCreateParams = {"name": name, "metadata": {"tollgate_team": team_public_id}}
     if email:
         params["email"] = email
     try:
@@ -138,7 +140,7 @@ def create_checkout_session(
     cancel_url: str,
     idempotency_key: str,
 ) -> CheckoutSession:
-    params: dict[str, Any] = {
+    params: SessionCreateParams = {
         "mode": "payment",
         "customer": customer_id,
         "client_reference_id": metadata.get("tollgate_team", ""),
@@ -176,7 +178,7 @@ def charge_off_session(
     *, customer_id: str, payment_method_id: str, amount_cents: int, metadata: dict[str, str], idempotency_key: str
 ) -> OffSessionCharge:
     """Charge a saved card with nobody present. Declines and 3-D Secure requests raise PaymentDeclined."""
-    params: dict[str, Any] = {
+    params: PaymentIntentCreateParams = {
         "amount": amount_cents,
         "currency": CURRENCY,
         "customer": customer_id,

@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.access import team_for_user
+from accounts.access import SignedInRequest, team_for_user
 from accounts.services import PermissionDenied
 from billing import topups
 from billing.models import TopUp, TopUpStatus
@@ -33,7 +33,7 @@ def _error(request: HttpRequest, message: str, status: int = 400) -> HttpRespons
 
 @login_required
 @require_POST
-def topup_start(request: HttpRequest, team_public_id: str) -> HttpResponse:
+def topup_start(request: SignedInRequest, team_public_id: str) -> HttpResponse:
     access = request.team_access = team_for_user(request.user, team_public_id)  # the error page's sidebar
     try:
         cents = topups.parse_usd_to_cents(request.POST.get("amount_usd", ""))
@@ -53,7 +53,7 @@ def topup_start(request: HttpRequest, team_public_id: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def topup_success(request: HttpRequest) -> HttpResponse:
+def topup_success(request: SignedInRequest) -> HttpResponse:
     topup = TopUp.objects.select_related("team").filter(stripe_session_id=request.GET.get("session_id", "")).first()
     if topup is None:
         raise Http404("No such top-up.")
@@ -74,7 +74,7 @@ def topup_success(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def topup_cancel(request: HttpRequest) -> HttpResponse:
+def topup_cancel(request: SignedInRequest) -> HttpResponse:
     topup = TopUp.objects.select_related("team").filter(public_id=request.GET.get("topup", "")).first()
     if topup is not None:  # only for the sidebar and a link back to Billing; a stranger's id shows no team
         with contextlib.suppress(Http404):

@@ -192,7 +192,7 @@ def _schedule_periodic() -> None:
         _periodic_started = True
     tasks = _registry()
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
-        every = float(entry["schedule"])
+        every = float(entry["schedule"])  # type: ignore[arg-type]  # seconds in settings.CELERY_BEAT_SCHEDULE
         worker.submit(_task_fn(tasks[entry["task"]]), countdown=every, every=every)
 
 

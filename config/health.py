@@ -56,7 +56,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = f"down: {type(exc).__name__}"
             down.append(name)
     status = 503 if down else 200
-    body = {"status": "unavailable" if down else "ok", "checks": results}
+    body: dict[str, object] = {"status": "unavailable" if down else "ok", "checks": results}
     if down:
         body["down"] = down
     return JsonResponse(body, status=status)

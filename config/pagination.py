@@ -25,7 +25,9 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
         return value
 
     def get_limit(self, request) -> int:
-        return self._bounded(request, self.limit_query_param, low=1, high=self.max_limit, default=self.default_limit)
+        return self._bounded(
+            request, self.limit_query_param, low=1, high=self.max_limit, default=self.default_limit or self.max_limit
+        )
 
     def get_offset(self, request) -> int:
         return self._bounded(request, self.offset_query_param, low=0, high=MAX_OFFSET, default=0)

@@ -14,6 +14,7 @@ response, so its key is released too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -90,17 +91,18 @@ def begin(
     """Claim the key (None: go ahead) or return the stored response to replay. Raises 409/422."""
     now = timezone.now()
     expires = now + timedelta(seconds=conf.get("GATEWAY_IDEMPOTENCY_TTL_SECONDS"))
-    claim = {
-        "team_id": team_id,
-        "key": key,
-        "endpoint": endpoint,
-        "fingerprint": fingerprint,
-        "request_id": request_id,
-        "lease_id": lease_id,
-        "now": now,
-        "expires": expires,
-    }
-    if _claim(**claim):
+    claim = functools.partial(
+        _claim,
+        team_id=team_id,
+        key=key,
+        endpoint=endpoint,
+        fingerprint=fingerprint,
+        request_id=request_id,
+        lease_id=lease_id,
+        now=now,
+        expires=expires,
+    )
+    if claim():
         return None
     record = IdempotencyRecord.objects.filter(team_id=team_id, key=key).first()
     if record is None or _abandoned(record, now):
@@ -108,7 +110,7 @@ def begin(
         IdempotencyRecord.objects.filter(
             team_id=team_id, key=key, request_id=getattr(record, "request_id", "")
         ).delete()
-        if _claim(**claim):
+        if claim():
             return None
         record = IdempotencyRecord.objects.filter(team_id=team_id, key=key).first()
         if record is None:

@@ -146,7 +146,7 @@ class V1Consumer(AsyncHttpConsumer):
             if not message.get("more_body"):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def handle(self, call: Call) -> None:  # type: ignore[override]
+    async def handle(self, call: Call) -> None:
         if self.estimate:
             reply = await pipeline.estimate(call)
             await self._respond(reply.status, reply.body, reply.headers, reply.content_type.encode())

@@ -19,7 +19,7 @@ class _PostOnly:
 
     def __init__(self, consumer) -> None:
         self.consumer = consumer
-        self.django = None
+        self.django: ASGIHandler | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["method"] == "POST":
@@ -33,7 +33,8 @@ class _PostOnly:
 http_urlpatterns: list = []
 for _op in OPERATIONS:
     _app = V1Consumer.as_asgi(op=_op)
-    http_urlpatterns.append(path(_op.path.removeprefix("/"), _PostOnly(_app) if _op.shares_path else _app))
+    # Channels routes ASGI apps with Django's path(); django-stubs only knows views.
+    http_urlpatterns.append(path(_op.path.removeprefix("/"), _PostOnly(_app) if _op.shares_path else _app))  # type: ignore[arg-type]
     if _op.has_estimate:
         _estimate = (_op.estimate_path or _op.path + "/estimate").removeprefix("/")
         http_urlpatterns.append(path(_estimate, V1Consumer.as_asgi(op=_op.estimator(), estimate=True)))

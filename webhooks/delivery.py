@@ -213,12 +213,13 @@ def _timed_out() -> str:
 
 
 def _describe(exc: httpx.HTTPError) -> str:
-    kind = {
+    kinds: dict[type[httpx.HTTPError], str] = {
         httpx.ConnectError: "Could not connect",
         httpx.RemoteProtocolError: "Invalid HTTP answer",
         httpx.ReadError: "Connection lost",
         httpx.WriteError: "Connection lost",
-    }.get(type(exc), type(exc).__name__)
+    }
+    kind = kinds.get(type(exc), type(exc).__name__)
     detail = str(exc).strip()
     return f"{kind}: {detail}"[:300] if detail else f"{kind}."
 

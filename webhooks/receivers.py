@@ -21,7 +21,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "scopes": list(key.scopes),
         "status": key.status(),
         "created_at": key.created_at,
-        "created_by": key.created_by.email if key.created_by_id else None,
+        "created_by": key.created_by.email if key.created_by else None,
         "expires_at": key.expires_at,
         "rotated_at": key.rotated_at,
         "revoked_at": key.revoked_at,

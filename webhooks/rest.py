@@ -16,6 +16,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from accounts import rest as accounts_rest
+from accounts.access import signed_in
 from accounts.models import Scope
 from accounts.rest_auth import ApiKeyAuthentication, ApiKeyPrincipal
 from config.net import client_ip_from_request
@@ -155,7 +156,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 class _WebhooksView(GenericAPIView):
     authentication_classes = [WebhooksKeyAuthentication, SessionAuthentication]
-    serializer_class = EndpointSerializer
+    serializer_class: type[serializers.BaseSerializer] = EndpointSerializer
 
     def get_exception_handler(self):
         return exception_handler
@@ -169,15 +170,16 @@ class _WebhooksView(GenericAPIView):
             if user.ctx.team_public_id != team_public_id:
                 raise Http404("No such team.")
             return services.Actor.for_key(user.ctx, ip=self._ip())
-        return services.Actor.for_user(user, team_public_id, ip=self._ip())
+        return services.Actor.for_user(signed_in(user), team_public_id, ip=self._ip())
 
     def endpoint_and_actor(self, endpoint_public_id: str) -> tuple[Endpoint, services.Actor]:
         user = self.request.user
         if isinstance(user, ApiKeyPrincipal):
             actor = services.Actor.for_key(user.ctx, ip=self._ip())
         else:
-            team_public_id = services.team_of_endpoint(user, endpoint_public_id)
-            actor = services.Actor.for_user(user, team_public_id, ip=self._ip())
+            person = signed_in(user)
+            team_public_id = services.team_of_endpoint(person, endpoint_public_id)
+            actor = services.Actor.for_user(person, team_public_id, ip=self._ip())
         return services.get_endpoint(actor, endpoint_public_id), actor
 
 

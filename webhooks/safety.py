@@ -102,7 +102,7 @@ def resolve(target: Target) -> str:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise UnsafeURL("unresolvable_host", f"The host {target.host} does not resolve.") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise UnsafeURL("unresolvable_host", f"The host {target.host} does not resolve.")
     if not allow_private():

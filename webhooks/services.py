@@ -284,7 +284,9 @@ def rotate_secret(endpoint: Endpoint, *, actor: Actor, grace_seconds: Any = None
         "webhook.secret_rotated",
         endpoint.public_id,
         grace_seconds=int(grace.total_seconds()),
-        previous_secret_expires_at=endpoint.previous_secret_expires_at.isoformat() if grace else None,
+        previous_secret_expires_at=(
+            endpoint.previous_secret_expires_at.isoformat() if endpoint.previous_secret_expires_at else None
+        ),
     )
     return WithSecret(endpoint, secret)
 

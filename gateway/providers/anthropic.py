@@ -18,7 +18,7 @@ cache reads as cached tokens; streaming events → `chat.completion.chunk` dicts
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -27,6 +27,7 @@ import orjson
 from gateway.providers.base import (
     ChatResult,
     EmbeddingResult,
+    ImageResult,
     ProviderConfig,
     ProviderError,
     UpstreamUsage,
@@ -57,6 +58,16 @@ ERROR_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+
+
+def stream_error(event: dict[str, Any]) -> ProviderError:
+    """An `error` event in an Anthropic stream as the ProviderError it stands for (whatever shape it has)."""
+    error = event.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    kind = kind if isinstance(kind, str) else ""
+    text = message if isinstance(message, str) and message else kind or "stream error"
+    return ProviderError("http", f"anthropic: {text}", status=ERROR_STATUS.get(kind, 502), body=event)
 
 
 def _bad_request(message: str) -> ProviderError:
@@ -183,6 +194,7 @@ def _response_format_instruction(response_format: Any) -> str | None:
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] | None
     if choice is None:
         result = {"type": "auto"} if parallel is False else None
     elif choice == "auto":
@@ -285,8 +297,8 @@ def usage_from_anthropic(usage: Any) -> UpstreamUsage | None:
     ]
     if any(c is None for c in counts) or usage.get("input_tokens") is None:
         return None
-    fresh, written, output, read = counts
-    return UpstreamUsage(prompt_tokens=fresh + written, completion_tokens=output, cached_tokens=read)  # type: ignore[operator]
+    fresh, written, output, read = (c or 0 for c in counts)
+    return UpstreamUsage(prompt_tokens=fresh + written, completion_tokens=output, cached_tokens=read)
 
 
 def openai_usage(usage: UpstreamUsage) -> dict[str, Any]:
@@ -470,14 +482,7 @@ class StreamTranslator:
                 "usage": openai_usage(self.usage) if self.believable else None,
             }
         if kind == "error":
-            error = event.get("error") or {}
-            status = ERROR_STATUS.get(error.get("type"), 502)
-            raise ProviderError(
-                "http",
-                f"anthropic: {error.get('message') or error.get('type') or 'stream error'}",
-                status=status,
-                body=event,
-            )
+            raise stream_error(event)
         return None  # ping, content_block_stop, unknown future events
 
 
@@ -505,7 +510,9 @@ class AnthropicProvider:
         result, usage = from_anthropic_response(raw, prompt_tokens=count_prompt_tokens(payload))
         return ChatResult(body=result, usage=usage)
 
-    async def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    async def stream_chat(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         body = self._request(payload, upstream_model)
         body["stream"] = True
         translator = StreamTranslator(upstream_model)
@@ -555,7 +562,7 @@ class AnthropicProvider:
 
     async def stream_messages(
         self, body: dict[str, Any], *, upstream_model: str, beta: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Anthropic's stream events as it sends them (dicts); an `error` event raises ProviderError."""
         data, headers = self._native(body, upstream_model, beta, stream=True)
         events = stream_events(self.config, self._url, data, headers, anthropic_error_message)
@@ -571,13 +578,7 @@ class AnthropicProvider:
                 if not isinstance(item, dict) or not isinstance(item.get("type"), str):
                     raise ProviderError("malformed", "anthropic: stream event without a type")
                 if item["type"] == "error":
-                    error = item.get("error") or {}
-                    raise ProviderError(
-                        "http",
-                        f"anthropic: {error.get('message') or error.get('type') or 'stream error'}",
-                        status=ERROR_STATUS.get(error.get("type"), 502),
-                        body=item,
-                    )
+                    raise stream_error(item)
                 yield item
                 if item["type"] == "message_stop":
                     stopped = True
@@ -615,7 +616,9 @@ class AnthropicProvider:
         }
         return result
 
-    async def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    async def stream_completion(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         stream = self.stream_chat(self._as_chat(payload), upstream_model=upstream_model)
         async with aclosing(stream):
             async for chunk in stream:
@@ -631,3 +634,6 @@ class AnthropicProvider:
 
     async def embeddings(self, payload: dict[str, Any], *, upstream_model: str) -> EmbeddingResult:
         raise _bad_request("Anthropic does not offer embeddings; route this model to another provider")
+
+    async def images(self, payload: dict[str, Any], *, upstream_model: str) -> ImageResult:
+        raise _bad_request("Anthropic does not generate images; route this model to another provider")

@@ -7,7 +7,7 @@ router decides what is retryable from `ProviderError.retryable`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,7 +135,7 @@ class Provider(Protocol):
     async def chat(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
         """Non-streaming chat completion. `payload` is the client's OpenAI request body."""
 
-    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncGenerator[dict[str, Any], None]:
         """Yield OpenAI `chat.completion.chunk` dicts. The last chunk carries `usage` (providers ask
         upstream for it, or count). Closing the iterator (aclose / task cancellation) must cancel the
         upstream request promptly."""
@@ -143,7 +143,9 @@ class Provider(Protocol):
     async def completion(self, payload: dict[str, Any], *, upstream_model: str) -> ChatResult:
         """Legacy /v1/completions (text_completion)."""
 
-    def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_completion(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Streaming legacy completion chunks; last chunk carries `usage`."""
 
     async def embeddings(self, payload: dict[str, Any], *, upstream_model: str) -> EmbeddingResult:

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -146,15 +146,17 @@ class OpenAICompatProvider:
 
     # -- streaming -----------------------------------------------------------------------------------
 
-    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncGenerator[dict[str, Any], None]:
         return self._stream("/chat/completions", payload, upstream_model, chat=True)
 
-    def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_completion(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         return self._stream("/completions", payload, upstream_model, chat=False)
 
     async def _stream(
         self, path: str, payload: dict[str, Any], upstream_model: str, *, chat: bool
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         body = dict(payload)
         body["model"] = upstream_model
         body["stream"] = True
@@ -224,7 +226,7 @@ class OpenAICompatProvider:
             yield _usage_chunk(last, usage, chat=chat, model=upstream_model)
 
 
-async def _drain(events: AsyncIterator[Any]) -> None:
+async def _drain(events: AsyncGenerator[Any, None]) -> None:
     """Read the few bytes after [DONE] (the chunked-encoding terminator) so the connection can go back to
     the pool; an upstream that keeps it open longer than a moment just loses the connection."""
     try:

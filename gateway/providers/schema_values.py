@@ -168,7 +168,7 @@ def _object(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], de
 
 
 def _array(schema: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int, name: str) -> list[Any]:
-    prefix = schema.get("prefixItems") if isinstance(schema.get("prefixItems"), list) else []
+    prefix: list[Any] = schema["prefixItems"] if isinstance(schema.get("prefixItems"), list) else []
     items = schema.get("items", {})
     if isinstance(items, list):  # draft-04 tuple form
         prefix, items = items, schema.get("additionalItems", {})
@@ -236,8 +236,8 @@ def _string(schema: dict[str, Any], rng: random.Random, name: str) -> str:
 
 
 def _bounds(schema: dict[str, Any], step: float) -> tuple[float, float]:
-    low = schema.get("minimum")
-    high = schema.get("maximum")
+    low: float | None = schema.get("minimum")
+    high: float | None = schema.get("maximum")
     ex_low = schema.get("exclusiveMinimum")
     ex_high = schema.get("exclusiveMaximum")
     if isinstance(ex_low, bool):  # draft-04: a flag on minimum
@@ -249,11 +249,12 @@ def _bounds(schema: dict[str, Any], step: float) -> tuple[float, float]:
     if isinstance(ex_high, int | float):
         high = ex_high - step if high is None else min(high, ex_high - step)
     if low is None and high is None:
-        low, high = 0, 100
-    elif low is None:
-        low = high - 100
-    elif high is None:
-        high = low + 100
+        return 0, 100
+    if low is None:
+        assert high is not None
+        return high - 100, high
+    if high is None:
+        return low, low + 100
     return low, high
 
 

@@ -38,7 +38,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
@@ -314,7 +314,7 @@ def _plan_answer(payload: dict[str, Any]) -> tuple[_Reply, str]:
 
     response_format = payload.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "json_schema":
+    if kind == "json_schema" and isinstance(response_format, dict):
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None
         text = orjson.dumps(value_for_schema(schema or {"type": "object"}, rng)).decode()
@@ -430,7 +430,7 @@ class SimulatorProvider:
         if self.scenario == "stream_cut":  # a plain answer cannot break mid-way: its body arrives cut short
             raise ProviderError("malformed", "simulator: the response body was cut short (test scenario stream_cut)")
 
-    async def _play(self, inner: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    async def _play(self, inner: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[dict[str, Any], None]:
         """`inner` as the scenario has it: failing before the first chunk, or breaking after a few chunks of
         output (never reaching the finish chunk or the usage, like a connection that drops)."""
         try:
@@ -449,7 +449,7 @@ class SimulatorProvider:
                         produced += 1
                 yield chunk
         finally:
-            await inner.aclose()  # type: ignore[attr-defined]
+            await inner.aclose()
 
     async def _pause(self, tokens: int, *, first: bool = False) -> None:
         delay = (self.latency_s if first else 0.0) + (
@@ -487,11 +487,13 @@ class SimulatorProvider:
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, reply.completion_tokens))
 
-    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncGenerator[dict[str, Any], None]:
         inner = self._stream_chat(payload, upstream_model=upstream_model)
         return self._play(inner) if self.scenario else inner
 
-    async def _stream_chat(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_chat(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         reply, digest = _plan_chat(payload)
         prompt_tokens = count_prompt_tokens(payload)
         rng = random.Random(digest)
@@ -563,13 +565,15 @@ class SimulatorProvider:
         }
         return ChatResult(body=body, usage=UpstreamUsage(prompt_tokens, completion_tokens))
 
-    def stream_completion(self, payload: dict[str, Any], *, upstream_model: str) -> AsyncIterator[dict[str, Any]]:
+    def stream_completion(
+        self, payload: dict[str, Any], *, upstream_model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         inner = self._stream_completion(payload, upstream_model=upstream_model)
         return self._play(inner) if self.scenario else inner
 
     async def _stream_completion(
         self, payload: dict[str, Any], *, upstream_model: str
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         replies = [_plan_completion(p, payload, i) for i, p in enumerate(_prompts(payload))]
         prompt_tokens = count_prompt_tokens({"prompt": payload.get("prompt", "")})
         rng, digest = _seeded(payload.get("prompt"), payload.get("seed"))

@@ -11,7 +11,7 @@ like a missing terminator (`[DONE]`, `message_stop`), as a truncated stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 import aiohttp
@@ -97,7 +97,7 @@ def _parse_block(block: bytes) -> SSEEvent | None:
     return SSEEvent(event, data[0] if len(data) == 1 else b"\n".join(data))
 
 
-async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+async def iter_sse(response: aiohttp.ClientResponse) -> AsyncGenerator[SSEEvent, None]:
     """Events from an aiohttp response as they arrive; the last one is `partial` if the stream was cut."""
     parser = SSEParser()
     feed = parser.feed

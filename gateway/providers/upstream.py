@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -111,7 +111,7 @@ async def stream_events(
     body: bytes,
     headers: Mapping[str, str],
     error_message: ErrorMessage = openai_error_message,
-) -> AsyncIterator[SSEEvent]:
+) -> AsyncGenerator[SSEEvent, None]:
     """POST and yield SSE events (the last one `partial` if the stream was cut inside it).
 
     Closing this generator (aclose, or cancelling the task awaiting it) closes the upstream connection at

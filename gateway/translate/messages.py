@@ -16,7 +16,7 @@ input_json_delta) / _stop, message_delta (stop reason, usage) and message_stop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
@@ -421,7 +421,7 @@ class ChatToEvents:
 
     def _start(self) -> list[dict[str, Any]]:
         self.started = True
-        message = {
+        message: dict[str, Any] = {
             "id": "",
             "type": "message",
             "role": "assistant",
@@ -500,8 +500,8 @@ class ChatToEvents:
 
 
 async def events_from_chat(
-    chunks: AsyncIterator[dict[str, Any]], *, model: str, input_tokens: int
-) -> AsyncIterator[dict[str, Any]]:
+    chunks: AsyncGenerator[dict[str, Any], None], *, model: str, input_tokens: int
+) -> AsyncGenerator[dict[str, Any], None]:
     """A provider's chat stream as Message stream events. Closing this closes the provider's stream."""
     translator = ChatToEvents(model=model, input_tokens=input_tokens)
     async with aclosing(chunks):

@@ -594,12 +594,14 @@ class ResponseEvents:
             for call in delta.get("tool_calls") or ():
                 position = call.get("index", 0)
                 function = call.get("function") or {}
-                item = self.calls.get(position)
-                if item is None:
+                found = self.calls.get(position)
+                if found is None:
                     item = call_item(call.get("id") or new_id("call"), function.get("name") or "", "")
                     item["status"] = "in_progress"
                     self.calls[position] = item
                     events += self._open(item)
+                else:
+                    item = found
                 arguments = function.get("arguments")
                 if arguments:
                     item["arguments"] += arguments

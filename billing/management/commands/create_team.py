@@ -75,7 +75,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _credits(raw: str | None) -> int:
-        if raw in (None, ""):
+        if raw is None or raw == "":
             return 0
         try:
             amount = Decimal(raw)
