@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AnonymousUser
 from django.http import Http404, HttpRequest
 
-from accounts.models import Membership, Team, User
+from accounts.models import Membership, Project, Team, User
 from accounts.permissions import Action, can
 
 
@@ -52,3 +52,11 @@ def team_for_user(user: User | AnonymousUser, team_public_id: str) -> TeamAccess
 def teams_for_user(user: User) -> list[TeamAccess]:
     memberships = Membership.objects.select_related("team").filter(user=user).order_by("team__name")
     return [TeamAccess(m.team, m.role) for m in memberships]
+
+
+def project_in_team(access: TeamAccess, project_public_id: str) -> Project:
+    """A project of a team the user reached through `team_for_user`, or 404 (also for another team's)."""
+    project = Project.objects.filter(team=access.team, public_id=project_public_id).first()
+    if project is None:
+        raise Http404("No such project.")
+    return project

@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils import timezone
 
 from accounts.keys import KeyActor, revoke_key
-from accounts.models import ApiKey, AuditLog, Invitation, Membership, Team, User
+from accounts.models import ApiKey, AuditLog, Invitation, Membership, Project, Team, User
 from config.net import client_ip_from_request
 
 
@@ -153,6 +153,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "rpm_limit",
         "tpm_limit",
         "monthly_spend_cap_nusd",
+        "max_cost_per_request_nusd",
+        "project",
         "ip_allowlist",
     ]
     actions = ["revoke_selected"]
@@ -176,3 +178,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
             revoke_key(key, actor=KeyActor.system(key.team, f"admin {request.user.email}", user=request.user, ip=ip))
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    """Read-only here: teams manage their projects (dashboard, management API), each change audited."""
+
+    list_display = ["name", "team", "monthly_budget_nusd", "public_id", "created_at"]
+    search_fields = ["name", "public_id", "team__slug"]
+    list_select_related = ["team"]
+    readonly_fields = ["public_id", "team", "name", "monthly_budget_nusd", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

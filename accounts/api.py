@@ -47,6 +47,9 @@ class KeyLimits(Schema):
     tpm_limit: int | None
     monthly_spend_cap_nusd: int | None
     ip_allowlist: list[str]
+    max_cost_per_request_nusd: int | None  # the cap of a request that sends no Tollgate-Max-Cost
+    project: str | None  # its project (proj_…), whose monthly budget applies too
+    project_monthly_budget_nusd: int | None
 
 
 class KeyTeam(Schema):
@@ -71,7 +74,7 @@ class KeyInfoResponse(Schema):
 
 
 def _row(key_id: int) -> dict:
-    return ApiKey.objects.values("expires_at", "ip_allowlist").get(pk=key_id)
+    return ApiKey.objects.values("expires_at", "ip_allowlist", "project__public_id").get(pk=key_id)
 
 
 @router.get(
@@ -99,6 +102,9 @@ async def current_key(request: HttpRequest, response: HttpResponse):
                 "tpm_limit": ctx.tpm_limit,
                 "monthly_spend_cap_nusd": ctx.monthly_spend_cap_nusd,
                 "ip_allowlist": row["ip_allowlist"],
+                "max_cost_per_request_nusd": ctx.max_cost_per_request_nusd,
+                "project": row["project__public_id"],
+                "project_monthly_budget_nusd": ctx.project_budget_nusd,
             },
             "expires_at": row["expires_at"],
             "grace_ends_at": ctx.grace_ends_at,

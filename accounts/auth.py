@@ -56,6 +56,9 @@ class KeyContext:
     tpm_limit: int | None
     monthly_spend_cap_nusd: int | None
     grace_ends_at: datetime | None
+    max_cost_per_request_nusd: int | None = None  # the default cost cap of a request that sends none
+    project_id: int | None = None
+    project_budget_nusd: int | None = None  # the project's monthly budget (None: none)
 
     @property
     def is_test(self) -> bool:
@@ -181,7 +184,10 @@ _FIELDS = (
     "rpm_limit",
     "tpm_limit",
     "monthly_spend_cap_nusd",
+    "max_cost_per_request_nusd",
     "ip_allowlist",
+    "project_id",
+    "project__monthly_budget_nusd",
     "team_id",
     "team__public_id",
     "team__plan",
@@ -189,7 +195,8 @@ _FIELDS = (
 
 
 def _load(h: str) -> _Entry | None:
-    """One query: the key whose current or previous secret has this hash, with its team's plan."""
+    """One query: the key whose current or previous secret has this hash, with its team's plan and its project's
+    budget."""
     from django.db.models import Q
 
     row = ApiKey.objects.filter(Q(secret_hash=h) | Q(previous_secret_hash=h)).values(*_FIELDS).first()
@@ -221,6 +228,9 @@ def _load(h: str) -> _Entry | None:
         tpm_limit=effective_limit(row["tpm_limit"], plan_tpm),
         monthly_spend_cap_nusd=row["monthly_spend_cap_nusd"],
         grace_ends_at=row["previous_expires_at"] if is_previous else None,
+        max_cost_per_request_nusd=row["max_cost_per_request_nusd"],
+        project_id=row["project_id"],
+        project_budget_nusd=row["project__monthly_budget_nusd"],
     )
     return _Entry(
         ctx=ctx,

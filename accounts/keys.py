@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import auth, keyformat, signals
-from accounts.models import DEFAULT_SCOPES, ApiKey, KeyMode, Membership, Plan, Role, Scope, Team, User
+from accounts.models import DEFAULT_SCOPES, ApiKey, KeyMode, Membership, Plan, Project, Role, Scope, Team, User
 from accounts.permissions import Action, can
 from accounts.services import AccountsError, PermissionDenied, audit
 from config.net import parse_networks
@@ -35,6 +35,8 @@ FIELD_LABELS = {
     "monthly_spend_cap_nusd": "monthly spend cap",
     "ip_allowlist": "IP allow-list",
     "expires_at": "expiry",
+    "max_cost_per_request_nusd": "default max cost per request",
+    "project": "project",
 }
 
 
@@ -82,6 +84,7 @@ class KeyBounds:
     monthly_spend_cap_nusd: int | None
     ip_allowlist: tuple  # networks; empty: any address
     expires_at: datetime | None
+    project_id: int | None = None  # a key in a project keeps the keys it makes inside its project's budget
 
     @classmethod
     def of(cls, ctx: auth.KeyContext, row: ApiKey) -> KeyBounds:
@@ -92,6 +95,7 @@ class KeyBounds:
             monthly_spend_cap_nusd=ctx.monthly_spend_cap_nusd,
             ip_allowlist=parse_networks(row.ip_allowlist),
             expires_at=row.expires_at,
+            project_id=row.project_id,
         )
 
     def check(self, team: Team, name: str, value) -> None:
@@ -137,6 +141,11 @@ class KeyBounds:
             return "A key with an IP allow-list can only give keys an allow-list inside its own: " + (
                 f"{', '.join(outside)} is outside it." if outside else "set an IP allow-list."
             )
+        return None
+
+    def _project_problem(self, team: Team, name: str, value) -> str | None:
+        if self.project_id is not None and (value is None or value.pk != self.project_id):
+            return "A key in a project can only give keys its own project (whose budget they then share)."
         return None
 
     def _expires_at_problem(self, team: Team, name: str, value) -> str | None:
@@ -256,6 +265,30 @@ def _validate_cap(value: int | None) -> int | None:
     return value
 
 
+def _validate_max_cost(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+        raise KeyFieldError(
+            "invalid_limit",
+            "The default max cost per request must be more than zero (or empty: none).",
+            "max_cost_per_request_nusd",
+        )
+    return value
+
+
+def _validate_project(team: Team, value) -> Project | None:
+    """A project of the key's team, given as itself or its public id; None for none."""
+    if value is None or value == "":
+        return None
+    project = value if isinstance(value, Project) else None
+    if project is None and isinstance(value, str):
+        project = Project.objects.filter(team=team, public_id=value).first()
+    if project is None or project.team_id != team.pk:
+        raise KeyFieldError("invalid_project", "No such project in this team.", "project")
+    return project
+
+
 def _validate_models(models: Iterable[str]) -> list[str]:
     models = list(dict.fromkeys(models or ()))
     if len(models) > MAX_ALLOWED_MODELS or any(not isinstance(m, str) or not m.strip() for m in models):
@@ -295,7 +328,11 @@ def _forget_on_commit(*hashes: str | None) -> None:
 
 def list_keys(actor: KeyActor) -> QuerySet[ApiKey]:
     actor.require_view()
-    return ApiKey.objects.filter(team=actor.team).select_related("created_by", "team").order_by("-created_at", "-id")
+    return (
+        ApiKey.objects.filter(team=actor.team)
+        .select_related("created_by", "team", "project")
+        .order_by("-created_at", "-id")
+    )
 
 
 def get_key(actor: KeyActor, key_public_id: str) -> ApiKey:
@@ -339,6 +376,8 @@ def mint_key(
     monthly_spend_cap_nusd: int | None = None,
     ip_allowlist=(),
     expires_at: datetime | None = None,
+    max_cost_per_request_nusd: int | None = None,
+    project=None,
     audit_actor=_UNSET,
 ) -> MintedKey:
     """Low level: no role checks (commands call this; people and keys go through `create_key`)."""
@@ -363,6 +402,8 @@ def mint_key(
         monthly_spend_cap_nusd=_validate_cap(monthly_spend_cap_nusd),
         ip_allowlist=_validate_ips(ip_allowlist),
         expires_at=_validate_expiry(expires_at),
+        max_cost_per_request_nusd=_validate_max_cost(max_cost_per_request_nusd),
+        project=_validate_project(team, project),
     )
     audit(
         "key.created",
@@ -501,7 +542,17 @@ def revoke_key(key: ApiKey, *, actor: KeyActor) -> ApiKey:
     return key
 
 
-UPDATABLE = ("name", "allowed_models", "rpm_limit", "tpm_limit", "monthly_spend_cap_nusd", "ip_allowlist", "expires_at")
+UPDATABLE = (
+    "name",
+    "allowed_models",
+    "rpm_limit",
+    "tpm_limit",
+    "monthly_spend_cap_nusd",
+    "ip_allowlist",
+    "expires_at",
+    "max_cost_per_request_nusd",
+    "project",
+)
 LIMITS = UPDATABLE[1:]
 _LOOSEST = {
     "allowed_models": (),
@@ -510,6 +561,8 @@ _LOOSEST = {
     "monthly_spend_cap_nusd": None,
     "ip_allowlist": (),
     "expires_at": None,
+    "max_cost_per_request_nusd": None,
+    "project": None,
 }
 _VALIDATORS = {
     "name": lambda team, v: _validate_name(v),
@@ -519,6 +572,8 @@ _VALIDATORS = {
     "monthly_spend_cap_nusd": lambda team, v: _validate_cap(v),
     "ip_allowlist": lambda team, v: _validate_ips(v),
     "expires_at": lambda team, v: _validate_expiry(v),
+    "max_cost_per_request_nusd": lambda team, v: _validate_max_cost(v),
+    "project": _validate_project,
 }
 
 
@@ -557,6 +612,8 @@ def update_key_limits(key: ApiKey, *, actor: KeyActor, **changes) -> ApiKey:
 
 
 def _jsonable(value):
+    if isinstance(value, Project):
+        return value.public_id
     return value.isoformat() if isinstance(value, datetime) else value
 
 

@@ -196,6 +196,38 @@ class Scope(models.TextChoices):
 DEFAULT_SCOPES = [Scope.INFERENCE.value, Scope.MODELS_READ.value, Scope.BILLING_READ.value]
 
 
+def _project_id() -> str:
+    return new_id("proj")
+
+
+class Project(models.Model):
+    """A group of a team's API keys with an optional monthly budget of its own (and its own usage page).
+
+    A key belongs to at most one project. A request with such a key must fit the key's monthly cap, the
+    project's budget and the team's wallet, all checked while its hold is placed (billing.backends.orm)."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_project_id, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=100)
+    monthly_budget_nusd = models.BigIntegerField(
+        null=True, blank=True, help_text="What the project's keys may spend per calendar month (UTC); empty: no budget."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="project_name_unique_in_team"),
+            models.CheckConstraint(
+                condition=models.Q(monthly_budget_nusd__isnull=True) | models.Q(monthly_budget_nusd__gte=0),
+                name="project_budget_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.team})"
+
+
 class KeyMode(models.TextChoices):
     LIVE = "live", "Live"
     TEST = "test", "Test"
@@ -239,6 +271,9 @@ class ApiKey(models.Model):
     tpm_limit = models.PositiveIntegerField(null=True, blank=True)
     monthly_spend_cap_nusd = models.BigIntegerField(null=True, blank=True)
     ip_allowlist = models.JSONField(default=list, blank=True)
+    # The most one request may cost when it does not say (Tollgate-Max-Cost / max_cost_usd); None: no default.
+    max_cost_per_request_nusd = models.BigIntegerField(null=True, blank=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.PROTECT, related_name="api_keys")
 
     class Meta:
         ordering = ["-created_at"]
@@ -246,7 +281,11 @@ class ApiKey(models.Model):
             models.CheckConstraint(
                 condition=models.Q(monthly_spend_cap_nusd__isnull=True) | models.Q(monthly_spend_cap_nusd__gte=0),
                 name="apikey_spend_cap_non_negative",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_cost_per_request_nusd__isnull=True) | models.Q(max_cost_per_request_nusd__gt=0),
+                name="apikey_max_cost_positive",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -23,6 +23,7 @@ class Action(StrEnum):
     WEBHOOKS_MANAGE = "webhooks.manage"  # webhook endpoints: add, edit, rotate secrets, test, redeliver
     IMAGES_GENERATE = "images.generate"  # start and cancel image jobs from the dashboard
     PLAYGROUND_USE = "playground.use"  # chat in the dashboard's Playground, paid from the team's wallet
+    PROJECTS_MANAGE = "projects.manage"  # create projects, set their budgets, delete them (their usage: USAGE_VIEW)
 
 
 _ALL = frozenset(Action)

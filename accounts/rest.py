@@ -13,9 +13,9 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from accounts import keys
+from accounts import keys, projects
 from accounts.access import team_for_user
-from accounts.models import ApiKey, KeyMode, Scope
+from accounts.models import ApiKey, KeyMode, Project, Scope
 from accounts.rest_auth import ApiKeyPrincipal
 from accounts.services import AccountsError, PermissionDenied
 from config.net import client_ip_from_request
@@ -52,7 +52,7 @@ def exception_handler(exc, context):
         return error_response(request, 404, exc.code, exc.message)
     if isinstance(exc, PermissionDenied):
         return error_response(request, 403, exc.code, exc.message, param=getattr(exc, "field", None))
-    if isinstance(exc, keys.KeyFieldError):
+    if isinstance(exc, keys.KeyFieldError | projects.ProjectFieldError):
         return error_response(request, 400, exc.code, exc.message, param=exc.field)
     if isinstance(exc, AccountsError):
         return error_response(request, 400, exc.code, exc.message)
@@ -86,6 +86,19 @@ class LimitsSerializer(serializers.Serializer):
     tpm_limit = serializers.IntegerField(min_value=1, max_value=INT4_MAX, allow_null=True, required=False)
     monthly_spend_cap_nusd = serializers.IntegerField(min_value=0, max_value=INT8_MAX, allow_null=True, required=False)
     ip_allowlist = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+    max_cost_per_request_nusd = serializers.IntegerField(
+        min_value=1,
+        max_value=INT8_MAX,
+        allow_null=True,
+        required=False,
+        help_text="The cost cap of a request that sends none (Tollgate-Max-Cost / max_cost_usd); null: none.",
+    )
+    project = serializers.CharField(
+        max_length=40,
+        allow_null=True,
+        required=False,
+        help_text="A project id (proj_…) of the key's team: its monthly budget then applies too; null: none.",
+    )
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -98,6 +111,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     old_secret_last_used_at = serializers.SerializerMethodField()
     old_secret_last_used_ip = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
+    project = serializers.SerializerMethodField()
 
     class Meta:
         model = ApiKey
@@ -118,6 +132,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "grace_ends_at",
             "old_secret_last_used_at",
             "old_secret_last_used_ip",
+            "project",
             "limits",
         ]
         read_only_fields = fields
@@ -127,6 +142,9 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
     def get_created_by(self, key: ApiKey) -> str | None:
         return key.created_by.email if key.created_by else None
+
+    def get_project(self, key: ApiKey) -> str | None:
+        return key.project.public_id if key.project_id else None
 
     def get_grace_ends_at(self, key: ApiKey) -> str | None:
         end = keys.grace_ends_at(key)
@@ -149,6 +167,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "tpm_limit": key.tpm_limit,
             "monthly_spend_cap_nusd": key.monthly_spend_cap_nusd,
             "ip_allowlist": key.ip_allowlist,
+            "max_cost_per_request_nusd": key.max_cost_per_request_nusd,
             "plan_rpm_limit": key.team.rpm_limit,
             "plan_tpm_limit": key.team.tpm_limit,
         }
@@ -279,3 +298,102 @@ class KeyRevokeView(_KeysView):
         key, actor = self.key_and_actor(key_public_id)
         key = keys.revoke_key(key, actor=actor)
         return Response(ApiKeySerializer(key).data)
+
+
+# --- projects ------------------------------------------------------------------------------------
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    team = serializers.CharField(source="team.public_id", read_only=True)
+    keys = serializers.SerializerMethodField(help_text="Ids of the keys in the project.")
+
+    class Meta:
+        model = Project
+        fields = ["id", "team", "name", "monthly_budget_nusd", "keys", "created_at"]
+        read_only_fields = fields
+
+    def get_keys(self, project: Project) -> list[str]:
+        return [k.public_id for k in project.api_keys.all()]
+
+
+class ProjectInSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    monthly_budget_nusd = serializers.IntegerField(min_value=0, max_value=INT8_MAX, allow_null=True, required=False)
+
+
+class _ProjectsView(_KeysView):
+    """Owners and admins (or a keys:write key acting with its creator's role) manage; other members read."""
+
+    serializer_class = ProjectSerializer
+
+    def access(self, team_public_id: str):
+        actor = self.team_actor(team_public_id)
+        actor.require_view()
+        return actor
+
+    def project(self, project_public_id: str) -> tuple[Project, keys.KeyActor]:
+        user = self.request.user
+        team_ids = (
+            [user.ctx.team_id]
+            if isinstance(user, ApiKeyPrincipal)
+            else list(user.memberships.values_list("team_id", flat=True))
+        )
+        project = (
+            Project.objects.select_related("team").filter(public_id=project_public_id, team_id__in=team_ids).first()
+        )
+        if project is None:
+            raise Http404("No such project.")
+        return project, self.access(project.team.public_id)
+
+    @staticmethod
+    def manager(actor: keys.KeyActor):
+        """The person the change is made as (the key's creator for a key); a role without the right is refused."""
+        from accounts.permissions import Action
+
+        if not actor._can(Action.PROJECTS_MANAGE):
+            raise PermissionDenied("Only owners and admins manage projects.")
+        return actor.user if actor.key is None else None
+
+
+class TeamProjectsView(_ProjectsView):
+    @extend_schema(summary="List a team's projects", responses=ProjectSerializer(many=True))
+    def get(self, request, team_public_id: str):
+        actor = self.access(team_public_id)
+        rows = projects.list_projects(actor.team).prefetch_related("api_keys")
+        return Response(ProjectSerializer(rows, many=True).data)
+
+    @extend_schema(summary="Create a project", request=ProjectInSerializer, responses={201: ProjectSerializer})
+    def post(self, request, team_public_id: str):
+        actor = self.access(team_public_id)
+        as_user = self.manager(actor)
+        data = ProjectInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = projects.create_project(
+            actor=as_user, team=actor.team, ip=self._ip(), actor_label=actor.label, **data.validated_data
+        )
+        return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailView(_ProjectsView):
+    @extend_schema(summary="Retrieve a project")
+    def get(self, request, project_public_id: str):
+        project, _ = self.project(project_public_id)
+        return Response(ProjectSerializer(project).data)
+
+    @extend_schema(summary="Rename a project or change its monthly budget", request=ProjectInSerializer)
+    def patch(self, request, project_public_id: str):
+        project, actor = self.project(project_public_id)
+        as_user = self.manager(actor)
+        data = ProjectInSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        project = projects.update_project(
+            project, actor=as_user, ip=self._ip(), actor_label=actor.label, **data.validated_data
+        )
+        return Response(ProjectSerializer(project).data)
+
+    @extend_schema(summary="Delete a project (refused while working keys belong to it)", request=None)
+    def delete(self, request, project_public_id: str):
+        project, actor = self.project(project_public_id)
+        projects.delete_project(project, actor=self.manager(actor), ip=self._ip(), actor_label=actor.label)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -11,4 +11,6 @@ urlpatterns = [
     path("keys/<str:key_public_id>/", rest.KeyDetailView.as_view(), name="api-key-detail"),
     path("keys/<str:key_public_id>/rotate/", rest.KeyRotateView.as_view(), name="api-key-rotate"),
     path("keys/<str:key_public_id>/revoke/", rest.KeyRevokeView.as_view(), name="api-key-revoke"),
+    path("teams/<str:team_public_id>/projects/", rest.TeamProjectsView.as_view(), name="api-team-projects"),
+    path("projects/<str:project_public_id>/", rest.ProjectDetailView.as_view(), name="api-project-detail"),
 ]

@@ -24,6 +24,7 @@ from accounts.services import create_team  # noqa: E402
 from billing.pricing import per_million_to_per_token_nusd as per_m  # noqa: E402
 from billing.pricing import usd_to_nusd  # noqa: E402
 from billing.services import grant_credit  # noqa: E402
+from gateway import price_book  # noqa: E402
 from gateway.models import CatalogModel, Provider, ProviderKind, Route  # noqa: E402
 
 MODELS = ["fake", "fake-c20-d5", "fake-c20-d50"]
@@ -46,17 +47,14 @@ def main() -> None:
             },
         )
         for name in MODELS:
-            model, _ = CatalogModel.objects.update_or_create(
-                public_id=name,
-                defaults={
-                    "input_price_nusd": per_m("0.50"),
-                    "cached_price_nusd": per_m("0.25"),
-                    "output_price_nusd": per_m("1.50"),
-                    "max_output_tokens": 4096,
-                    "enabled": True,
-                },
+            model, new = CatalogModel.objects.update_or_create(
+                public_id=name, defaults={"max_output_tokens": 4096, "enabled": True}
             )
-            Route.objects.get_or_create(model=model, provider=provider, upstream_model=name)
+            if new:
+                price_book.add_price_version(model, price_book.Prices(per_m("0.50"), per_m("0.25"), per_m("1.50")))
+            route, new = Route.objects.get_or_create(model=model, provider=provider, upstream_model=name)
+            if new:  # margins are computed on every request, as in production
+                price_book.add_cost_version(route, price_book.Prices(per_m("0.30"), per_m("0.15"), per_m("0.90")))
         owner, _ = User.objects.get_or_create(email="bench@tollgate.localhost")
         team = create_team(name="Benchmark", slug="bench", owner=owner, plan="enterprise")
         grant_credit(team, amount_nusd=usd_to_nusd(a.credits_usd), reason="benchmark")

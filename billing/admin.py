@@ -24,6 +24,7 @@ from billing.models import (
     Hold,
     LedgerEntry,
     Receipt,
+    SpendCounter,
     StripeEvent,
     TopUp,
     Wallet,
@@ -178,7 +179,16 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 class ReceiptAdmin(ReadOnlyAdmin):
     # The cost comes early and ids are short, so it stays on screen beside the admin's two sidebars at a
     # laptop's width; the key, provider and token split are on each receipt's page and in the filters.
-    list_display = ["receipt", "created_at", "team", "total_cost", "status_label", "model_requested", "tokens"]
+    list_display = [
+        "receipt",
+        "created_at",
+        "team",
+        "total_cost",
+        "margin",
+        "status_label",
+        "model_requested",
+        "tokens",
+    ]
     list_display_links = ["receipt"]
     list_filter = [
         "status",
@@ -202,6 +212,11 @@ class ReceiptAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["team", "api_key"]
     total_cost = _usd("total_cost_nusd", "cost")
+    upstream_cost = _usd("upstream_cost_nusd", "upstream cost")
+
+    @admin.display(description="margin (charged − upstream cost)")
+    def margin(self, obj: Receipt) -> str:
+        return "—" if obj.is_test else usd(obj.margin_nusd)
 
     @admin.display(description="receipt", ordering="public_id")
     def receipt(self, obj: Receipt) -> str:
@@ -380,3 +395,18 @@ class CreditCodeRedemptionAdmin(ReadOnlyAdmin):
     @admin.display(description="amount")
     def amount(self, obj: CreditCodeRedemption) -> str:
         return usd(obj.ledger_entry.amount_nusd)
+
+
+@admin.register(SpendCounter)
+class SpendCounterAdmin(ReadOnlyAdmin):
+    """What each capped key and budgeted project spent (and holds) per month: the rows caps are enforced on."""
+
+    list_display = ["owner", "month", "used", "updated_at"]
+    list_filter = ["month"]
+    search_fields = ["api_key__public_id", "api_key__name", "project__public_id", "project__name"]
+    list_select_related = ["api_key", "project"]
+    used = _usd("used_nusd", "used (settled + held)")
+
+    @admin.display(description="key or project")
+    def owner(self, obj: SpendCounter) -> str:
+        return f"key {obj.api_key}" if obj.api_key_id else f"project {obj.project}"

@@ -74,6 +74,8 @@ class ReceiptOut(Schema):
     output_cost_usd: Decimal
     total_cost_usd: Decimal
     hold_usd: Decimal
+    max_cost_usd: Decimal | None = Field(description="The request's cost cap, if it had one.")
+    price_version: str | None = Field(description="The price version (pv_…) the request was priced at.")
 
 
 class ReceiptListOut(Schema):
@@ -159,6 +161,8 @@ def receipt_json(receipt: Receipt) -> dict:
         "output_cost_usd": _usd(receipt.output_cost_nusd),
         "total_cost_usd": _usd(receipt.total_cost_nusd),
         "hold_usd": _usd(receipt.hold_amount_nusd),
+        "max_cost_usd": None if receipt.max_cost_nusd is None else _usd(receipt.max_cost_nusd),
+        "price_version": receipt.price_version or None,
     }
 
 

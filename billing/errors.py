@@ -33,7 +33,9 @@ class SpendCapExceeded(BillingError):
     code = "spend_cap_exceeded"
 
     def __init__(self, *, limit: str, cap_nusd: int, used_nusd: int) -> None:
-        what = {"key": "This API key's monthly spend cap"}.get(limit, f"The {limit}'s spend cap")
+        what = {"key": "This API key's monthly spend cap", "project": "The monthly budget of this key's project"}.get(
+            limit, f"The {limit}'s spend cap"
+        )
         super().__init__(
             self.code, f"{what} of {usd(cap_nusd)} would be exceeded ({usd(used_nusd)} used or reserved this month)."
         )

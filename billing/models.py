@@ -92,6 +92,48 @@ class HoldLease(models.Model):
         return f"lease {self.pk} ({self.owner})"
 
 
+class SpendCounter(models.Model):
+    """What one key or one project has spent this calendar month (UTC), settled or reserved by open holds: the row
+    a monthly cap or budget is enforced on.
+
+    A hold under a cap moves it with a conditional UPDATE (`used = used + x WHERE used + x <= cap`) in the
+    transaction that reserves the wallet's credit, so concurrent holds queue on this row and can never both pass
+    the cap; settlement replaces the held amount with the cost, a release or the sweeper takes it back
+    (billing.backends.orm). A request counts in the month its hold was placed."""
+
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="spend_counters"
+    )
+    project = models.ForeignKey(
+        "accounts.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="spend_counters"
+    )
+    month = models.DateField(help_text="The first day of the month (UTC).")
+    used_nusd = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(api_key__isnull=True, project__isnull=False)
+                | models.Q(api_key__isnull=False, project__isnull=True),
+                name="spend_counter_one_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "month"], condition=models.Q(api_key__isnull=False), name="spend_counter_key_month"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "month"],
+                condition=models.Q(project__isnull=False),
+                name="spend_counter_project_month",
+            ),
+            models.CheckConstraint(condition=models.Q(used_nusd__gte=0), name="spend_counter_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        owner = f"key {self.api_key_id}" if self.api_key_id else f"project {self.project_id}"
+        return f"{owner} {self.month:%Y-%m}: {self.used_nusd} nusd"
+
+
 class Hold(models.Model):
     """Credit reserved before an upstream call. Open holds add up to the wallet's `held_nusd`.
 
@@ -109,6 +151,13 @@ class Hold(models.Model):
     lease = models.ForeignKey(HoldLease, null=True, blank=True, on_delete=models.PROTECT, related_name="holds")
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Only for holds without a lease.")
     closed_at = models.DateTimeField(null=True, blank=True)
+    # The monthly counters this hold moved (a key with a cap, a project with a budget): its end moves them back.
+    key_counter = models.ForeignKey(
+        SpendCounter, null=True, blank=True, on_delete=models.SET_NULL, related_name="key_holds"
+    )
+    project_counter = models.ForeignKey(
+        SpendCounter, null=True, blank=True, on_delete=models.SET_NULL, related_name="project_holds"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["status", "expires_at"]), models.Index(fields=["status", "lease"])]
@@ -194,6 +243,9 @@ class Receipt(models.Model):
     api_key = models.ForeignKey(
         "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
     )
+    project = models.ForeignKey(
+        "accounts.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="receipts"
+    )
     key_label = models.CharField(max_length=60, blank=True, help_text="Key name and masked secret at the time.")
     mode = models.CharField(max_length=4, default="live")
     is_test = models.BooleanField(default=False)
@@ -215,6 +267,18 @@ class Receipt(models.Model):
     output_cost_nusd = models.BigIntegerField(default=0)
     total_cost_nusd = models.BigIntegerField(default=0)
     hold_amount_nusd = models.BigIntegerField(default=0)
+    max_cost_nusd = models.BigIntegerField(
+        null=True, blank=True, help_text="The request's own cap (Tollgate-Max-Cost, max_cost_usd or its key's default)."
+    )
+    # The price book: the sale price version in force when the hold was placed (gateway.PriceVersion) and the
+    # serving route's cost version; empty on test receipts, which record no upstream cost.
+    price_version = models.CharField(max_length=40, blank=True)
+    cost_version = models.CharField(max_length=40, blank=True)
+    upstream_cost_nusd = models.BigIntegerField(
+        default=0,
+        help_text="What the upstream billed the operator for this request: the serving attempt at its route's cost "
+        "prices, plus failed attempts an upstream reported usage for. Margin = charged - this.",
+    )
     uncollected_nusd = models.BigIntegerField(
         default=0,
         help_text="Part of the cost the wallet could not pay (its hold had been released by the sweeper and the "
@@ -242,10 +306,22 @@ class Receipt(models.Model):
                 & models.Q(uncollected_nusd__lte=models.F("total_cost_nusd")),
                 name="receipt_uncollected_within_cost",
             ),
+            models.CheckConstraint(
+                condition=models.Q(upstream_cost_nusd__gte=0), name="receipt_upstream_cost_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:
         return self.public_id
+
+    @property
+    def charged_nusd(self) -> int:
+        """What the wallet paid (the charge entry in the ledger): the cost less what could not be collected."""
+        return self.total_cost_nusd - self.uncollected_nusd
+
+    @property
+    def margin_nusd(self) -> int:
+        return self.charged_nusd - self.upstream_cost_nusd
 
     @property
     def total_tokens(self) -> int:

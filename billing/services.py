@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing import spend
 from billing.errors import BillingError
 from billing.models import Hold, HoldLease, HoldStatus, LedgerEntry, LedgerKind, Wallet
 from billing.signals import wallet_credited
@@ -104,6 +105,7 @@ def release_abandoned_holds(*, now: datetime | None = None, limit: int = 10_000)
                 Wallet.objects.select_for_update().filter(pk=wallet_id).values_list("pk", flat=True).get()
                 if Hold.objects.filter(pk=pk, status=HoldStatus.OPEN).update(status=HoldStatus.EXPIRED, closed_at=now):
                     Wallet.objects.filter(pk=wallet_id).update(held_nusd=F("held_nusd") - amount, updated_at=now)
+                    spend.move(pk, -amount)  # a key's or project's monthly counter, if the hold moved one
                     released += 1
         if len(batch) < SWEEP_BATCH:
             break

@@ -2,9 +2,11 @@
 
     place_hold(HoldRequest) -> Hold          before the upstream call (InsufficientBalance, SpendCapExceeded,
                                              BillingUnavailable)
-    price(hold, usage, prices, meta) -> Settlement     the cost, computed once, never above the hold; no I/O
+    price(hold, usage, prices, meta, upstream, billed) -> Settlement
+                                             the cost, computed once, never above the hold, and the upstream
+                                             cost of the same usage at the serving route's cost prices; no I/O
     record(settlement) -> Receipt            a succeeded or partial request: debit, receipt, charge entry
-    release(hold, meta, error_code) -> Receipt         a failed request: nothing charged, a failed receipt
+    release(hold, meta, error_code, billed) -> Receipt a failed request: nothing charged, a failed receipt
 
 Every hold ends exactly once: by record or release, or, if its process dies first, by the sweeper
 (billing.leases). Each call has a synchronous form (`*_sync`) for work that must share a caller's
@@ -14,7 +16,15 @@ Two backends implement it, chosen once from the database vendor (`backend()`):
 - PostgreSQL (billing/backends/postgres.py): the hold and the settlement are ONE prepared statement each, on a
   per-event-loop async psycopg pool;
 - the ORM (billing/backends/orm.py): the portable form, for SQLite (the embedded default), in a worker thread.
-Both write the same rows with the same outcomes, and the same tests cover both.
+Both write the same rows with the same outcomes, and the same tests cover both. A hold under a key's monthly cap
+or a project's budget (`HoldRequest.counted`) always takes the ORM form, on both databases: it moves the monthly
+spend counters (billing.spend) in the same transaction as the wallet, which the one-statement form leaves out so
+the common request stays one statement.
+
+Margins: a live receipt records, beside what the team was charged, `upstream_cost_nusd`: its usage at the
+serving route's cost prices (`UpstreamPrices`, the route's cost version in force at the hold) plus the failed
+attempts an upstream billed anyway (`UpstreamBill`, when it reported usage on a failure). Test receipts record
+no upstream cost.
 """
 
 from __future__ import annotations
@@ -23,21 +33,18 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
-from django.db.models import IntegerField, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing import leases, pricing
 from billing.errors import BillingUnavailable, HoldClosed
-from billing.models import Hold as HoldRow
-from billing.models import HoldStatus, Receipt, ReceiptStatus, Wallet
+from billing.models import Receipt, ReceiptStatus, Wallet
 from billing.models import _hold_id as new_hold_public_id
 from billing.signals import receipt_settled
 from config import metrics
@@ -60,10 +67,20 @@ class HoldRequest:
     # False for work that outlives this process's request on purpose (an asynchronous job): the hold then
     # expires after HOLD_TTL_SECONDS instead of living with the process's lease.
     leased: bool = True
+    project_id: int | None = None  # the key's project: its receipts count there
+    project_budget_nusd: int | None = None  # that project's monthly budget
 
     def __post_init__(self) -> None:
         if isinstance(self.amount_nusd, bool) or not isinstance(self.amount_nusd, int) or self.amount_nusd < 0:
             raise ValueError("a hold is a non-negative whole number of nano-dollars")
+
+    @property
+    def counted(self) -> bool:
+        """The hold must also fit a monthly counter (the key's cap, the project's budget)."""
+        return not self.is_test and (
+            (self.spend_cap_nusd is not None and self.key_id is not None)
+            or (self.project_budget_nusd is not None and self.project_id is not None)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +92,35 @@ class Hold:
     request_id: str
     amount_nusd: int
     is_test: bool
+    project_id: int | None = None
+    counted: bool = False  # it moved monthly spend counters, which its end must move back (billing.spend)
 
     @classmethod
     def live(cls, request: HoldRequest, *, hold_id: int, public_id: str) -> Hold:
-        return cls(hold_id, public_id, request.team_id, request.key_id, request.request_id, request.amount_nusd, False)
+        return cls(
+            hold_id,
+            public_id,
+            request.team_id,
+            request.key_id,
+            request.request_id,
+            request.amount_nusd,
+            False,
+            request.project_id,
+            request.counted,
+        )
 
     @classmethod
     def test(cls, request: HoldRequest) -> Hold:
-        return cls(None, None, request.team_id, request.key_id, request.request_id, request.amount_nusd, True)
+        return cls(
+            None,
+            None,
+            request.team_id,
+            request.key_id,
+            request.request_id,
+            request.amount_nusd,
+            True,
+            request.project_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +136,31 @@ class ReceiptMeta:
     ttft_ms: int | None = None
     idempotency_key: str = ""
     key_label: str = ""
+    price_version: str = ""  # the sale price version the hold was placed under (gateway.PriceVersion)
+    max_cost_nusd: int | None = None  # the request's own cost cap, if it had one
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPrices:
+    """What a route's upstream charges the operator per token (and per image): its cost version in force when the
+    hold was placed."""
+
+    prices: pricing.Prices
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamBill:
+    """A failed attempt the upstream billed anyway (it reported usage on the failure), at its route's cost."""
+
+    usage: pricing.Usage
+    upstream: UpstreamPrices
+
+
+def upstream_cost(usage: pricing.Usage, upstream: UpstreamPrices | None, billed: Sequence[UpstreamBill] = ()) -> int:
+    """The operator's cost of a request: exact integers, like the customer's."""
+    total = pricing.cost_of(usage, upstream.prices).total_nusd if upstream is not None else 0
+    return total + sum(pricing.cost_of(bill.usage, bill.upstream.prices).total_nusd for bill in billed)
 
 
 @dataclass(slots=True)
@@ -154,6 +217,9 @@ def _receipt(hold: Hold, meta: ReceiptMeta, **fields) -> Receipt:
         request_id=hold.request_id,
         team_id=hold.team_id,
         api_key_id=hold.key_id,
+        project_id=hold.project_id,
+        price_version=meta.price_version,
+        max_cost_nusd=meta.max_cost_nusd,
         key_label=meta.key_label[:60],
         mode="test" if hold.is_test else "live",
         is_test=hold.is_test,
@@ -188,8 +254,11 @@ def price(
     prices: pricing.Prices,
     meta: ReceiptMeta,
     status: str = ReceiptStatus.SUCCEEDED,
+    upstream: UpstreamPrices | None = None,
+    billed: Sequence[UpstreamBill] = (),
 ) -> Settlement:
-    """Compute the cost (once, never above the hold) and the receipt to write. No I/O."""
+    """Compute the cost (once, never above the hold), the upstream cost of the same usage at `upstream` (plus the
+    failed attempts upstream `billed`) and the receipt to write. No I/O. A test hold records no upstream cost."""
     if status not in (ReceiptStatus.SUCCEEDED, ReceiptStatus.PARTIAL):
         raise ValueError("record() takes a succeeded or partial request; release() a failed one")
     computed = pricing.cost_of(usage, prices)  # the one place cost is computed; raises on negative tokens
@@ -217,43 +286,21 @@ def price(
         input_cost_nusd=cost.input_nusd,
         output_cost_nusd=cost.output_nusd,
         total_cost_nusd=cost.total_nusd,
+        # What upstream billed is the usage it served, whatever was clamped off the customer's charge.
+        upstream_cost_nusd=0 if hold.is_test else upstream_cost(usage, upstream, billed),
+        cost_version="" if hold.is_test or upstream is None else upstream.version,
     )
     return Settlement(hold=hold, cost=cost, receipt=receipt)
 
 
-def failed_receipt(hold: Hold, meta: ReceiptMeta, error_code: str) -> Receipt:
-    return _receipt(hold, meta, status=ReceiptStatus.FAILED, error_code=error_code[:60])
+def failed_receipt(hold: Hold, meta: ReceiptMeta, error_code: str, billed: Sequence[UpstreamBill] = ()) -> Receipt:
+    """Nothing charged; the upstream cost of failed attempts an upstream billed anyway (a negative margin)."""
+    cost = 0 if hold.is_test else sum(upstream_cost(bill.usage, bill.upstream) for bill in billed)
+    return _receipt(hold, meta, status=ReceiptStatus.FAILED, error_code=error_code[:60], upstream_cost_nusd=cost)
 
 
 def month_start(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def key_month_spend_nusd(key_id: int, *, now: datetime | None = None) -> int:
-    """This calendar month's (UTC) settled live spend of a key plus what its open holds reserve. One query."""
-    from accounts.models import ApiKey  # the key row anchors both sums as scalar subqueries
-
-    now = now or timezone.now()
-    spent = (
-        Receipt.objects.filter(api_key_id=OuterRef("pk"), is_test=False, created_at__gte=month_start(now))
-        .values("api_key_id")
-        .annotate(s=Sum("total_cost_nusd"))
-        .values("s")
-    )
-    held = (
-        HoldRow.objects.filter(api_key_id=OuterRef("pk"), status=HoldStatus.OPEN)
-        .values("api_key_id")
-        .annotate(s=Sum("amount_nusd"))
-        .values("s")
-    )
-    zero = Value(0, output_field=IntegerField())
-    row = (
-        ApiKey.objects.filter(pk=key_id)
-        .annotate(spent=Coalesce(Subquery(spent), zero), held=Coalesce(Subquery(held), zero))
-        .values_list("spent", "held")
-        .first()
-    )
-    return sum(row) if row else 0
 
 
 # --- the interface --------------------------------------------------------------------------------------
@@ -284,12 +331,12 @@ async def record(settlement: Settlement) -> Receipt:
     return await backend().asettle(settlement)
 
 
-def release_sync(hold: Hold, *, meta: ReceiptMeta, error_code: str) -> Receipt:
-    return backend().release(hold, failed_receipt(hold, meta, error_code))
+def release_sync(hold: Hold, *, meta: ReceiptMeta, error_code: str, billed: Sequence[UpstreamBill] = ()) -> Receipt:
+    return backend().release(hold, failed_receipt(hold, meta, error_code, billed))
 
 
-async def release(hold: Hold, *, meta: ReceiptMeta, error_code: str) -> Receipt:
-    return await backend().arelease(hold, failed_receipt(hold, meta, error_code))
+async def release(hold: Hold, *, meta: ReceiptMeta, error_code: str, billed: Sequence[UpstreamBill] = ()) -> Receipt:
+    return await backend().arelease(hold, failed_receipt(hold, meta, error_code, billed))
 
 
 class Unsettled:
@@ -396,10 +443,10 @@ async def record_after_reply(settlement: Settlement) -> Receipt | None:
     try:
         receipt = await eventually(attempt, f"the settlement of {settlement.hold.request_id}", impatient=stop_waiting)
         if receipt is GAVE_UP:
+            failed = failed_receipt(settlement.hold, _meta_of(settlement.receipt), "settlement_failed")
+            failed.upstream_cost_nusd = settlement.receipt.upstream_cost_nusd  # upstream served it all the same
             await eventually(
-                functools.partial(
-                    release, settlement.hold, meta=_meta_of(settlement.receipt), error_code="settlement_failed"
-                ),
+                functools.partial(backend().arelease, settlement.hold, failed),
                 f"the release of {settlement.hold.request_id}",
             )
             return None
@@ -421,4 +468,6 @@ def _meta_of(receipt: Receipt) -> ReceiptMeta:
         ttft_ms=receipt.ttft_ms,
         idempotency_key=receipt.idempotency_key,
         key_label=receipt.key_label,
+        price_version=receipt.price_version,
+        max_cost_nusd=receipt.max_cost_nusd,
     )

@@ -36,6 +36,7 @@ class ApiError(Exception):
         param: str | None = None,
         kind: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -44,11 +45,14 @@ class ApiError(Exception):
         self.param = param
         self.kind = kind or ERROR_TYPES.get(status, "invalid_request_error")
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields of the error object, e.g. which limit refused a request
 
 
-def envelope(message: str, *, kind: str, code: str | None, param: str | None, request_id: str) -> dict:
+def envelope(
+    message: str, *, kind: str, code: str | None, param: str | None, request_id: str, extra: dict | None = None
+) -> dict:
     return {
-        "error": {"message": message, "type": kind, "param": param, "code": code},
+        "error": {"message": message, "type": kind, "param": param, "code": code, **(extra or {})},
         "request_id": request_id,
     }
 
@@ -62,6 +66,7 @@ def error_response(
     param: str | None = None,
     request_id: str,
     headers: dict[str, str] | None = None,
+    extra: dict | None = None,
 ) -> HttpResponse:
     body = envelope(
         message,
@@ -69,6 +74,7 @@ def error_response(
         code=code,
         param=param,
         request_id=request_id,
+        extra=extra,
     )
     response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
     response.is_envelope = True  # type: ignore[attr-defined]
@@ -86,4 +92,5 @@ def api_error_response(exc: ApiError, request_id: str) -> HttpResponse:
         param=exc.param,
         request_id=request_id,
         headers=exc.headers,
+        extra=exc.extra,
     )

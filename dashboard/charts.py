@@ -80,7 +80,7 @@ def hbar_chart(rows: Sequence[Row], metric: str, fmt: Callable[[int], str], *, t
     for i, row in enumerate(rows):
         value = getattr(row, metric)
         y = 4 + i * row_h
-        w = (width - label_w - 110) * value / top
+        w = (width - label_w - 110) * max(value, 0) / top  # a negative value (a margin) shows as no bar
         label = row.label if len(row.label) <= 24 else row.label[:23] + "…"
         parts.append(
             format_html(
@@ -101,3 +101,43 @@ def hbar_chart(rows: Sequence[Row], metric: str, fmt: Callable[[int], str], *, t
         )
     parts.append("</svg>")
     return mark_safe("".join(str(p) for p in parts))  # noqa: S308 — format_html escaped each value
+
+
+def pair_chart(
+    rows: Sequence, first: str, second: str, fmt: Callable[[int], str], *, title: str, names: tuple[str, str]
+):
+    """Two bars per row (day), side by side, on one scale: e.g. revenue and upstream cost, the gap their margin."""
+    pairs = [(getattr(r, first), getattr(r, second)) for r in rows]
+    top = _nice_max(max((max(a, b) for a, b in pairs), default=0))
+    plot_w, plot_h = WIDTH - PAD_LEFT - 8, HEIGHT - PAD_BOTTOM - PAD_TOP
+    n = max(len(rows), 1)
+    slot = plot_w / n
+    bar_w = max(0.5, slot * 0.36)
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">',
+    ]
+    for i in range(5):
+        value = top * i // 4
+        y = PAD_TOP + plot_h - plot_h * i / 4
+        parts.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - 8}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(
+            f'<text class="axis" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(fmt(value))}</text>'
+        )
+    label_every = max(1, n // 8)
+    for i, (row, (a, b)) in enumerate(zip(rows, pairs, strict=True)):
+        x = PAD_LEFT + i * slot + (slot - 2 * bar_w) / 2
+        for j, (value, css, name) in enumerate(((a, "bar", names[0]), (b, "bar alt", names[1]))):
+            h = plot_h * max(value, 0) / top if top else 0
+            parts.append(
+                f'<rect class="{css}" x="{x + j * bar_w:.1f}" y="{PAD_TOP + plot_h - h:.1f}" width="{bar_w:.1f}" '
+                f'height="{h:.1f}" rx="1"><title>{escape(row.label)} {escape(name)}: {escape(fmt(value))}'
+                "</title></rect>"
+            )
+        if (n - 1 - i) % label_every == 0:
+            parts.append(
+                f'<text class="axis" x="{x + bar_w:.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
+                f"{escape(row.label)}</text>"
+            )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 — every interpolated text is escaped above

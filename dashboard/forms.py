@@ -120,14 +120,34 @@ class KeyLimitsForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="One address or CIDR range per line. Empty: any address.",
     )
+    max_cost_per_request_usd = forms.DecimalField(
+        label="Default max cost per request (USD)",
+        required=False,
+        min_value=Decimal("0.000000001"),
+        max_value=1_000_000,
+        decimal_places=9,
+        help_text="For requests that send no Tollgate-Max-Cost: their output is cut to what it pays for. Empty: none.",
+    )
+    project = forms.ChoiceField(
+        label="Project",
+        required=False,
+        help_text="Its requests must also fit the project's monthly budget. Empty: no project.",
+    )
 
-    def __init__(self, *args, model_choices: list[tuple[str, str]] = (), **kwargs) -> None:
+    def __init__(
+        self, *args, model_choices: list[tuple[str, str]] = (), project_choices: list[tuple[str, str]] = (), **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["allowed_models"].choices = list(model_choices)
+        self.fields["project"].choices = [("", "No project"), *project_choices]
 
     def clean_monthly_spend_cap_usd(self) -> int | None:
         value = self.cleaned_data.get("monthly_spend_cap_usd")
         return None if value is None else usd_amount_to_nusd(value, field="spend cap")
+
+    def clean_max_cost_per_request_usd(self) -> int | None:
+        value = self.cleaned_data.get("max_cost_per_request_usd")
+        return None if value is None else usd_amount_to_nusd(value, field="max cost")
 
     def clean_ip_allowlist(self) -> list[str]:
         entries = [line.strip() for line in self.cleaned_data["ip_allowlist"].replace(",", "\n").splitlines()]
@@ -152,6 +172,8 @@ class KeyLimitsForm(forms.Form):
             "tpm_limit": d["tpm_limit"],
             "monthly_spend_cap_nusd": d["monthly_spend_cap_usd"],
             "ip_allowlist": d["ip_allowlist"],
+            "max_cost_per_request_nusd": d["max_cost_per_request_usd"],
+            "project": d["project"] or None,
         }
 
 
@@ -185,6 +207,8 @@ class KeyCreateForm(KeyLimitsForm):
         "rpm_limit",
         "tpm_limit",
         "monthly_spend_cap_usd",
+        "max_cost_per_request_usd",
+        "project",
         "ip_allowlist",
         "expires_on",
     ]
@@ -202,6 +226,28 @@ class KeyCreateForm(KeyLimitsForm):
         if day <= timezone.localdate():
             raise forms.ValidationError("Pick a date in the future.")
         return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=100, help_text="e.g. “mobile app” or “research”.")
+    monthly_budget_usd = forms.DecimalField(
+        label="Monthly budget (USD)",
+        required=False,
+        min_value=0,
+        max_value=1_000_000_000,
+        decimal_places=9,
+        help_text="What its keys may spend together per calendar month (UTC), held requests included. Empty: none.",
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the project a name.")
+        return name
+
+    def clean_monthly_budget_usd(self) -> int | None:
+        value = self.cleaned_data.get("monthly_budget_usd")
+        return None if value is None else usd_amount_to_nusd(value, field="budget")
 
 
 class KeyRotateForm(forms.Form):
@@ -326,6 +372,24 @@ class UsageRangeForm(forms.Form):
             start = today - timedelta(days=int(choice) - 1)
         data["start"], data["end"] = start, end
         data["mode"] = data.get("mode") or ""  # empty: the view picks what the team actually used
+        return data
+
+
+class BooksRangeForm(forms.Form):
+    """The operator's Books page: whole UTC days, both included; this month so far by default."""
+
+    since = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        today = timezone.now().date()
+        since, until = data.get("since") or today.replace(day=1), data.get("until") or today
+        if since > until:
+            self.add_error("until", "The end date is before the start date.")
+        elif (until - since).days > 366:
+            self.add_error("since", "Pick at most a year (the books command takes longer ranges).")
+        data["since"], data["until"] = since, until
         return data
 
 

@@ -25,7 +25,7 @@ from dashboard.common import forbidden, page, team_page
 from dashboard.forms import AutoRechargeForm, ReceiptFilterForm, RedeemCodeForm, UsageRangeForm
 from dashboard.templatetags.dashboard_tags import usd
 from dashboard.usage import default_mode, usage_report
-from gateway.models import ImageJob
+from gateway.models import ImageJob, PriceVersion
 
 PAGE_SIZE = 25
 
@@ -242,6 +242,8 @@ def receipt_detail(request, access: TeamAccess, receipt_id: str):
         "line_sum": sum(line[3] for line in lines),
         "per_image": bool(image_job or r.images or r.image_price_nusd),
         "image_job": image_job,
+        # the price version the hold was placed under: the unit prices above are its own
+        "price_version": PriceVersion.objects.filter(public_id=r.price_version).first() if r.price_version else None,
     }
     return page(request, "dashboard/receipt.html", access, "receipts", ctx)
 

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from dashboard import images, playground, reports, team_settings, views, webhooks
+from dashboard import books, images, playground, projects, reports, team_settings, views, webhooks
 
 team_patterns = [
     path("", views.overview, name="overview"),
@@ -18,6 +18,9 @@ team_patterns = [
     path("receipts.csv", reports.receipts_csv, name="receipts_csv"),
     path("receipts/<str:receipt_id>/", reports.receipt_detail, name="receipt"),
     path("usage/", reports.usage, name="usage"),
+    path("projects/", projects.projects, name="projects"),
+    path("projects/<str:project_id>/", projects.project_detail, name="project"),
+    path("projects/<str:project_id>/delete/", projects.project_delete, name="project_delete"),
     path("members/", views.members, name="members"),
     path("members/invite/", views.member_invite, name="member_invite"),
     path("members/<int:membership_id>/role/", views.member_role, name="member_role"),
@@ -53,6 +56,8 @@ team_patterns = [
 dashboard_patterns = [
     path("", views.home, name="home"),
     path("teams/new/", views.team_create, name="team_create"),
+    path("operator/books/", books.books, name="books"),
+    path("operator/books.csv", books.books_csv, name="books_csv"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("t/<str:team_id>/", include(team_patterns)),
 ]

@@ -46,9 +46,10 @@ def bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return datetime.combine(start, time.min, tzinfo=tz), datetime.combine(end + timedelta(days=1), time.min, tzinfo=tz)
 
 
-def receipts_in_range(team, start: date, end: date, mode: str):
+def receipts_in_range(team, start: date, end: date, mode: str, project=None):
     since, until = bounds(start, end)
-    return Receipt.objects.filter(team=team, created_at__gte=since, created_at__lt=until, is_test=(mode == "test"))
+    receipts = Receipt.objects.filter(team=team, created_at__gte=since, created_at__lt=until, is_test=(mode == "test"))
+    return receipts if project is None else receipts.filter(project=project)
 
 
 def _sums():
@@ -65,8 +66,9 @@ def default_mode(team, start: date, end: date) -> str:
     return "test"
 
 
-def usage_report(team, start: date, end: date, mode: str = "live") -> UsageReport:
-    qs = receipts_in_range(team, start, end, mode)
+def usage_report(team, start: date, end: date, mode: str = "live", project=None) -> UsageReport:
+    """The team's usage in the range (only a project's receipts, with `project`)."""
+    qs = receipts_in_range(team, start, end, mode, project)
     report = UsageReport(start=start, end=end, mode=mode)
     per_day = {
         r["day"]: r for r in qs.annotate(day=TruncDate("created_at")).values("day").annotate(**_sums()).order_by()

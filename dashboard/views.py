@@ -22,6 +22,7 @@ from accounts.access import TeamAccess, teams_for_user
 from accounts.keys import KeyActor
 from accounts.models import ApiKey, Invitation, Membership, Role
 from accounts.permissions import Action, can_assign
+from accounts.projects import list_projects
 from accounts.services import AccountsError, PermissionDenied
 from billing import money
 from billing.models import Receipt
@@ -145,7 +146,15 @@ def overview(request, access: TeamAccess):
 # --- API keys ---------------------------------------------------------------------------------------
 
 
-FORM_FIELD = {"monthly_spend_cap_nusd": "monthly_spend_cap_usd", "expires_at": "expires_on"}
+FORM_FIELD = {
+    "monthly_spend_cap_nusd": "monthly_spend_cap_usd",
+    "max_cost_per_request_nusd": "max_cost_per_request_usd",
+    "expires_at": "expires_on",
+}
+
+
+def _project_choices(team) -> list[tuple[str, str]]:
+    return [(p.public_id, p.name) for p in list_projects(team)]
 
 
 def _key_actor(request, access: TeamAccess) -> KeyActor:
@@ -191,7 +200,8 @@ def _key_rows(request, access: TeamAccess):
 def _keys_page(request, access, *, create_form=None, minted=None, rotated=None, status=200):
     ctx = {
         "rows": _key_rows(request, access),
-        "create_form": create_form or KeyCreateForm(model_choices=catalog.model_choices()),
+        "create_form": create_form
+        or KeyCreateForm(model_choices=catalog.model_choices(), project_choices=_project_choices(access.team)),
         "rotate_form": KeyRotateForm(),
         "can_create": access.can(Action.KEYS_MANAGE_OWN),
         "open_create": create_form is not None and bool(create_form.errors),
@@ -213,7 +223,9 @@ def keys(request, access: TeamAccess):
 def key_create(request, access: TeamAccess):
     if not access.can(Action.KEYS_MANAGE_OWN):
         return forbidden(request, access, "Your role in this team does not allow creating API keys.")
-    form = KeyCreateForm(request.POST, model_choices=catalog.model_choices())
+    form = KeyCreateForm(
+        request.POST, model_choices=catalog.model_choices(), project_choices=_project_choices(access.team)
+    )
     if not form.is_valid():
         return _keys_page(request, access, create_form=form, status=400)
     d = form.cleaned_data
@@ -285,8 +297,17 @@ def key_limits(request, access: TeamAccess, key_id: str):
             None if key.monthly_spend_cap_nusd is None else money.exact(key.monthly_spend_cap_nusd)
         ),
         "ip_allowlist": "\n".join(key.ip_allowlist),
+        "max_cost_per_request_usd": (
+            None if key.max_cost_per_request_nusd is None else money.exact(key.max_cost_per_request_nusd)
+        ),
+        "project": key.project.public_id if key.project_id else "",
     }
-    form = KeyLimitsForm(request.POST or None, initial=initial, model_choices=catalog.model_choices(key.allowed_models))
+    form = KeyLimitsForm(
+        request.POST or None,
+        initial=initial,
+        model_choices=catalog.model_choices(key.allowed_models),
+        project_choices=_project_choices(access.team),
+    )
     if request.method == "POST" and form.is_valid():
         try:
             key_services.update_key_limits(key, actor=actor, **form.limits())

@@ -1,4 +1,6 @@
-"""Operators edit the catalog here. Provider keys are write-only; prices are entered per million tokens."""
+"""Operators edit the catalog here. Provider keys are write-only; prices are entered per million tokens (or per
+image) and kept as versions: saving other prices adds a version with an effective time (gateway.price_book),
+the history below each model and route is read-only."""
 
 from __future__ import annotations
 
@@ -6,12 +8,24 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from billing import money
 from billing.money import per_million, usd
 from billing.pricing import per_million_to_per_token_nusd, per_million_usd, usd_to_nusd
-from gateway import image_pricing
-from gateway.models import CatalogModel, IdempotencyRecord, Provider, Route, StoredCompletion, StoredResponse
+from gateway import image_pricing, price_book
+from gateway.models import (
+    CatalogModel,
+    IdempotencyRecord,
+    PriceVersion,
+    Provider,
+    Route,
+    RouteCostVersion,
+    StoredCompletion,
+    StoredResponse,
+)
 
 
 class ProviderForm(forms.ModelForm):
@@ -61,10 +75,29 @@ class ProviderAdmin(admin.ModelAdmin):
         return obj.has_api_key
 
 
+def _cost_summary(version) -> str:
+    if version is None:
+        return "not entered"
+    if version.image_prices:
+        return ", ".join(f"{k} {usd(v)}" for k, v in version.image_prices.items())
+    return (
+        f"in {usd(per_million(version.input_price_nusd))} · cached {usd(per_million(version.cached_price_nusd))} · "
+        f"out {usd(per_million(version.output_price_nusd))} /1M"
+    )
+
+
 class RouteInline(admin.TabularInline):
     model = Route
     extra = 0
-    fields = ["provider", "upstream_model", "priority", "order", "weight", "enabled"]
+    fields = ["provider", "upstream_model", "priority", "order", "weight", "enabled", "upstream_cost"]
+    readonly_fields = ["upstream_cost"]
+
+    @admin.display(description="upstream cost now")
+    def upstream_cost(self, obj: Route) -> str:
+        if not obj.pk:
+            return "enter it on the route's page once saved"
+        url = reverse("admin:gateway_route_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _cost_summary(price_book.current_cost(obj)))
 
 
 PRICE_FIELDS = {
@@ -74,7 +107,10 @@ PRICE_FIELDS = {
 }
 
 
-class CatalogModelForm(forms.ModelForm):
+class _PricesForm(forms.ModelForm):
+    """Prices per million tokens (or per image) in dollars; saving with other prices than the latest version adds
+    a version (gateway.price_book) effective at `effective_at`: a change never edits the prices in force."""
+
     input_per_million = forms.DecimalField(label="Input $ / 1M tokens", min_value=Decimal(0), decimal_places=9)
     cached_per_million = forms.DecimalField(
         label="Cached input $ / 1M tokens", min_value=Decimal(0), decimal_places=9, initial=Decimal(0)
@@ -82,7 +118,6 @@ class CatalogModelForm(forms.ModelForm):
     output_per_million = forms.DecimalField(
         label="Output $ / 1M tokens", min_value=Decimal(0), decimal_places=9, initial=Decimal(0)
     )
-
     image_prices_usd = forms.CharField(
         label="Image prices ($ per image)",
         required=False,
@@ -90,7 +125,74 @@ class CatalogModelForm(forms.ModelForm):
         help_text="Image models only, one per line: SIZE = USD or SIZE/QUALITY = USD, e.g. "
         "“1024x1024 = 0.04” and “1024x1024/hd = 0.08”. The sizes listed are the sizes the model offers.",
     )
+    effective_at = forms.DateTimeField(
+        label="New prices take effect at",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="UTC. Empty: as soon as every server has them (a few seconds). Only used when the prices above "
+        "differ from the latest version; the prices in force are never edited, a change is a new version.",
+    )
+    price_note = forms.CharField(label="Why (kept with the version)", required=False, max_length=300)
 
+    def _kind(self) -> str:
+        raise NotImplementedError
+
+    def _latest(self):
+        raise NotImplementedError
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        latest = self._latest() if self.instance.pk else None
+        if latest is not None:
+            for field, form_field in PRICE_FIELDS.items():
+                self.fields[form_field].initial = per_million_usd(getattr(latest, field))
+            self.fields["image_prices_usd"].initial = "\n".join(
+                f"{key} = {money.exact(nusd)}" for key, nusd in (latest.image_prices or {}).items()
+            )
+
+    def clean(self):
+        data = super().clean()
+        values = {}
+        for field, form_field in PRICE_FIELDS.items():
+            value = data.get(form_field)
+            if value is None:
+                continue
+            try:
+                values[field] = per_million_to_per_token_nusd(value)
+            except ValueError:
+                self.add_error(
+                    form_field,
+                    "Must be a whole number of nano-dollars per token (multiples of $0.001 per million tokens).",
+                )
+        try:
+            table = parse_image_prices(data.get("image_prices_usd") or "")
+        except image_pricing.PriceTableError as exc:
+            self.add_error("image_prices_usd", exc.message)
+            return data
+        if self.errors:
+            return data
+        prices = price_book.Prices(
+            values.get("input_price_nusd", 0),
+            values.get("cached_price_nusd", 0),
+            values.get("output_price_nusd", 0),
+            table,
+        )
+        try:
+            prices = price_book.validate(data.get("kind") or self._kind(), prices)
+        except price_book.PriceBookError as exc:
+            self.add_error("image_prices_usd" if exc.field == "image_prices" else None, exc.message)
+            return data
+        latest = self._latest() if self.instance.pk else None
+        data["new_prices"] = None if latest is not None and price_book.Prices.of(latest) == prices else prices
+        if data["new_prices"] is not None:
+            try:
+                price_book.check_effective(data.get("effective_at"), first=latest is None)
+            except price_book.PriceBookError as exc:
+                self.add_error("effective_at", exc.message)
+        return data
+
+
+class CatalogModelForm(_PricesForm):
     class Meta:
         model = CatalogModel
         fields = [
@@ -109,43 +211,11 @@ class CatalogModelForm(forms.ModelForm):
             "enabled",
         ]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            for field, form_field in PRICE_FIELDS.items():
-                self.fields[form_field].initial = per_million_usd(getattr(self.instance, field))
-            self.fields["image_prices_usd"].initial = "\n".join(
-                f"{key} = {money.exact(nusd)}" for key, nusd in (self.instance.image_prices or {}).items()
-            )
+    def _kind(self) -> str:
+        return self.instance.kind
 
-    def clean(self):
-        data = super().clean()
-        for field, form_field in PRICE_FIELDS.items():
-            value = data.get(form_field)
-            if value is None:
-                continue
-            try:
-                data[field] = per_million_to_per_token_nusd(value)
-            except ValueError:
-                self.add_error(
-                    form_field,
-                    "Must be a whole number of nano-dollars per token (multiples of $0.001 per million tokens).",
-                )
-        try:
-            # The model's own clean() then checks the table against the kind.
-            self.instance.image_prices = parse_image_prices(data.get("image_prices_usd") or "")
-        except image_pricing.PriceTableError as exc:
-            self.add_error("image_prices_usd", exc.message)
-        return data
-
-    def save(self, commit=True):
-        model = super().save(commit=False)
-        for field in PRICE_FIELDS:
-            if field in self.cleaned_data:
-                setattr(model, field, self.cleaned_data[field])
-        if commit:
-            model.save()
-        return model
+    def _latest(self):
+        return price_book.latest_price(self.instance)
 
 
 def parse_image_prices(text: str) -> dict[str, int]:
@@ -167,23 +237,186 @@ def parse_image_prices(text: str) -> dict[str, int]:
     return image_pricing.parse_table(table)
 
 
+class _VersionInline(admin.TabularInline):
+    """The price history, read-only: versions are only ever added (by saving new prices above)."""
+
+    extra = 0
+    can_delete = False
+    ordering = ["-effective_at", "-id"]
+    fields = [
+        "public_id",
+        "effective_at",
+        "input_per_m",
+        "cached_per_m",
+        "output_per_m",
+        "images",
+        "note",
+        "created_by",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="input $/1M")
+    def input_per_m(self, obj) -> str:
+        return usd(per_million(obj.input_price_nusd))
+
+    @admin.display(description="cached $/1M")
+    def cached_per_m(self, obj) -> str:
+        return usd(per_million(obj.cached_price_nusd))
+
+    @admin.display(description="output $/1M")
+    def output_per_m(self, obj) -> str:
+        return usd(per_million(obj.output_price_nusd))
+
+    @admin.display(description="per image")
+    def images(self, obj) -> str:
+        return ", ".join(f"{k} {usd(v)}" for k, v in (obj.image_prices or {}).items()) or "—"
+
+
+class PriceVersionInline(_VersionInline):
+    model = PriceVersion
+    verbose_name = "price version"
+    verbose_name_plural = "price history (sale prices; the version in force is the latest whose time has come)"
+
+
+class RouteCostVersionInline(_VersionInline):
+    model = RouteCostVersion
+    verbose_name = "cost version"
+    verbose_name_plural = "upstream cost history"
+
+
+class _PricedAdmin(admin.ModelAdmin):
+    add_version = staticmethod(price_book.add_price_version)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        prices = form.cleaned_data.get("new_prices")
+        if prices is not None:
+            version = self.add_version(
+                obj,
+                prices,
+                effective_at=form.cleaned_data.get("effective_at"),
+                actor=request.user,
+                note=form.cleaned_data.get("price_note") or "",
+            )
+            self.message_user(
+                request, f"New prices {version.public_id} take effect at {version.effective_at:%Y-%m-%d %H:%M:%S} UTC."
+            )
+
+
 @admin.register(CatalogModel)
-class CatalogModelAdmin(admin.ModelAdmin):
+class CatalogModelAdmin(_PricedAdmin):
     form = CatalogModelForm
-    inlines = [RouteInline]
-    list_display = ["public_id", "kind", "input_per_m", "output_per_m", "context_window", "enabled"]
+    inlines = [RouteInline, PriceVersionInline]
+    list_display = ["public_id", "kind", "input_per_m", "output_per_m", "scheduled", "context_window", "enabled"]
     list_filter = ["kind", "enabled", "supports_tools", "supports_vision"]
     search_fields = ["public_id"]
 
-    @admin.display(description="input $/1M (or per image)")
-    def input_per_m(self, obj: CatalogModel) -> str:
-        if obj.kind == "image":
-            return ", ".join(f"{k} {usd(v)}" for k, v in (obj.image_prices or {}).items())
-        return usd(per_million(obj.input_price_nusd))
+    def get_inlines(self, request, obj=None):
+        return [RouteInline, PriceVersionInline] if obj is not None else [RouteInline]  # no history before it exists
 
-    @admin.display(description="output $/1M")
+    def get_fieldsets(self, request, obj=None):
+        prices = ["input_per_million", "cached_per_million", "output_per_million", "image_prices_usd"]
+        fields = [f for f in CatalogModelForm.Meta.fields]
+        return [
+            (None, {"fields": fields}),
+            ("Prices (a change adds a version)", {"fields": [*prices, "effective_at", "price_note"]}),
+        ]
+
+    @admin.display(description="input $/1M now (or per image)")
+    def input_per_m(self, obj: CatalogModel) -> str:
+        version = price_book.current_price(obj)
+        if version is None:
+            return "—"
+        if obj.kind == "image":
+            return ", ".join(f"{k} {usd(v)}" for k, v in (version.image_prices or {}).items())
+        return usd(per_million(version.input_price_nusd))
+
+    @admin.display(description="output $/1M now")
     def output_per_m(self, obj: CatalogModel) -> str:
-        return usd(per_million(obj.output_price_nusd))
+        version = price_book.current_price(obj)
+        return usd(per_million(version.output_price_nusd)) if version is not None else "—"
+
+    @admin.display(description="next change")
+    def scheduled(self, obj: CatalogModel) -> str:
+        upcoming = obj.price_versions.filter(effective_at__gt=timezone.now()).order_by("effective_at", "id").first()
+        return f"{upcoming.effective_at:%Y-%m-%d %H:%M} UTC" if upcoming else "—"
+
+
+class RouteForm(_PricesForm):
+    input_per_million = forms.DecimalField(
+        label="Upstream input $ / 1M tokens",
+        min_value=Decimal(0),
+        decimal_places=9,
+        help_text="What the upstream charges you, per prompt token (per embedding token for embedding models).",
+    )
+
+    class Meta:
+        model = Route
+        fields = ["model", "provider", "upstream_model", "priority", "order", "weight", "enabled"]
+
+    def _kind(self) -> str:
+        model = self.cleaned_data.get("model") if hasattr(self, "cleaned_data") else None
+        return (model or self.instance.model).kind
+
+    def _latest(self):
+        return price_book.latest_cost(self.instance)
+
+
+@admin.register(Route)
+class RouteAdmin(_PricedAdmin):
+    """A route and its upstream's own prices (the operator's cost), versioned like the sale prices."""
+
+    form = RouteForm
+    add_version = staticmethod(price_book.add_cost_version)
+    inlines = [RouteCostVersionInline]
+    list_display = ["__str__", "enabled", "cost_now"]
+    list_filter = ["enabled", "priority", "provider"]
+    search_fields = ["model__public_id", "upstream_model", "provider__slug"]
+    list_select_related = ["model", "provider"]
+
+    def get_inlines(self, request, obj=None):
+        return [RouteCostVersionInline] if obj is not None else []
+
+    def get_fieldsets(self, request, obj=None):
+        costs = ["input_per_million", "cached_per_million", "output_per_million", "image_prices_usd"]
+        return [
+            (None, {"fields": RouteForm.Meta.fields}),
+            (
+                "Upstream cost (what the provider charges; a change adds a version)",
+                {"fields": [*costs, "effective_at", "price_note"]},
+            ),
+        ]
+
+    @admin.display(description="upstream cost now")
+    def cost_now(self, obj: Route) -> str:
+        return _cost_summary(price_book.current_cost(obj))
+
+
+@admin.register(PriceVersion)
+class PriceVersionAdmin(admin.ModelAdmin):
+    """Every sale price version, read-only (receipts name them)."""
+
+    list_display = ["public_id", "model", "effective_at", "input_per_m", "output_per_m", "created_by", "created_at"]
+    list_filter = ["model"]
+    search_fields = ["public_id", "model__public_id"]
+    readonly_fields = [f.name for f in PriceVersion._meta.fields]
+    input_per_m = _VersionInline.input_per_m
+    output_per_m = _VersionInline.output_per_m
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

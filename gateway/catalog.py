@@ -2,15 +2,22 @@
 
 The hot path never queries the catalog: it reads the snapshot. Admin edits reach this process at
 once (signals drop the snapshot) and every other process within `GATEWAY_CATALOG_TTL_SECONDS`.
+
+Prices come from the price book (gateway.price_book): each model carries its sale price `schedule` (every
+version, the scheduled ones included) and each route its cost schedule, and a request is
+priced by the version in force at its own moment (`ModelEntry.at`, `RouteEntry.cost_at`), so a change scheduled
+for 12:00 applies to the requests held from 12:00 on, whichever server and however old its snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 
 from django.db.models.signals import post_delete, post_save
@@ -19,11 +26,35 @@ from billing import money
 from billing.pricing import Prices
 from config.db import run_db
 from gateway import conf, image_pricing
-from gateway.models import CatalogModel, ModelKind, Provider, ProviderKind, Route, RoutePriority
+from gateway.models import (
+    CatalogModel,
+    ModelKind,
+    PriceVersion,
+    Provider,
+    ProviderKind,
+    Route,
+    RouteCostVersion,
+    RoutePriority,
+)
+from gateway.price_book import in_force
 from gateway.providers.base import ProviderConfig
 
 AUTO_MODEL = "auto"
 SIMULATOR_CONFIG = ProviderConfig(kind="simulator", name="simulator")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEntry:
+    """One version of the price book: a model's sale prices or a route's upstream costs, from `effective_at`."""
+
+    version: str  # pv_… or cv_…
+    effective_at: datetime
+    prices: Prices
+    image_prices: Mapping[str, int] = field(default_factory=dict)  # nusd per image by size[/quality]
+
+
+def _upcoming(schedule: tuple[PriceEntry, ...], moment: datetime) -> PriceEntry | None:
+    return next((entry for entry in schedule if entry.effective_at > moment), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +67,11 @@ class RouteEntry:
     weight: int
     enabled: bool  # route and its provider both enabled
     config: ProviderConfig
+    costs: tuple[PriceEntry, ...] = ()  # what its upstream charges: every cost version, in order
+
+    def cost_at(self, moment: datetime) -> PriceEntry | None:
+        """The upstream's prices in force at `moment` (None: nobody entered them)."""
+        return in_force(self.costs, moment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,31 +91,75 @@ class ModelEntry:
     supports_reasoning: bool = False
     supports_multimodal_input: bool = False
     image_input_tokens: int = 0
+    # The price book: `prices` and `image_prices` above are those of version `price_version`; `schedule` holds every
+    # version, in order.
+    price_version: str = ""
+    price_effective_at: datetime | None = None
+    schedule: tuple[PriceEntry, ...] = ()
 
     @property
     def enabled_routes(self) -> tuple[RouteEntry, ...]:
         return tuple(r for r in self.routes if r.enabled)
 
-    def public(self) -> dict:
-        """GET /v1/models/{id}: OpenAI's model object plus pricing per million tokens (exact strings), or per
-        image by size (and quality) for image models."""
+    def at(self, moment: datetime) -> ModelEntry:
+        """This model priced by the version in force at `moment` (itself when that is the version it carries)."""
+        entry = in_force(self.schedule, moment)
+        if entry is None or entry.version == self.price_version:
+            return self
+        return dataclasses.replace(
+            self,
+            prices=entry.prices,
+            image_prices=entry.image_prices,
+            price_version=entry.version,
+            price_effective_at=entry.effective_at,
+        )
+
+    def _pricing(self) -> dict:
         if self.kind == ModelKind.IMAGE:
             default = image_pricing.default_size(self.image_prices)
+            return {
+                "currency": "USD",
+                "unit": "per_image",
+                # the default size's price (what a request without size and quality pays), then every entry
+                "per_image": money.exact(self.image_prices[default]) if default else None,
+                "images": {key: money.exact(nusd) for key, nusd in self.image_prices.items()},
+            }
+        return {
+            "currency": "USD",
+            "unit": "per_million_tokens",
+            "input": _usd(self.prices.input_nusd),
+            "cached_input": _usd(self.prices.cached_nusd),
+            "output": _usd(self.prices.output_nusd),
+        }
+
+    def public(self, moment: datetime) -> dict:
+        """GET /v1/models/{id}: OpenAI's model object plus the prices in force at `moment` per million tokens
+        (exact strings), or per image by size (and quality) for image models, with their price version and, when
+        one is scheduled, the next prices and when they take effect."""
+        current = self.at(moment)
+        pricing = current._pricing()
+        pricing["version"] = current.price_version
+        pricing["effective_at"] = _unix(current.price_effective_at)
+        upcoming = _upcoming(self.schedule, moment)
+        if upcoming is None:
+            pricing["next"] = None
+        else:
+            following = current.at(upcoming.effective_at)
+            pricing["next"] = {
+                **{k: v for k, v in following._pricing().items() if k not in ("currency", "unit")},
+                "version": following.price_version,  # of versions taking effect together, the last added
+                "effective_at": _unix(upcoming.effective_at),
+            }
+        if self.kind == ModelKind.IMAGE:
             return {
                 "id": self.id,
                 "object": "model",
                 "created": self.created,
                 "owned_by": self.owned_by,
                 "type": self.kind,
-                "sizes": image_pricing.sizes(self.image_prices),
-                "qualities": image_pricing.qualities(self.image_prices),
-                "pricing": {
-                    "currency": "USD",
-                    "unit": "per_image",
-                    # the default size's price (what a request without size and quality pays), then every entry
-                    "per_image": money.exact(self.image_prices[default]) if default else None,
-                    "images": {key: money.exact(nusd) for key, nusd in self.image_prices.items()},
-                },
+                "sizes": image_pricing.sizes(current.image_prices),
+                "qualities": image_pricing.qualities(current.image_prices),
+                "pricing": pricing,
             }
         return {
             "id": self.id,
@@ -89,13 +169,7 @@ class ModelEntry:
             "type": self.kind,
             "context_length": self.context_window,
             "max_output_tokens": self.max_output_tokens,
-            "pricing": {
-                "currency": "USD",
-                "unit": "per_million_tokens",
-                "input": _usd(self.prices.input_nusd),
-                "cached_input": _usd(self.prices.cached_nusd),
-                "output": _usd(self.prices.output_nusd),
-            },
+            "pricing": pricing,
             "capabilities": {
                 "tools": self.supports_tools,
                 "vision": self.supports_vision,
@@ -108,6 +182,10 @@ class ModelEntry:
 
 def _usd(price_nusd: int) -> str:
     return money.exact(money.per_million(price_nusd))
+
+
+def _unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +211,42 @@ def _provider_config(provider: Provider) -> ProviderConfig:
     )
 
 
+def _schedules(rows, owner: str) -> dict[int, tuple[PriceEntry, ...]]:
+    """Per owner (model or route id): its versions in order (all of them: an image job is settled at the cost
+    version of its hold's moment, which may be older than the snapshot)."""
+    by_owner: dict[int, list[PriceEntry]] = {}
+    for row in rows:
+        by_owner.setdefault(row[owner], []).append(
+            PriceEntry(
+                version=row["public_id"],
+                effective_at=row["effective_at"],
+                prices=Prices(
+                    input_nusd=row["input_price_nusd"],
+                    output_nusd=row["output_price_nusd"],
+                    cached_nusd=row["cached_price_nusd"],
+                ),
+                image_prices=MappingProxyType(dict(row["image_prices"] or {})),
+            )
+        )
+    return {key: tuple(entries) for key, entries in by_owner.items()}
+
+
+_VERSION_FIELDS = (
+    "public_id",
+    "effective_at",
+    "input_price_nusd",
+    "cached_price_nusd",
+    "output_price_nusd",
+    "image_prices",
+)
+
+
 def load() -> Snapshot:
-    """Read the whole catalog (three queries). Disabled models are left out; disabled routes kept, marked."""
+    """Read the whole catalog (five queries). Disabled models, and models without prices, are left out; disabled
+    routes kept, marked."""
+    from django.utils import timezone
+
+    moment = timezone.now()
     configs: dict[int, ProviderConfig] = {}
     enabled_providers: set[int] = set()
     simulator = SIMULATOR_CONFIG
@@ -144,6 +256,10 @@ def load() -> Snapshot:
             enabled_providers.add(provider.pk)
             if provider.kind == ProviderKind.SIMULATOR and simulator is SIMULATOR_CONFIG:
                 simulator = configs[provider.pk]
+    costs = _schedules(
+        RouteCostVersion.objects.order_by("route_id", "effective_at", "id").values("route_id", *_VERSION_FIELDS),
+        "route_id",
+    )
     routes: dict[int, list[RouteEntry]] = {}
     for route in Route.objects.all().order_by("priority", "order", "id"):
         routes.setdefault(route.model_id, []).append(
@@ -156,28 +272,38 @@ def load() -> Snapshot:
                 weight=route.weight,
                 enabled=route.enabled and route.provider_id in enabled_providers,
                 config=configs[route.provider_id],
+                costs=costs.get(route.pk, ()),
             )
         )
+    schedules = _schedules(
+        PriceVersion.objects.order_by("model_id", "effective_at", "id").values("model_id", *_VERSION_FIELDS),
+        "model_id",
+    )
     models = {}
     for m in CatalogModel.objects.filter(enabled=True):
+        schedule = schedules.get(m.pk)
+        if not schedule:
+            continue  # never sold without a price
+        current = in_force(schedule, moment)
         models[m.public_id] = ModelEntry(
             id=m.public_id,
             kind=m.kind,
             owned_by=m.owned_by,
             created=int(m.created_at.timestamp()),
-            prices=Prices(
-                input_nusd=m.input_price_nusd, output_nusd=m.output_price_nusd, cached_nusd=m.cached_price_nusd
-            ),
+            prices=current.prices,
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,
             supports_tools=m.supports_tools,
             supports_vision=m.supports_vision,
             supports_json=m.supports_json,
             routes=tuple(routes.get(m.pk, ())),
-            image_prices=MappingProxyType(dict(m.image_prices or {})) if m.kind == ModelKind.IMAGE else {},
+            image_prices=current.image_prices if m.kind == ModelKind.IMAGE else {},
             supports_reasoning=m.supports_reasoning,
             supports_multimodal_input=m.supports_multimodal_input,
             image_input_tokens=m.image_input_tokens,
+            price_version=current.version,
+            price_effective_at=current.effective_at,
+            schedule=schedule,
         )
     return Snapshot(models=models, simulator=simulator, loaded_at=time.monotonic())
 
@@ -223,7 +349,7 @@ def invalidate(**_kwargs) -> None:
     _snapshot = None
 
 
-for _model in (Provider, CatalogModel, Route):
+for _model in (Provider, CatalogModel, Route, PriceVersion, RouteCostVersion):
     post_save.connect(invalidate, sender=_model, dispatch_uid=f"catalog-invalidate-save-{_model.__name__}")
     post_delete.connect(invalidate, sender=_model, dispatch_uid=f"catalog-invalidate-del-{_model.__name__}")
 
@@ -294,6 +420,7 @@ __all__ = [
     "ModelEntry",
     "ModelKind",
     "Needs",
+    "PriceEntry",
     "RouteEntry",
     "Snapshot",
     "asnapshot",

@@ -45,9 +45,15 @@ class Dialect:
         if self.name == "anthropic":
             kind = _ANTHROPIC_TYPES.get(exc.status, "api_error")
             return orjson.dumps(
-                {"type": "error", "error": {"type": kind, "message": exc.message}, "request_id": request_id}
+                {
+                    "type": "error",
+                    "error": {"type": kind, "message": exc.message, **exc.extra},
+                    "request_id": request_id,
+                }
             )
-        return orjson.dumps(envelope(exc.message, kind=exc.kind, code=exc.code, param=exc.param, request_id=request_id))
+        return orjson.dumps(
+            envelope(exc.message, kind=exc.kind, code=exc.code, param=exc.param, request_id=request_id, extra=exc.extra)
+        )
 
     def error_headers(self, request_id: str) -> dict[str, str]:
         return {"request-id": request_id} if self.name == "anthropic" else {}

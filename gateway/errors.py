@@ -10,6 +10,9 @@ from config.errors import ApiError
 def from_billing(exc: BillingError) -> ApiError:
     if isinstance(exc, InsufficientBalance | SpendCapExceeded):
         metrics.insufficient_balance.labels(exc.code).inc()
+    if isinstance(exc, SpendCapExceeded):  # which limit refused it: the key's monthly cap or its project's budget
+        return ApiError(402, exc.code, exc.message, kind="insufficient_balance", extra={"limit": exc.limit})
+    if isinstance(exc, InsufficientBalance):
         return ApiError(402, exc.code, exc.message, kind="insufficient_balance")
     if isinstance(exc, BillingUnavailable):
         return unavailable()

@@ -18,7 +18,7 @@ from config.errors import ApiError
 from gateway import conf
 from gateway.catalog import RouteEntry
 from gateway.providers import get_provider
-from gateway.providers.base import Provider, ProviderError
+from gateway.providers.base import Provider, ProviderError, UpstreamUsage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,20 +77,36 @@ class Breakers:
 breakers = Breakers()
 
 
+# Failed attempts an upstream billed anyway (it reported usage on the failure): the route and that usage.
+Billed = list[tuple[RouteEntry, UpstreamUsage]]
+
+
 @dataclass(slots=True)
 class Routed(Generic[T]):
     value: T
     route: RouteEntry
     attempts: int
+    billed: Billed = field(default_factory=list)
 
 
 class RoutingFailed(ApiError):
-    """Every route failed (or none could be tried); carries how many attempts were made and the last route."""
+    """Every route failed (or none could be tried); carries how many attempts were made, the last route and the
+    failed attempts upstream billed."""
 
-    def __init__(self, status: int, code: str, message: str, *, attempts: int, route: RouteEntry | None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        attempts: int,
+        route: RouteEntry | None,
+        billed: Billed | None = None,
+    ) -> None:
         super().__init__(status, code, message)
         self.attempts = attempts
         self.route = route
+        self.billed = billed or []
 
 
 def _request_error(exc: ProviderError, attempts: int, route: RouteEntry) -> RoutingFailed:
@@ -124,6 +140,7 @@ async def call(
     attempts = 0
     last: ProviderError | None = None
     last_route: RouteEntry | None = None
+    billed: Billed = []
     retries = conf.get("GATEWAY_ROUTE_RETRIES")
     for route in routes:
         if use_breakers and not breakers.healthy(route):
@@ -140,10 +157,14 @@ async def call(
             except ProviderError as exc:
                 metrics.upstream_attempts.labels(*labels, "error").inc()
                 metrics.upstream_errors.labels(*labels, exc.kind).inc()
+                if exc.billed is not None:
+                    billed.append((route, exc.billed))
                 if not exc.retryable:
                     if use_breakers:
                         breakers.success(route)  # it answered; the request was at fault
-                    raise _request_error(exc, attempts, route) from None
+                    failed = _request_error(exc, attempts, route)
+                    failed.billed = billed
+                    raise failed from None
                 last = exc
                 if use_breakers:
                     breakers.failure(route)
@@ -156,7 +177,7 @@ async def call(
             metrics.upstream_attempts.labels(*labels, "ok").inc()
             if use_breakers:
                 breakers.success(route)
-            return Routed(value, route, attempts)
+            return Routed(value, route, attempts, billed)
     if last is None:
         raise RoutingFailed(
             503,
@@ -167,8 +188,18 @@ async def call(
         )
     if last.kind == "timeout":
         raise RoutingFailed(
-            504, "upstream_timeout", "The upstream provider timed out.", attempts=attempts, route=last_route
+            504,
+            "upstream_timeout",
+            "The upstream provider timed out.",
+            attempts=attempts,
+            route=last_route,
+            billed=billed,
         )
     raise RoutingFailed(
-        502, "upstream_error", "The upstream provider failed to answer.", attempts=attempts, route=last_route
+        502,
+        "upstream_error",
+        "The upstream provider failed to answer.",
+        attempts=attempts,
+        route=last_route,
+        billed=billed,
     )

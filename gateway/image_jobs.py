@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
@@ -143,6 +143,8 @@ class Submission:
     style: str
     upstream_payload: dict
     hold: Hold
+    price_version: str = ""
+    max_cost_nusd: int | None = None
 
 
 def create(sub: Submission) -> bytes:
@@ -168,7 +170,11 @@ def create(sub: Submission) -> bytes:
             hold_id=sub.hold.hold_id,
             hold_public_id=sub.hold.public_id or "",
             hold_amount_nusd=sub.hold.amount_nusd,
+            hold_counted=sub.hold.counted,
+            project_id=sub.hold.project_id,
             unit_price_nusd=sub.price.unit_nusd,
+            price_version=sub.price_version,
+            max_cost_nusd=sub.max_cost_nusd,
             created_at=now,
             start_by=now + timedelta(seconds=settings.IMAGE_JOB_TIMEOUT_SECONDS),
             hold_expires_at=settlement.hold_expiry(now),
@@ -297,6 +303,8 @@ def _hold_of(job: ImageJob) -> Hold:
         request_id=job.request_id,
         amount_nusd=job.hold_amount_nusd,
         is_test=job.is_test,
+        project_id=job.project_id,
+        counted=job.hold_counted,
     )
 
 
@@ -311,6 +319,8 @@ def _meta(job: ImageJob, now: datetime) -> ReceiptMeta:
         latency_ms=min(int((now - job.created_at).total_seconds() * 1000), 2**31 - 1),
         idempotency_key=job.idempotency_key,
         key_label=job.key_label,
+        price_version=job.price_version,
+        max_cost_nusd=job.max_cost_nusd,
     )
 
 
@@ -329,22 +339,27 @@ def _transition(job: ImageJob, status: str, now: datetime, *, from_statuses, **f
     return True
 
 
-def _end(job: ImageJob, status: str, *, code: str, message: str, now: datetime | None = None) -> ImageJob | None:
+def _end(
+    job: ImageJob, status: str, *, code: str, message: str, now: datetime | None = None, billed=()
+) -> ImageJob | None:
     """Move an unfinished job to a terminal status other than `succeeded` and release its hold (a zero-cost
-    receipt). None when the job had moved on meanwhile (nothing changed)."""
+    receipt, with the upstream cost of failed attempts upstream `billed`). None when the job had moved on
+    meanwhile (nothing changed)."""
     now = now or timezone.now()
     with transaction.atomic():
         fields = {"error_code": code[:60], "error_message": message[:500]}
         if not _transition(job, status, now, from_statuses=(job.status,), **fields):
             return None
-        receipt = settlement.release_sync(_hold_of(job), meta=_meta(job, now), error_code=status)
+        receipt = settlement.release_sync(_hold_of(job), meta=_meta(job, now), error_code=status, billed=billed)
         ImageJob.objects.filter(pk=job.pk).update(receipt_id=receipt.public_id)
         job.receipt_id = receipt.public_id
         _announce(job)
     return job
 
 
-def _succeed(job: ImageJob, images: list[GeneratedImage], now: datetime) -> ImageJob | None:
+def _succeed(
+    job: ImageJob, images: list[GeneratedImage], now: datetime, *, upstream=None, billed=()
+) -> ImageJob | None:
     """Store the images, then in one transaction: the status, the outputs and the settlement (images × unit
     price, never above the hold). None (files removed) when the job was cancelled or taken over meanwhile."""
     images = images[: job.n]  # never deliver, or charge for, more than was asked and held
@@ -361,6 +376,8 @@ def _succeed(job: ImageJob, images: list[GeneratedImage], now: datetime) -> Imag
                 usage=pricing.Usage(prompt_tokens=0, completion_tokens=0, images=len(images)),
                 prices=pricing.Prices(input_nusd=0, output_nusd=0, image_nusd=job.unit_price_nusd),
                 meta=_meta(job, now),
+                upstream=upstream,
+                billed=billed,
             )
             receipt = settlement.record_sync(priced)
             ImageJob.objects.filter(pk=job.pk).update(
@@ -406,6 +423,8 @@ class Outcome:
     provider: str = ""
     upstream_model: str = ""
     attempts: int = 0
+    route: object = None  # the RouteEntry that answered
+    billed: list = field(default_factory=list)  # failed attempts upstream billed: [(RouteEntry, UpstreamUsage)]
 
 
 def run(public_id: str) -> str:
@@ -424,14 +443,32 @@ def run(public_id: str) -> str:
     )
     job.provider, job.upstream_model, job.route_attempts = outcome.provider, outcome.upstream_model, outcome.attempts
     finished = timezone.now()
+    billed = [bill for route, usage in outcome.billed if (bill := _bill(job, route, usage)) is not None]
     if outcome.images is not None:
-        ended = _succeed(job, outcome.images, finished)
+        ended = _succeed(job, outcome.images, finished, upstream=_upstream(job, outcome.route), billed=billed)
     else:
-        ended = _end(job, outcome.status, code=outcome.code, message=outcome.message, now=finished)
+        ended = _end(job, outcome.status, code=outcome.code, message=outcome.message, now=finished, billed=billed)
     if ended is None:
         log.info("image job %s changed while it ran (cancelled or taken over); its result was dropped", public_id)
         return "dropped"
     return ended.status
+
+
+def _upstream(job: ImageJob, route) -> settlement.UpstreamPrices | None:
+    """What the serving route charges per image of the job's size, at its cost version of the job's hold."""
+    from gateway.operations.images import image_cost
+
+    entry = route.cost_at(job.created_at) if route is not None and not job.is_test else None
+    return None if entry is None else image_cost(entry, job.size, job.quality or None)
+
+
+def _bill(job: ImageJob, route, usage) -> settlement.UpstreamBill | None:
+    upstream = _upstream(job, route)
+    if upstream is None:
+        return None
+    return settlement.UpstreamBill(
+        pricing.Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens), upstream
+    )
 
 
 def _routes(job: ImageJob):
@@ -486,6 +523,7 @@ def generate(job: ImageJob) -> Outcome:
             provider=route.provider if route else "",
             upstream_model=route.upstream_model if route else "",
             attempts=exc.attempts,
+            billed=exc.billed,
         )
     except TimeoutError:
         return Outcome(code="upstream_timeout", message="The image took longer than this job may run.")
@@ -496,6 +534,8 @@ def generate(job: ImageJob) -> Outcome:
         "provider": routed.route.provider,
         "upstream_model": routed.route.upstream_model,
         "attempts": routed.attempts,
+        "route": routed.route,
+        "billed": routed.billed,
     }
     if isinstance(routed.value, ModerationRejected):
         return Outcome(

@@ -1,12 +1,13 @@
-"""The model catalog (providers, models, routes), stored completions, idempotency records and image jobs.
+"""The model catalog (providers, models, routes), its price book (sale price versions per model, upstream cost
+versions per route), stored completions, idempotency records and image jobs.
 
 Prices are integers of nano-dollars per token (shown per million tokens in the admin), or per image for image
-models. Provider API keys are encrypted at rest (gateway.crypto) and never displayed.
+models; they live in versions with an effective time, never on the model or route itself (gateway.price_book).
+Provider API keys are encrypted at rest (gateway.crypto) and never displayed.
 """
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -63,20 +64,11 @@ class CatalogModel(models.Model):
     kind = models.CharField(max_length=20, choices=ModelKind.choices, default=ModelKind.CHAT)
     owned_by = models.CharField(max_length=60, default="tollgate")
     description = models.CharField(max_length=300, blank=True)
-    input_price_nusd = models.BigIntegerField(default=0, help_text="Per prompt token, nano-dollars.")
-    cached_price_nusd = models.BigIntegerField(default=0, help_text="Per cached prompt token, nano-dollars.")
-    output_price_nusd = models.BigIntegerField(default=0, help_text="Per completion token, nano-dollars.")
     context_window = models.PositiveIntegerField(default=128_000)
     max_output_tokens = models.PositiveIntegerField(default=4_096)
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json = models.BooleanField(default=False)
-    image_prices = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text="Image models: nano-dollars per image by size, and by size/quality where quality matters, e.g. "
-        '{"1024x1024": 40000000, "1024x1024/hd": 80000000}. The sizes listed are the sizes the model offers.',
-    )
     supports_reasoning = models.BooleanField(
         default=False, help_text="Accepts a reasoning effort (the Responses API's reasoning.effort is passed on)."
     )
@@ -95,30 +87,9 @@ class CatalogModel(models.Model):
     class Meta:
         ordering = ["public_id"]
         verbose_name = "model"
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(input_price_nusd__gte=0)
-                & models.Q(cached_price_nusd__gte=0)
-                & models.Q(output_price_nusd__gte=0),
-                name="catalogmodel_prices_non_negative",
-            ),
-        ]
 
     def __str__(self) -> str:
         return self.public_id
-
-    def clean(self) -> None:
-        from gateway.image_pricing import PriceTableError, parse_table
-
-        # Not keyed to the field: the admin edits the table through a form field of its own (in dollars).
-        try:
-            table = parse_table(self.image_prices or {})
-        except PriceTableError as exc:
-            raise ValidationError(f"Image prices: {exc.message}") from None
-        if self.kind == ModelKind.IMAGE and not table:
-            raise ValidationError("Image prices: an image model needs a price for at least one size.")
-        if self.kind != ModelKind.IMAGE and table:
-            raise ValidationError("Image prices: only image models have prices per image.")
 
 
 class RoutePriority(models.TextChoices):
@@ -143,6 +114,102 @@ class Route(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} → {self.provider}:{self.upstream_model} ({self.priority})"
+
+
+# --- the price book: sale prices per model and upstream costs per route, versioned -------------------------
+
+
+def _price_version_id() -> str:
+    return new_id("pv")
+
+
+def _cost_version_id() -> str:
+    return new_id("cv")
+
+
+class AppendOnly(Exception):
+    pass
+
+
+class _VersionQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: ARG002
+        raise AppendOnly("Price versions are never edited: add a new version (gateway.price_book).")
+
+    def delete(self):
+        raise AppendOnly("Price versions are never deleted.")
+
+
+class _Version(models.Model):
+    """Prices from `effective_at` until the next version's. Appended, never changed or deleted: a change is a new
+    version with an effective time (gateway.price_book), so every receipt's prices stay readable. Token prices
+    are nano-dollars per token; image prices a table of nano-dollars per image by size (gateway.image_pricing)."""
+
+    effective_at = models.DateTimeField(db_index=True)
+    input_price_nusd = models.BigIntegerField(default=0, help_text="Per prompt (or embedding) token, nano-dollars.")
+    cached_price_nusd = models.BigIntegerField(default=0, help_text="Per cached prompt token, nano-dollars.")
+    output_price_nusd = models.BigIntegerField(default=0, help_text="Per completion token, nano-dollars.")
+    image_prices = models.JSONField(default=dict, blank=True, help_text="Nano-dollars per image by size[/quality].")
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = _VersionQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["effective_at", "id"]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise AppendOnly("Price versions are never edited: add a new version (gateway.price_book).")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnly("Price versions are never deleted.")
+
+
+class PriceVersion(_Version):
+    """What a model sells for: the price version in force when a request's hold is placed prices it, and its id is on
+    the receipt."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_price_version_id, editable=False)
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="price_versions")
+
+    class Meta(_Version.Meta):
+        verbose_name = "price version"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(input_price_nusd__gte=0)
+                & models.Q(cached_price_nusd__gte=0)
+                & models.Q(output_price_nusd__gte=0),
+                name="priceversion_prices_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.model_id} from {self.effective_at:%Y-%m-%d %H:%M:%S})"
+
+
+class RouteCostVersion(_Version):
+    """What a route's upstream charges the operator (its own list prices): a receipt's upstream cost is its usage at
+    the serving route's cost version in force when the hold was placed."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_cost_version_id, editable=False)
+    route = models.ForeignKey(Route, on_delete=models.PROTECT, related_name="cost_versions")
+
+    class Meta(_Version.Meta):
+        verbose_name = "route cost version"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(input_price_nusd__gte=0)
+                & models.Q(cached_price_nusd__gte=0)
+                & models.Q(output_price_nusd__gte=0),
+                name="routecostversion_prices_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} (route {self.route_id} from {self.effective_at:%Y-%m-%d %H:%M:%S})"
 
 
 class StoredCompletion(models.Model):
@@ -280,7 +347,13 @@ class ImageJob(models.Model):
     hold_id = models.BigIntegerField(null=True, blank=True)
     hold_public_id = models.CharField(max_length=40, blank=True)
     hold_amount_nusd = models.BigIntegerField(default=0)
+    hold_counted = models.BooleanField(default=False, help_text="The hold moved a key's or project's monthly counter.")
+    project = models.ForeignKey("accounts.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     unit_price_nusd = models.BigIntegerField(default=0)
+    price_version = models.CharField(
+        max_length=40, blank=True, help_text="The price version the hold was placed under."
+    )
+    max_cost_nusd = models.BigIntegerField(null=True, blank=True)
     receipt_id = models.CharField(max_length=40, blank=True)
     total_cost_nusd = models.BigIntegerField(default=0)
     images_produced = models.PositiveSmallIntegerField(default=0)

@@ -434,6 +434,18 @@ HTTP_REASONS = {
 }
 
 
+MAX_COST = {
+    "name": "Tollgate-Max-Cost",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "example": "0.05"},
+    "description": "The most this request may cost, in US dollars (or `max_cost_usd` in the body, which is not "
+    "sent upstream; the stricter applies). Max tokens shrink to what it affords, a stream is cut before it passes "
+    "it (finish_reason length), the receipt is never above it; 400 max_cost_too_low when not even the prompt fits. "
+    "Without it, the key's default cap applies, if any.",
+}
+
+
 def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
     """Describe every charging operation (and its estimate) in the ninja-generated document."""
     components = document.setdefault("components", {})
@@ -449,6 +461,7 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
         base = {"tags": ["inference"], "security": [{"KeyAuth": []}]}
         paths.setdefault(op.path, {})["post"] = {  # the path may have ninja reads too (GET /v1/images)
             **base,
+            "parameters": [MAX_COST],
             "requestBody": body(op.schema),
             "operationId": op.name.replace(".", "_"),
             "summary": op.summary,
@@ -465,6 +478,7 @@ def add_operations(document: dict[str, Any], operations) -> dict[str, Any]:
             paths[op.estimate_path or op.path + "/estimate"] = {
                 "post": {
                     **base,
+                    "parameters": [MAX_COST],
                     "requestBody": body(estimator.schema),
                     "operationId": estimator.name.replace(".", "_") + ("" if estimator is not op else "_estimate"),
                     "summary": estimator.summary

@@ -10,7 +10,10 @@ owns the failure rules:
 - a call that fails settles at zero (a failed receipt), and its Idempotency-Key is released;
 - a client that leaves mid-stream, or an upstream that breaks after output was delivered, pays for what was
   produced (a `partial` receipt);
-- every hold ends exactly once: settled, released, or (if this process dies) swept (billing.leases).
+- every hold ends exactly once: settled, released, or (if this process dies) swept (billing.leases);
+- a request is priced by the price version in force when it is planned (just before its hold), and its settlement
+  prices with that same version and the serving route's cost version of that moment, whatever changed meanwhile;
+- a request's cost cap (gateway.cost_cap) bounds its hold, so its receipt; a stream is cut before it passes it.
 
 Round trips for a plain live request: the rate-limit script (one Redis call; none in the embedded default),
 the hold (one statement) and the settlement (one statement, written after the reply is sent).
@@ -29,17 +32,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.auth import aauthenticate, check_model_allowed, extract_key, key_headers
 from billing import pricing, settlement
 from billing.errors import BillingError, InsufficientBalance
 from billing.models import Receipt, ReceiptStatus
-from billing.settlement import Hold, HoldRequest, ReceiptMeta, Settlement, unsettled
+from billing.settlement import Hold, HoldRequest, ReceiptMeta, Settlement, UpstreamBill, unsettled
 from config import metrics
 from config.db import run_db
 from config.errors import ApiError
-from gateway import conf, errors, fallback, idempotency, ratelimit, scenarios, schemas, sse
+from gateway import conf, cost_cap, errors, fallback, idempotency, ratelimit, scenarios, schemas, sse
 from gateway.catalog import AUTO_MODEL, RouteEntry, asnapshot, order_routes, resolve
 from gateway.operations.base import Call, Reply, Result, StreamView
 from gateway.providers.base import ProviderError, usage_from_openai
@@ -116,6 +120,9 @@ def parse(call: Call) -> None:
         raise ApiError(400, "invalid_request_error", "The request body must be a JSON object.")
     if call.body.count(b"{") + call.body.count(b"[") > schemas.MAX_JSON_DEPTH:  # cheap: most bodies cannot be
         schemas.check_depth(payload)
+    # The cost cap is the gateway's: its body field is taken out before validation, so it never goes upstream.
+    cap = cost_cap.requested(call.headers, payload)
+    call.max_cost_nusd = cap if cap is not None else call.ctx.max_cost_per_request_nusd
     call.payload = payload
     call.request = schemas.parse(call.op.schema, payload)
     call.op.prepare(call)
@@ -145,6 +152,9 @@ async def plan(call: Call) -> None:
         )
     if request.model == AUTO_MODEL:
         check_model_allowed(ctx, model.id)
+    # The prices in force now: the hold and, however long the call takes, the settlement (call.model keeps them).
+    call.priced_at = timezone.now()
+    model = model.at(call.priced_at)
     for wanted, supported, param, what in (
         (needs.tools, model.supports_tools, "tools", "does not support tools"),
         (needs.vision, model.supports_vision, "messages", "does not accept images"),
@@ -186,6 +196,8 @@ async def plan(call: Call) -> None:
                 503, "model_unavailable", f"The model '{model.id}' has no available upstream right now.", param="model"
             )
     call.upstream = op.upstream_payload(call)
+    if call.max_cost_nusd is not None:
+        op.fit_cost(call, call.max_cost_nusd)  # the output budget (and upstream's max tokens) shrink to fit
     call.hold_nusd = op.budget(call)
 
 
@@ -208,6 +220,8 @@ def _hold_request(call: Call) -> HoldRequest:
         is_test=ctx.is_test,
         spend_cap_nusd=ctx.monthly_spend_cap_nusd,
         leased=not call.op.deferred,  # a job's hold outlives this process's request
+        project_id=ctx.project_id,
+        project_budget_nusd=ctx.project_budget_nusd,
     )
 
 
@@ -299,13 +313,27 @@ def _meta(call: Call, *, route: RouteEntry | None, attempts: int, ttft_ms: int |
         ttft_ms=ttft_ms,
         idempotency_key=call.idempotency_key or "",
         key_label=f"{ctx.name} ({ctx.masked})",
+        price_version=call.model.price_version,
+        max_cost_nusd=call.max_cost_nusd,
     )
 
 
-def _release_unit(call: Call, meta: ReceiptMeta, error_code: str) -> Receipt:
+def _billed(call: Call, failures: fallback.Billed) -> list[UpstreamBill]:
+    """Failed attempts upstream billed anyway, at their routes' costs."""
+    bills = []
+    for route, usage in failures:
+        upstream = call.op.upstream_prices(call, route)
+        if upstream is not None:
+            bills.append(
+                UpstreamBill(pricing.Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens), upstream)
+            )
+    return bills
+
+
+def _release_unit(call: Call, meta: ReceiptMeta, error_code: str, billed: list[UpstreamBill]) -> Receipt:
     """One DB unit: release the hold (zero cost, failed receipt) and free the Idempotency-Key."""
     assert call.hold is not None
-    receipt = settlement.release_sync(call.hold, meta=meta, error_code=error_code)
+    receipt = settlement.release_sync(call.hold, meta=meta, error_code=error_code, billed=billed)
     if call.idempotency_key is not None:
         idempotency.abandon(team_id=call.ctx.team_id, key=call.idempotency_key, request_id=call.request_id)
     return receipt
@@ -316,16 +344,19 @@ def spawn(coro: Awaitable[Any]) -> None:
     _track(asyncio.ensure_future(coro))
 
 
-async def fail(call: Call, *, error_code: str, attempts: int, route: RouteEntry | None) -> None:
+async def fail(
+    call: Call, *, error_code: str, attempts: int, route: RouteEntry | None, billed: fallback.Billed = ()
+) -> None:
     """Release the hold (zero cost, a failed receipt) and free the Idempotency-Key, shielded from cancellation.
     If the database is away the client is answered at once and the release goes on in the background."""
     if call.ended:
         return
     call.ended = True
     meta = _meta(call, route=route, attempts=attempts)
+    bills = _billed(call, billed)
 
     async def attempt() -> Receipt:
-        return await run_db(_release_unit, call, meta, error_code)
+        return await run_db(_release_unit, call, meta, error_code, bills)
 
     try:
         await uncancellable(attempt())
@@ -443,7 +474,7 @@ async def route_or_release(
     try:
         routed = await fallback.call(call.routes, attempt, use_breakers=call.use_breakers)
     except fallback.RoutingFailed as exc:
-        await fail(call, error_code=exc.code, attempts=exc.attempts, route=exc.route)
+        await fail(call, error_code=exc.code, attempts=exc.attempts, route=exc.route, billed=exc.billed)
         exc.headers = {**call.response_headers, **exc.headers}
         raise
     except BaseException:
@@ -477,6 +508,8 @@ async def complete(call: Call, *, settle_after_reply: bool) -> Reply:
             usage=op.usage(call, result),
             prices=op.prices(call),
             meta=_meta(call, route=route, attempts=routed.attempts),
+            upstream=op.upstream_prices(call, route),
+            billed=_billed(call, routed.billed),
         )
 
         def render_body(receipt: Receipt) -> bytes:
@@ -511,7 +544,9 @@ class Relay:
     - the client went away (the task is cancelled): upstream is closed, and what was produced is settled
       "partial";
     - upstream broke: what was delivered is settled "partial" (nothing delivered: released at zero), then an
-      error event. Settlement runs through `uncancellable`, so cancellation cannot skip it.
+      error event. Settlement runs through `uncancellable`, so cancellation cannot skip it;
+    - under a cost cap, the next chunk would cost more than the hold (at most the cap): upstream is closed, the
+      view ends the output as if its max tokens were reached, and what was relayed is settled "succeeded".
     """
 
     def __init__(
@@ -530,7 +565,14 @@ class Relay:
         self.route: RouteEntry = routed.route
         self.attempts = routed.attempts
         self.ttft_ms = ttft_ms
+        self.billed = routed.billed
         self.transcript: list[bytes] | None = [] if call.idempotency_key is not None else None
+        self.meter = (
+            cost_cap.Meter(limit_nusd=call.hold_nusd, prompt_tokens=call.prompt_tokens, prices=call.op.prices(call))
+            if call.max_cost_nusd is not None
+            else None
+        )
+        self.cut = False
 
     async def _send(self, write: Write, data: bytes) -> None:
         if self.transcript is not None:
@@ -548,6 +590,12 @@ class Relay:
                 await self._send(write, head)
             chunk: dict[str, Any] | None = self.first
             while chunk is not None:
+                if self.meter is not None and not self.meter.admit(view.text(chunk)):
+                    self.cut = True
+                    cut = view.cut()
+                    if cut:
+                        await self._send(write, cut)
+                    break
                 data = view.frame(chunk)
                 if data is not None:
                     await self._send(write, data)
@@ -560,6 +608,8 @@ class Relay:
             broke = exc
             # Output the client received is paid for; a stream that broke before any costs nothing.
             outcome = ReceiptStatus.PARTIAL if view.produced() else ReceiptStatus.FAILED
+            if outcome == ReceiptStatus.FAILED and exc.billed is not None:  # partial: priced from what it relayed
+                self.billed = [*self.billed, (self.route, exc.billed)]
             log.warning("stream %s broke mid-way: %s", self.call.request_id, exc.message)
         finally:
             await self._close_upstream()
@@ -583,16 +633,21 @@ class Relay:
     async def _settle(self, outcome: str) -> Receipt | None:
         call, view = self.call, self.view
         if outcome == ReceiptStatus.FAILED:
-            await fail(call, error_code="upstream_error", attempts=self.attempts, route=self.route)
+            await fail(call, error_code="upstream_error", attempts=self.attempts, route=self.route, billed=self.billed)
             return None
-        reported = view.upstream_usage() if outcome == ReceiptStatus.SUCCEEDED else None
-        usage = validated_usage(reported, prompt_tokens=call.prompt_tokens, produced=view.produced())
+        if self.cut:  # what was relayed, counted as the meter counted it
+            usage = self.meter.usage()  # type: ignore[union-attr]
+        else:
+            reported = view.upstream_usage() if outcome == ReceiptStatus.SUCCEEDED else None
+            usage = validated_usage(reported, prompt_tokens=call.prompt_tokens, produced=view.produced())
         priced = settlement.price(
             call.hold,  # type: ignore[arg-type]
             usage=usage,
             prices=call.op.prices(call),
             status=outcome,
             meta=_meta(call, route=self.route, attempts=self.attempts, ttft_ms=self.ttft_ms),
+            upstream=call.op.upstream_prices(call, self.route),
+            billed=_billed(call, self.billed),
         )
         transcript = self.transcript
 

@@ -4,6 +4,7 @@ a model, and stored chat completions."""
 from __future__ import annotations
 
 import orjson
+from django.utils import timezone
 
 from accounts.auth import KeyContext
 from billing.models import Receipt
@@ -16,9 +17,10 @@ CHAT_ENDPOINT = "chat.completions"
 
 
 async def models_body() -> bytes:
-    snap = await asnapshot()
+    """Every model with the prices in force now and, when a change is scheduled, the next prices."""
+    snap, now = await asnapshot(), timezone.now()
     return orjson.dumps(
-        {"object": "list", "data": [m.public() for m in sorted(snap.models.values(), key=lambda m: m.id)]}
+        {"object": "list", "data": [m.public(now) for m in sorted(snap.models.values(), key=lambda m: m.id)]}
     )
 
 
@@ -27,7 +29,7 @@ async def model_body(model_id: str) -> bytes:
     model = snap.models.get(model_id)
     if model is None:
         raise ApiError(404, "model_not_found", f"The model '{model_id}' does not exist.", param="model")
-    return orjson.dumps(model.public())
+    return orjson.dumps(model.public(timezone.now()))
 
 
 async def providers_body(model_id: str | None) -> bytes:

@@ -151,3 +151,37 @@ def count_prompt_tokens(payload: dict[str, Any]) -> int:
 def estimate_margin(counted: int) -> int:
     """What a hold adds to our count of a prompt, since other tokenizers count differently."""
     return (counted * ESTIMATE_MARGIN_PERCENT + 99) // 100
+
+
+class RunningCount:
+    """`count_tokens` of a text that grows by appends, at the cost of what is appended (a stream under a cost cap
+    counts every chunk before it is sent).
+
+    Every piece but the last is final: no piece pattern looks behind, and each piece ends before a character that
+    is already there (a word before a non-letter, a whitespace run before what follows it), so appending can only
+    change the last piece. Only that piece and the new text are split again."""
+
+    __slots__ = ("_final", "_tail")
+
+    def __init__(self) -> None:
+        self._final = 0  # tokens of the pieces before the last
+        self._tail = ""  # the last piece
+
+    def _split(self, text: str) -> tuple[list[str], int]:
+        pieces = _findall(self._tail + text)
+        return pieces, sum(map(_piece_tokens, pieces))
+
+    def peek(self, text: str) -> int:
+        """The count if `text` were appended."""
+        return self._final + self._split(text)[1] if text else self.tokens
+
+    def add(self, text: str) -> int:
+        if text:
+            pieces, _ = self._split(text)
+            self._final += sum(map(_piece_tokens, pieces[:-1]))
+            self._tail = pieces[-1] if pieces else ""
+        return self.tokens
+
+    @property
+    def tokens(self) -> int:
+        return self._final + (_piece_tokens(self._tail) if self._tail else 0)

@@ -1,9 +1,9 @@
 """The portable settlement backend: the hold, the settlement and the release as short ORM transactions.
 
 It serves SQLite (the embedded default) and, on PostgreSQL, the cases the one-statement SQL leaves to it:
-holds under a monthly spend cap (the wallet row lock, taken first, serialises a key's placements so the cap
-cannot be raced past) and settlements of a hold the sweeper already released. Every function is synchronous
-and joins the caller's transaction when there is one.
+holds under a key's monthly cap or a project's budget, whose monthly spend counters move in the same transaction
+as the wallet (billing.spend explains why that cannot be raced), and settlements of a hold the sweeper already
+released. Every function is synchronous and joins the caller's transaction when there is one.
 
 Concurrency safety comes from conditional UPDATEs (`… WHERE balance - held >= x`, `… WHERE status = 'open'`),
 never from long-lived row locks: nothing stays locked while upstream works.
@@ -18,19 +18,20 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Subquery
 from django.utils import timezone
 
-from billing.errors import BillingUnavailable, HoldClosed, InsufficientBalance, SpendCapExceeded
+from billing import spend
+from billing.errors import BillingUnavailable, HoldClosed, InsufficientBalance
 from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, Wallet
 from billing.settlement import Hold as HoldRef
-from billing.settlement import HoldRequest, Settlement, announce, hold_expiry, key_month_spend_nusd
+from billing.settlement import HoldRequest, Settlement, announce, hold_expiry
 from config.db import run_db
 
 log = logging.getLogger(__name__)
 
 
 def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) -> HoldRef:
-    """Two statements in one short transaction: the conditional UPDATE (which both checks and reserves, so two
-    processes can never spend the same credit) and the Hold INSERT. With a spend cap, one more query runs
-    after the UPDATE, while the wallet row lock serialises this team's placements."""
+    """One short transaction: the conditional UPDATE of the wallet (which both checks and reserves, so two
+    processes can never spend the same credit), then, under a key's cap or a project's budget, the conditional
+    UPDATE of each monthly counter (billing.spend), then the Hold INSERT. Any refusal rolls all of it back."""
     now = timezone.now()
     with transaction.atomic():
         reserved = Wallet.objects.filter(
@@ -38,11 +39,25 @@ def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) ->
         ).update(held_nusd=F("held_nusd") + request.amount_nusd, updated_at=now)
         if not reserved:
             raise InsufficientBalance(request.amount_nusd)
-        if request.spend_cap_nusd is not None and request.key_id is not None:
-            used = key_month_spend_nusd(request.key_id, now=now)
-            if used + request.amount_nusd > request.spend_cap_nusd:
-                # raising inside the block rolls the reservation back
-                raise SpendCapExceeded(limit="key", cap_nusd=request.spend_cap_nusd, used_nusd=used)
+        counters: dict[str, int | None] = {"key_counter_id": None, "project_counter_id": None}
+        if request.counted:
+            month = spend.month_of(now)
+            if request.spend_cap_nusd is not None and request.key_id is not None:
+                counters["key_counter_id"] = spend.reserve(
+                    "key",
+                    request.key_id,
+                    amount_nusd=request.amount_nusd,
+                    limit_nusd=request.spend_cap_nusd,
+                    month=month,
+                )
+            if request.project_budget_nusd is not None and request.project_id is not None:
+                counters["project_counter_id"] = spend.reserve(
+                    "project",
+                    request.project_id,
+                    amount_nusd=request.amount_nusd,
+                    limit_nusd=request.project_budget_nusd,
+                    month=month,
+                )
         hold = Hold.objects.create(
             public_id=public_id,
             # Resolved inside the INSERT, so placing a hold needs no separate wallet lookup.
@@ -53,6 +68,7 @@ def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) ->
             lease_id=lease_id,
             created_at=now,
             expires_at=None if lease_id is not None else hold_expiry(now),
+            **counters,
         )
     return HoldRef.live(request, hold_id=hold.pk, public_id=public_id)
 
@@ -106,6 +122,8 @@ def settle(settlement: Settlement) -> Receipt:
         Wallet.objects.filter(pk=wallet.pk).update(
             held_nusd=F("held_nusd") - released, balance_nusd=F("balance_nusd") - charged, updated_at=now
         )
+        if hold.counted:  # the held amount becomes the cost (a hold the sweeper released gave its amount back)
+            spend.move(hold.hold_id, cost.total_nusd - released)
         receipt.save(force_insert=True)
         if charged:
             LedgerEntry.objects.create(
@@ -131,6 +149,8 @@ def release(hold: HoldRef, receipt: Receipt) -> Receipt:
                 Wallet.objects.filter(team_id=hold.team_id).update(
                     held_nusd=F("held_nusd") - hold.amount_nusd, updated_at=now
                 )
+                if hold.counted:
+                    spend.move(hold.hold_id, -hold.amount_nusd)
             wallet = Wallet.objects.get(team_id=hold.team_id)
         receipt.save(force_insert=True)
         announce(receipt, wallet)

@@ -11,8 +11,10 @@ it inside a single round trip (~0.2 ms), with no Python in between.
 The outcomes are exactly those of billing/backends/orm.py, which this module hands the rare cases to:
 
 - hold: the conditional UPDATE (`balance >= held + amount`) both checks and reserves; the hold row (with this
-  process's lease) is inserted only if that UPDATE matched. No row back → InsufficientBalance. A key with a
-  monthly spend cap goes through the ORM form, whose wallet row lock serialises the key's placements.
+  process's lease) is inserted only if that UPDATE matched. No row back → InsufficientBalance. A hold under a
+  key's monthly cap or a project's budget (`HoldRequest.counted`) goes through the ORM form: its spend counters
+  move in the wallet's transaction (billing.spend), and with them the hold's settlement and release; this
+  statement, and the request without such limits, are unchanged by them.
 - settle: the wallet row is locked first (only if its balance covers the cost), then the hold is closed only
   if still open, then the wallet releases the held amount and pays the cost, the receipt is written and, for
   a non-zero cost, the charge entry (balance_after from the UPDATE's RETURNING). When the hold was not closed
@@ -151,7 +153,7 @@ def _held(request: HoldRequest, public_id: str, row: tuple | None) -> HoldRef:
 
 
 def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) -> HoldRef:
-    if request.spend_cap_nusd is not None:
+    if request.counted:
         return orm.place_hold(request, lease_id=lease_id, public_id=public_id)
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(_hold_sql(), _hold_params(request, lease_id, public_id))
@@ -160,7 +162,7 @@ def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) ->
 
 async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) -> HoldRef:
     try:
-        if request.spend_cap_nusd is not None or not _pooled():
+        if request.counted or not _pooled():
             return await run_db(place_hold, request, lease_id=lease_id, public_id=public_id)
         async with (await _pool()).connection() as conn:
             cursor = await conn.execute(_hold_sql(), _hold_params(request, lease_id, public_id), prepare=True)
@@ -254,7 +256,7 @@ def _settled(row: tuple, settlement: Settlement) -> Wallet | None:
 
 
 def settle(settlement: Settlement) -> Receipt:
-    if settlement.hold.is_test:
+    if settlement.hold.is_test or settlement.hold.counted:
         return orm.settle(settlement)
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(_settle_sql(), _settle_params(settlement))
@@ -266,7 +268,7 @@ def settle(settlement: Settlement) -> Receipt:
 
 
 async def asettle(settlement: Settlement) -> Receipt:
-    if settlement.hold.is_test or not _pooled():
+    if settlement.hold.is_test or settlement.hold.counted or not _pooled():
         return await run_db(settle, settlement)
     try:
         async with (await _pool()).connection() as conn:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -21,10 +22,10 @@ from pydantic import BaseModel
 from accounts.auth import KeyContext
 from billing import pricing
 from billing.models import Receipt
-from billing.money import json_number
-from billing.settlement import Hold
+from billing.money import json_number, usd
+from billing.settlement import Hold, UpstreamPrices
 from config.errors import ApiError
-from gateway import dialects
+from gateway import cost_cap, dialects
 from gateway.catalog import ModelEntry, Needs, RouteEntry
 from gateway.providers.base import Provider, UpstreamUsage
 
@@ -47,8 +48,10 @@ class Call:
     # parse
     payload: dict[str, Any] = field(default_factory=dict)  # the JSON body
     request: Any = None  # the validated pydantic model (op.schema)
+    max_cost_nusd: int | None = None  # the request's cost cap (its own, or its key's default)
     # plan
-    model: ModelEntry = None  # type: ignore[assignment]
+    model: ModelEntry = None  # type: ignore[assignment]  # priced by the version in force at `priced_at`
+    priced_at: datetime | None = None  # when the request was priced (just before its hold): whose price versions
     routes: list[RouteEntry] = field(default_factory=list)
     use_breakers: bool = True
     upstream: dict[str, Any] = field(default_factory=dict)  # what goes to the provider
@@ -91,9 +94,34 @@ class Result:
     usage: UpstreamUsage
 
 
+def chunk_text(chunk: dict[str, Any]) -> str:
+    """The text an OpenAI chat (or legacy completion) chunk adds: content, tool call names and arguments."""
+    pieces: list[str] = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        if delta is not None:  # chat
+            if delta.get("content"):
+                pieces.append(delta["content"])
+            for tool_call in delta.get("tool_calls") or ():
+                function = tool_call.get("function") or {}
+                pieces.append((function.get("name") or "") + (function.get("arguments") or ""))
+        elif choice.get("text"):  # legacy completions
+            pieces.append(choice["text"])
+    return "".join(pieces)
+
+
 class StreamView:
     """How one stream looks to the client. The pipeline feeds it upstream chunks (OpenAI chat chunk dicts, as
     providers yield them) and writes the bytes it returns; it keeps what it needs to price the stream."""
+
+    def text(self, chunk: dict[str, Any]) -> str:
+        """The output text a chunk carries, before it is framed (a cost cap counts it)."""
+        return chunk_text(chunk)
+
+    def cut(self) -> bytes:
+        """The stream stops here because the next chunk would cost more than the request's cap: the frames that end
+        its output as if its max tokens were reached (finish_reason "length" in the operation's dialect)."""
+        raise NotImplementedError
 
     def head(self) -> bytes:
         """Frames sent before the first upstream chunk (the Responses and Messages APIs open with events)."""
@@ -187,6 +215,45 @@ class Operation:
 
     def prices(self, call: Call) -> pricing.Prices:
         return call.model.prices
+
+    def upstream_prices(self, call: Call, route: RouteEntry) -> UpstreamPrices | None:
+        """What `route`'s upstream charges the operator for this request: its cost version in force when the request
+        was priced (None when nobody entered one)."""
+        entry = route.cost_at(call.priced_at) if call.priced_at is not None else None
+        return None if entry is None else UpstreamPrices(entry.prices, entry.version)
+
+    # -- a cost cap ---------------------------------------------------------------------------------------
+
+    def choices(self, call: Call) -> int:
+        """How many outputs the budget covers (chat's `n`)."""
+        return 1
+
+    def cap_output(self, call: Call, tokens: int) -> None:
+        """Make upstream produce at most `tokens` output tokens per choice (its max tokens, however it names them)."""
+        payload = call.upstream
+        keys = [k for k in ("max_completion_tokens", "max_tokens") if payload.get(k) is not None] or ["max_tokens"]
+        for key in keys:
+            payload[key] = tokens
+
+    def fit_cost(self, call: Call, cap_nusd: int) -> None:
+        """Clamp the output budget so the hold fits the request's cost cap; 400 max_cost_too_low when not even the
+        prompt (and one output token) fits."""
+        if self.budget(call) <= cap_nusd:
+            return
+        prices = self.prices(call)
+        prompt = pricing.hold_amount(prompt_tokens_estimate=call.prompt_estimate, max_output_tokens=0, prices=prices)
+        n = self.choices(call)
+        tokens = cost_cap.affordable_output(
+            cap_nusd=cap_nusd, prompt_nusd=prompt, output_price_nusd=prices.output_nusd, choices=n
+        )
+        if prompt > cap_nusd or tokens < 1:
+            what = "the prompt alone" if prompt > cap_nusd else "the prompt and one output token"
+            raise cost_cap.too_low(
+                f"The max cost of {usd(cap_nusd)} does not cover {what} ({call.prompt_estimate} prompt tokens "
+                f"cost up to {usd(prompt)} on '{call.model.id}')."
+            )
+        call.output_budget = tokens * n
+        self.cap_output(call, tokens)
 
     def budget(self, call: Call) -> int:
         """The hold: the most this request may cost (its prompt estimate and whole output budget)."""

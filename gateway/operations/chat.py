@@ -14,7 +14,7 @@ from gateway import openapi, render, schemas, sse, teams
 from gateway.catalog import Needs, RouteEntry
 from gateway.dialects import OPENAI
 from gateway.models import ModelKind, StoredCompletion
-from gateway.operations.base import Call, Operation, Result, StreamView
+from gateway.operations.base import Call, Operation, Result, StreamView, chunk_text
 from gateway.providers.base import Provider
 from gateway.tokens import count_prompt_tokens
 
@@ -58,6 +58,26 @@ class ChunkStream(StreamView):
         # Chat chunks as relayed, kept (a list append each) so a stored completion can be assembled at
         # settlement: whether the team stores is only known then.
         self.chunks: list[dict[str, Any]] = []
+        self.indices: set[int] = set()  # the choices seen
+
+    def cut(self) -> bytes:
+        """A closing chunk per choice with finish_reason "length", as when max_tokens runs out."""
+        chat = self.object_name == "chat.completion.chunk"
+        choices = [
+            {"index": i, "delta": {}, "logprobs": None, "finish_reason": "length"}
+            if chat
+            else {"index": i, "text": "", "logprobs": None, "finish_reason": "length"}
+            for i in sorted(self.indices or {0})
+        ]
+        chunk = {
+            "id": self.call.public_id,
+            "object": self.object_name,
+            "created": self.created,
+            "model": self.call.model.id,
+            "choices": choices,
+        }
+        self.chunks.append(chunk)
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def frame(self, chunk: dict[str, Any]) -> bytes | None:
         usage = chunk.pop("usage", None)
@@ -66,18 +86,11 @@ class ChunkStream(StreamView):
         choices = chunk.get("choices")
         if not choices:
             return None
-        append = self.pieces.append
+        text = chunk_text(chunk)
+        if text:
+            self.pieces.append(text)
         for choice in choices:
-            delta = choice.get("delta")
-            if delta is not None:  # chat
-                text = delta.get("content")
-                if text:
-                    append(text)
-                for tool_call in delta.get("tool_calls") or ():
-                    function = tool_call.get("function") or {}
-                    append((function.get("name") or "") + (function.get("arguments") or ""))
-            elif choice.get("text"):  # legacy completions
-                append(choice["text"])
+            self.indices.add(choice.get("index", 0))
         chunk["id"] = self.call.public_id
         chunk["model"] = self.call.model.id
         self.created = chunk.get("created") or self.created
@@ -203,6 +216,9 @@ class ChatCompletions(Operation):
 
     def output_budget(self, call: Call) -> int:
         return output_budget(call, cap=call.request.output_cap, n=call.request.n)
+
+    def choices(self, call: Call) -> int:
+        return call.request.n or 1
 
     def upstream_payload(self, call: Call) -> dict[str, Any]:
         return {k: v for k, v in call.payload.items() if k not in GATEWAY_ONLY}

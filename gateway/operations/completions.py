@@ -33,6 +33,9 @@ class Completions(Operation):
     def output_budget(self, call: Call) -> int:
         return output_budget(call, cap=call.request.output_cap, n=call.request.n)
 
+    def choices(self, call: Call) -> int:
+        return call.request.n or 1
+
     def wants_stream(self, call: Call) -> bool:
         return bool(call.request.stream)
 

@@ -17,10 +17,11 @@ from django.utils import timezone
 
 from billing import pricing
 from billing.models import Receipt
-from billing.money import json_number
+from billing.money import json_number, usd
+from billing.settlement import UpstreamPrices
 from config.db import run_db
 from config.errors import ApiError
-from gateway import fallback, image_files, image_jobs, image_pricing, openapi, render, schemas
+from gateway import cost_cap, fallback, image_files, image_jobs, image_pricing, openapi, render, schemas
 from gateway.catalog import RouteEntry
 from gateway.models import ModelKind
 from gateway.operations.base import Call, Operation, Reply, Result
@@ -67,10 +68,35 @@ class _Images(Operation):
             prompt_tokens_estimate=0, max_output_tokens=0, prices=self.prices(call), max_images=call.request.n
         )
 
+    def fit_cost(self, call: Call, cap_nusd: int) -> None:
+        """Images are not clamped to a cost cap: a smaller `n` is another request. Refused when they cost more."""
+        hold = self.budget(call)
+        if hold > cap_nusd:
+            price = price_of(call)
+            raise cost_cap.too_low(
+                f"{call.request.n} image(s) of {price.size} at {usd(price.unit_nusd)} each cost {usd(hold)}, more than "
+                f"the max cost of {usd(cap_nusd)}."
+            )
+
+    def upstream_prices(self, call: Call, route: RouteEntry) -> UpstreamPrices | None:
+        """The route's own price per image for the size and quality asked (its cost table, as the sale table)."""
+        entry = route.cost_at(call.priced_at) if call.priced_at is not None else None
+        return None if entry is None else image_cost(entry, price_of(call).size, call.request.quality)
+
     def estimate_body(self, call: Call) -> bytes:
         return orjson.dumps(
             image_jobs.estimate(model=call.model.id, n=call.request.n, price=price_of(call), is_test=call.ctx.is_test)
         )
+
+
+def image_cost(entry, size: str | None, quality: str | None) -> UpstreamPrices | None:
+    """What one route charges per image of `size`/`quality` (a route cost version's table); None when it names no
+    price for that size."""
+    try:
+        price = image_pricing.price_for(entry.image_prices, model="", size=size, quality=quality)
+    except image_pricing.Unpriced:
+        return None
+    return UpstreamPrices(pricing.Prices(input_nusd=0, output_nusd=0, image_nusd=price.unit_nusd), entry.version)
 
 
 class ImageGenerations(_Images):
@@ -166,6 +192,8 @@ class ImageJobs(_Images):
             style=request.style or "",
             upstream_payload=call.upstream,
             hold=call.hold,
+            price_version=call.model.price_version,
+            max_cost_nusd=call.max_cost_nusd,
         )
         body = await run_db(image_jobs.create, submission)
         call.ended = True  # the job owns the hold now: it ends it when it reaches a terminal status

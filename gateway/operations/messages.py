@@ -51,6 +51,24 @@ class MessageStream(StreamView):
         self.stop_sequence: str | None = None
         self.pieces: list[str] = []
 
+    def text(self, chunk: dict[str, Any]) -> str:
+        kind = chunk.get("type")
+        if kind == "content_block_start":
+            block = chunk.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                return block.get("name") or ""
+            if block.get("type") == "text":
+                return block.get("text") or ""
+        elif kind == "content_block_delta":
+            delta = chunk.get("delta") or {}
+            return delta.get("text") or delta.get("partial_json") or delta.get("thinking") or ""
+        return ""
+
+    def cut(self) -> bytes:
+        """Anthropic ends an output cut at max_tokens with stop_reason "max_tokens" (in our message_delta)."""
+        self.stop_reason, self.stop_sequence = "max_tokens", None
+        return b""
+
     def frame(self, chunk: dict[str, Any]) -> bytes | None:
         kind = chunk.get("type")
         if kind == "message_start":
@@ -61,15 +79,8 @@ class MessageStream(StreamView):
             message["id"] = self.call.public_id
             message["model"] = self.call.model.id
             chunk = {**chunk, "message": message}
-        elif kind == "content_block_start":
-            block = chunk.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                self.pieces.append(block.get("name") or "")
-            elif block.get("type") == "text" and block.get("text"):
-                self.pieces.append(block["text"])
-        elif kind == "content_block_delta":
-            delta = chunk.get("delta") or {}
-            text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+        elif kind in ("content_block_start", "content_block_delta"):
+            text = self.text(chunk)
             if text:
                 self.pieces.append(text)
         elif kind == "message_delta":
@@ -155,6 +166,10 @@ class Messages(Operation):
 
     def upstream_payload(self, call: Call) -> dict[str, Any]:
         return call.upstream
+
+    def cap_output(self, call: Call, tokens: int) -> None:
+        call.upstream["max_tokens"] = tokens
+        call.payload["max_tokens"] = tokens  # what a route speaking Messages itself is sent
 
     def wants_stream(self, call: Call) -> bool:
         return bool(call.request.stream)

@@ -64,6 +64,23 @@ class ResponseStream(StreamView):
         self._ending: tuple[bytes, dict[str, Any]] | None = None
         self._sent = 0
 
+    def text(self, chunk: dict[str, Any]) -> str:
+        pieces = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # as ResponseEvents: one output
+            delta = choice.get("delta") or {}
+            pieces.append(delta.get("content") or delta.get("refusal") or "")
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                pieces.append((function.get("name") or "") + (function.get("arguments") or ""))
+        return "".join(pieces)
+
+    def cut(self) -> bytes:
+        """The response ends incomplete, reason max_output_tokens (response.incomplete), as when they run out."""
+        self.events.finish = "length"
+        return b""
+
     def head(self) -> bytes:
         body = _skeleton(self.call)
         created = self.events.event("response.created", response=body)

@@ -20,6 +20,8 @@ class ProviderError(Exception):
     status: upstream HTTP status for kind == "http", else None.
     retryable: try the next route? True for connect errors, timeouts, 429 and 5xx, malformed
                responses; False for 4xx caused by the request itself (400, 401, 403, 404, 413, 422).
+    billed: the usage upstream reported on the failure (an error or malformed body with a believable OpenAI
+            `usage`): it charged for that attempt although it failed, which the receipt's upstream cost includes.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class ProviderError(Exception):
         self.status = status
         self.body = body
         self.retry_after = retry_after  # seconds, from upstream's Retry-After on 429/503 (optional)
+        self.billed = usage_from_openai(body.get("usage")) if isinstance(body, dict) else None
         if retryable is None:
             retryable = kind in ("connect", "timeout", "malformed") or (
                 status is not None and (status == 429 or status >= 500)

@@ -60,6 +60,9 @@ def test_the_key_endpoint_describes_the_calling_key(team, client):
         "tpm_limit": 100_000,
         "monthly_spend_cap_nusd": None,
         "ip_allowlist": ["127.0.0.0/8"],
+        "max_cost_per_request_nusd": None,
+        "project": None,
+        "project_monthly_budget_nusd": None,
     }
     assert data["expires_at"].startswith(expires.strftime("%Y-%m-%dT%H:%M:%S"))
     assert data["grace_ends_at"] is None

@@ -16,6 +16,8 @@ def _request(
     amount_nusd: int,
     is_test: bool,
     monthly_spend_cap_nusd: int | None = None,
+    project_id: int | None = None,
+    project_budget_nusd: int | None = None,
 ) -> HoldRequest:
     return HoldRequest(
         team_id=team_id,
@@ -24,6 +26,8 @@ def _request(
         amount_nusd=amount_nusd,
         is_test=is_test,
         spend_cap_nusd=monthly_spend_cap_nusd,
+        project_id=project_id,
+        project_budget_nusd=project_budget_nusd,
     )
 
 

@@ -147,7 +147,7 @@ def test_the_action_refuses_a_debit_below_zero_with_a_message_and_writes_nothing
 
 def test_the_admin_shows_the_same_exact_amounts_as_the_dashboard(admin_client, funded_team):
     from billing.money import usd
-    from gateway.models import CatalogModel
+    from gateway.price_book import create_model
 
     receipt = settle(
         place_hold(team_id=funded_team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False),
@@ -156,7 +156,7 @@ def test_the_admin_shows_the_same_exact_amounts_as_the_dashboard(admin_client, f
         meta=META,
     )
     assert receipt.total_cost_nusd == 6_250  # $0.00000625: rounded to six decimals it would read $0.000006
-    CatalogModel.objects.create(public_id="cheap-model", input_price_nusd=500, output_price_nusd=1_500)
+    create_model("cheap-model", input_price_nusd=500, output_price_nusd=1_500)
     receipts = admin_client.get("/admin/billing/receipt/").content.decode()
     assert usd(receipt.total_cost_nusd) in receipts and "$0.000000<" not in receipts
     ledger = admin_client.get("/admin/billing/ledgerentry/").content.decode()

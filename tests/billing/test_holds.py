@@ -83,13 +83,20 @@ def test_placing_a_hold_is_one_statement_on_postgresql_and_two_elsewhere(funded_
         assert statements[0].upper().startswith("UPDATE") and statements[1].upper().startswith("INSERT")
 
 
-def test_a_capped_key_keeps_the_transactional_hold_with_its_spend_query(funded_team, live_key):
+def test_a_capped_key_holds_in_one_transaction_of_wallet_then_counter_then_hold(funded_team, live_key):
     leases.current()
+    hold_for(funded_team, USD, key=live_key, cap=5 * USD)  # the month's counter is created by the first
     with CaptureQueriesContext(connection) as ctx:
-        hold_for(funded_team, USD, key=live_key, cap=5 * USD)
-    statements = data_statements(ctx.captured_queries)
-    assert len(statements) == 3, statements
-    assert wallet(funded_team).held_nusd == USD
+        hold_for(funded_team, USD, key=live_key, cap=5 * USD, request_id="req_second")
+    statements = [s.upper() for s in data_statements(ctx.captured_queries)]
+    # billing.spend: the wallet's conditional UPDATE first (every money transaction of a team starts there), the
+    # counter's conditional UPDATE, then the hold; no read of the spend before acting on it
+    assert len(statements) == 4, statements
+    assert statements[0].startswith('UPDATE "BILLING_WALLET"')
+    assert statements[1].startswith('SELECT "BILLING_SPENDCOUNTER"."ID"')
+    assert statements[2].startswith('UPDATE "BILLING_SPENDCOUNTER"') and '"USED_NUSD" <=' in statements[2]
+    assert statements[3].startswith('INSERT INTO "BILLING_HOLD"')
+    assert wallet(funded_team).held_nusd == 2 * USD
 
 
 def test_settling_is_one_statement_on_postgresql_and_five_elsewhere(funded_team, live_key):

@@ -19,7 +19,8 @@ from billing import money
 from billing.models import Hold, Receipt, Wallet
 from billing.reconcile import find_discrepancies
 from gateway import catalog
-from gateway.models import CatalogModel, Provider, Route
+from gateway.models import Provider, Route
+from gateway.price_book import create_model
 from tests.cli.conftest import SCRIPT, cli_env, settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -93,7 +94,7 @@ def test_usage_errors_exit_1(cli, logged_in):
 def slow_model(acme) -> str:
     """A chat model on a simulator that produces 20 tokens a second: a stream long enough to interrupt."""
     provider = Provider.objects.create(slug="slow-simulator", kind="simulator", options={"tokens_per_second": 20})
-    model = CatalogModel.objects.create(public_id="slow-chat", input_price_nusd=1_000, output_price_nusd=2_000)
+    model = create_model("slow-chat", input_price_nusd=1_000, output_price_nusd=2_000)
     Route.objects.create(model=model, provider=provider, upstream_model="sim", priority="primary")
     catalog.invalidate()
     return model.public_id

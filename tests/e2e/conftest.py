@@ -11,7 +11,8 @@ from billing.pricing import NUSD_PER_USD
 from billing.services import grant_credit
 from billing.settlement import unsettled
 from gateway import catalog
-from gateway.models import CatalogModel, Provider, Route
+from gateway.models import Provider, Route
+from gateway.price_book import create_model
 from tests.gateway.conftest import reset_gateway_state
 from tests.gateway.misbehaving_upstream import MisbehavingUpstream
 
@@ -79,8 +80,8 @@ def flaky_model(
     provider.api_key = "sk-upstream-test"
     provider.save()
     public_id = f"flaky-{mode}"
-    model = CatalogModel.objects.create(
-        public_id=public_id, input_price_nusd=1_000, output_price_nusd=2_000, supports_tools=True, supports_json=True
+    model = create_model(
+        public_id, input_price_nusd=1_000, output_price_nusd=2_000, supports_tools=True, supports_json=True
     )
     Route.objects.create(model=model, provider=provider, upstream_model=mode, priority="primary")
     if backup:
@@ -105,8 +106,8 @@ def anthropic_model(upstream: MisbehavingUpstream, public_id: str = "claude-nati
     provider = Provider.objects.create(slug="anthropic-test", kind="anthropic", base_url=upstream.root_url)
     provider.api_key = "sk-ant-upstream"
     provider.save()
-    model = CatalogModel.objects.create(
-        public_id=public_id,
+    model = create_model(
+        public_id,
         input_price_nusd=3_000,
         cached_price_nusd=300,
         output_price_nusd=15_000,

@@ -48,10 +48,11 @@ def poll(http: httpx.Client, job_id: str, *, timeout: float = 20) -> tuple[dict,
 
     while time.monotonic() < deadline:
         reply = http.get(f"/images/{job_id}")
-        if reply.status_code == 500 and connection.vendor == "sqlite":
+        if reply.status_code == 503 and connection.vendor == "sqlite":
             # pytest-django's in-memory SQLite shares one cache between threads, where a read that meets the
-            # worker's write fails at once ("table is locked") instead of waiting; a file database in WAL mode,
-            # as `make run` uses, lets readers through. Ask again.
+            # worker's write fails at once ("table is locked") instead of waiting, and the server says 503 (a
+            # backing service is busy); a file database in WAL mode, as `make run` uses, lets readers through.
+            # Ask again, as a client told 503 does.
             time.sleep(0.1)
             continue
         assert reply.status_code == 200, reply.text

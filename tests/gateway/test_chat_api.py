@@ -9,7 +9,6 @@ import pytest
 
 from billing.models import Hold, LedgerEntry, Receipt, Wallet
 from billing.reconcile import find_discrepancies
-from gateway.models import CatalogModel
 from tests.gateway.conftest import USD, V1, chat
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +55,6 @@ def test_the_receipt_and_the_response_agree_to_the_nano_dollar(v1, funded_team):
 
 
 def test_a_test_key_runs_on_the_simulator_and_moves_no_money(client, test_key, funded_team):
-    CatalogModel.objects.filter(public_id="demo-chat").update(input_price_nusd=5_000)
     response = V1(test_key).post("/chat/completions", chat())
     assert response.status_code == 200
     receipt = Receipt.objects.get(public_id=response.json()["usage"]["receipt_id"])

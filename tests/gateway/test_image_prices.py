@@ -9,6 +9,7 @@ from billing import pricing
 from gateway import image_pricing
 from gateway.admin import parse_image_prices
 from gateway.models import CatalogModel
+from gateway.price_book import current_price
 
 TABLE = {"1024x1024": 40_000_000, "1024x1024/hd": 80_000_000, "512x512": 18_000_000}
 
@@ -114,7 +115,7 @@ def form(**overrides):
 def test_an_operator_adds_an_image_model_with_prices_per_image(admin_client):
     response = admin_client.post("/admin/gateway/catalogmodel/add/", form())
     assert response.status_code == 302, response.content.decode()[:2000]
-    assert CatalogModel.objects.get(public_id="new-image").image_prices == {
+    assert current_price(CatalogModel.objects.get(public_id="new-image")).image_prices == {
         "1024x1024": 40_000_000,
         "1024x1024/hd": 80_000_000,
     }

@@ -11,6 +11,7 @@ from accounts.keys import mint_key
 from billing.models import Hold, HoldStatus, Receipt, Wallet
 from billing.reconcile import find_discrepancies
 from gateway.models import CatalogModel
+from gateway.price_book import current_price
 from tests.asgi import V1
 from tests.gateway.conftest import USD
 from tests.gateway.test_responses_api import upstream_model
@@ -73,7 +74,7 @@ def test_the_rate_limit_is_a_rate_limit_error_with_retry_after(funded_team, owne
 def test_the_hold_comes_from_max_tokens_and_the_charge_from_usage(live_key, funded_team):
     response = V1(live_key).post("/messages", {**HELLO, "max_tokens": 300})
     receipt = Receipt.objects.get(public_id=response.json()["usage"]["receipt_id"])
-    model = CatalogModel.objects.get(public_id="demo-chat")
+    model = current_price(CatalogModel.objects.get(public_id="demo-chat"))
     assert receipt.hold_amount_nusd >= 300 * model.output_price_nusd
     assert receipt.total_cost_nusd == (
         receipt.prompt_tokens * model.input_price_nusd + receipt.completion_tokens * model.output_price_nusd

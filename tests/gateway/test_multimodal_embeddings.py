@@ -10,6 +10,7 @@ import pytest
 
 from billing.models import Receipt
 from gateway.models import CatalogModel
+from gateway.price_book import current_price
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,7 @@ def test_text_and_images_are_one_vector_and_each_image_is_priced_as_declared(v1)
     receipt = Receipt.objects.get(public_id=body["usage"]["receipt_id"])
     text_only = embed(v1, [{"type": "text", "text": "a red bicycle"}]).json()["usage"]["prompt_tokens"]
     assert receipt.prompt_tokens == text_only + 2 * model.image_input_tokens == body["usage"]["prompt_tokens"]
-    assert receipt.total_cost_nusd == receipt.prompt_tokens * model.input_price_nusd
+    assert receipt.total_cost_nusd == receipt.prompt_tokens * current_price(model).input_price_nusd
 
 
 def test_the_same_image_gets_the_same_vector_and_another_image_another(v1):

@@ -14,6 +14,7 @@ from billing.reconcile import find_discrepancies
 from billing.services import grant_credit
 from gateway import catalog
 from gateway.models import CatalogModel, Provider, Route, StoredResponse
+from gateway.price_book import create_model, current_price
 from tests.asgi import V1, request
 from tests.gateway.conftest import USD
 
@@ -35,9 +36,7 @@ def upstream_model(upstream, mode: str, **flags) -> str:
     provider, _ = Provider.objects.get_or_create(
         slug="compat", defaults={"kind": "openai", "base_url": upstream.base_url, "timeout_seconds": 5}
     )
-    model = CatalogModel.objects.create(
-        public_id=f"compat-{mode}", input_price_nusd=1_000, output_price_nusd=2_000, **flags
-    )
+    model = create_model(f"compat-{mode}", input_price_nusd=1_000, output_price_nusd=2_000, **flags)
     Route.objects.create(model=model, provider=provider, upstream_model=mode)
     catalog.invalidate()
     return model.public_id
@@ -48,8 +47,8 @@ def test_the_hold_is_the_prompt_estimate_plus_max_output_tokens(live_key):
     assert response.status_code == 200, response.content
     body = response.json()
     receipt = Receipt.objects.get(public_id=body["usage"]["receipt_id"])
-    model = CatalogModel.objects.get(public_id="demo-chat")
-    prices = pricing.Prices(input_nusd=model.input_price_nusd, output_nusd=model.output_price_nusd)
+    version = current_price(CatalogModel.objects.get(public_id="demo-chat"))
+    prices = pricing.Prices(input_nusd=version.input_price_nusd, output_nusd=version.output_price_nusd)
     assert receipt.hold_amount_nusd == pricing.hold_amount(
         prompt_tokens_estimate=receipt.prompt_tokens + (receipt.prompt_tokens * 10 + 99) // 100,
         max_output_tokens=100,
@@ -194,7 +193,7 @@ def test_a_response_runs_on_an_anthropic_route_plain_and_streamed(v1, upstream):
 
     fixtures = Path(__file__).parent / "fixtures" / "anthropic"
     provider = Provider.objects.create(slug="claude", kind="anthropic", base_url=upstream.root_url)
-    model = CatalogModel.objects.create(public_id="claude-r", input_price_nusd=3_000, output_price_nusd=15_000)
+    model = create_model("claude-r", input_price_nusd=3_000, output_price_nusd=15_000)
     Route.objects.create(model=model, provider=provider, upstream_model="claude-sonnet-4-5")
     catalog.invalidate()
     upstream.script("/v1/messages", (fixtures / "message_tool_use.json").read_bytes())

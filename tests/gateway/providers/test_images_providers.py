@@ -140,12 +140,11 @@ async def test_an_upstream_5xx_is_retryable(upstream):
 @pytest.fixture
 def upstream_image_model(upstream, seeded):
     from gateway import catalog
-    from gateway.models import CatalogModel, Provider, Route
+    from gateway.models import Provider, Route
+    from gateway.price_book import create_model
 
     remote = Provider.objects.create(slug="remote", kind="openai", base_url=upstream.base_url, timeout_seconds=5)
-    model = CatalogModel.objects.create(
-        public_id="remote-image", kind="image", image_prices={"1024x1024": 30_000_000, "64x32": 1_000_000}
-    )
+    model = create_model("remote-image", kind="image", image_prices={"1024x1024": 30_000_000, "64x32": 1_000_000})
     Route.objects.create(model=model, provider=remote, upstream_model="gpt-image-1", priority="primary")
     Route.objects.create(
         model=model, provider=Provider.objects.get(slug="simulator"), upstream_model="sim", priority="backup"

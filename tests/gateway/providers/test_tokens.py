@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.tokens import IMAGE_TOKENS, count_prompt_tokens, count_tokens, estimate_margin, tokenize
+from gateway.tokens import IMAGE_TOKENS, RunningCount, count_prompt_tokens, count_tokens, estimate_margin, tokenize
 
 
 def test_it_counts_words_punctuation_and_numbers_like_a_bpe_tokenizer():
@@ -60,3 +60,31 @@ def test_it_counts_legacy_prompts_and_embedding_inputs():
     assert count_prompt_tokens({"prompt": ["Hello", "world"]}) == 2
     assert count_prompt_tokens({"input": [[1, 2, 3], "Hello"]}) == 4
     assert estimate_margin(4) >= 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet="ab '_1.\n\tsdmtlvre\u00e9", max_size=9),  # contractions, runs of spaces, digit groups
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=12),
+        ),
+        max_size=30,
+    )
+)
+def test_a_running_count_always_equals_the_count_of_the_whole_text(pieces):
+    """What a stream under a cost cap counts chunk by chunk is what count_tokens says of everything relayed."""
+    running = RunningCount()
+    text = ""
+    for piece in pieces:
+        assert running.peek(piece) == count_tokens(text + piece)
+        running.add(piece)
+        text += piece
+        assert running.tokens == count_tokens(text)
+
+
+def test_a_running_count_handles_what_splits_words_and_spaces():
+    running = RunningCount()
+    for piece in ("hel", "lo", "  ", " wor", "ld", "'s", "x", "1234", "5", "abcdefghij", "klm"):
+        running.add(piece)
+    assert running.tokens == count_tokens("hello   world'sx12345abcdefghijklm")
