@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts import keys, projects
-from accounts.access import team_for_user
+from accounts.access import signed_in, team_for_user
 from accounts.models import ApiKey, KeyMode, Project, Scope
 from accounts.rest_auth import ApiKeyPrincipal
 from accounts.services import AccountsError, PermissionDenied
@@ -29,11 +29,11 @@ INT8_MAX = 2**63 - 1
 def error_response(
     request, status_code: int, code: str, message: str, param: str | None = None, fields=None
 ) -> Response:
-    body = {"error": {"code": code, "message": message, "param": param}}
+    error: dict[str, object] = {"code": code, "message": message, "param": param}
     if fields:
-        body["error"]["fields"] = fields
-    body["request_id"] = getattr(getattr(request, "_request", request), "request_id", "")
-    return Response(body, status=status_code)
+        error["fields"] = fields
+    request_id = getattr(getattr(request, "_request", request), "request_id", "")
+    return Response({"error": error, "request_id": request_id}, status=status_code)
 
 
 def _first_field_error(detail) -> tuple[str | None, str]:
@@ -144,7 +144,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         return key.created_by.email if key.created_by else None
 
     def get_project(self, key: ApiKey) -> str | None:
-        return key.project.public_id if key.project_id else None
+        return key.project.public_id if key.project is not None else None
 
     def get_grace_ends_at(self, key: ApiKey) -> str | None:
         end = keys.grace_ends_at(key)
@@ -217,7 +217,7 @@ class RotateKeySerializer(serializers.Serializer):
 
 
 class _KeysView(GenericAPIView):
-    serializer_class = ApiKeySerializer
+    serializer_class: type[serializers.Serializer] = ApiKeySerializer
 
     def get_exception_handler(self):
         return exception_handler
@@ -231,15 +231,16 @@ class _KeysView(GenericAPIView):
             if user.ctx.team_public_id != team_public_id:
                 raise Http404("No such team.")
             return keys.KeyActor.for_key(user.ctx, ip=self._ip())
-        access = team_for_user(user, team_public_id)
-        return keys.KeyActor(team=access.team, user=user, role=access.role, ip=self._ip())
+        person = signed_in(user)
+        access = team_for_user(person, team_public_id)
+        return keys.KeyActor(team=access.team, user=person, role=access.role, ip=self._ip())
 
     def key_and_actor(self, key_public_id: str) -> tuple[ApiKey, keys.KeyActor]:
         user = self.request.user
         if isinstance(user, ApiKeyPrincipal):
             actor = keys.KeyActor.for_key(user.ctx, ip=self._ip())
             return keys.get_key(actor, key_public_id), actor
-        return keys.key_for_user(user, key_public_id, ip=self._ip())
+        return keys.key_for_user(signed_in(user), key_public_id, ip=self._ip())
 
 
 class TeamKeysView(_KeysView):
@@ -337,7 +338,7 @@ class _ProjectsView(_KeysView):
         team_ids = (
             [user.ctx.team_id]
             if isinstance(user, ApiKeyPrincipal)
-            else list(user.memberships.values_list("team_id", flat=True))
+            else list(signed_in(user).memberships.values_list("team_id", flat=True))
         )
         project = (
             Project.objects.select_related("team").filter(public_id=project_public_id, team_id__in=team_ids).first()
