@@ -691,7 +691,7 @@ async def open_stream(call: Call) -> Relay:
     routed = await route_or_release(call, first_chunk, interrupted_code="client_disconnected")
     iterator, first = routed.value
     ttft_ms = call.elapsed_ms()
-    metrics.first_byte_seconds.labels(op.name).observe(ttft_ms / 1000)
+    metrics.child(metrics.first_byte_seconds, op.name).observe(ttft_ms / 1000)
     return Relay(call, view, iterator, first, routed, ttft_ms=ttft_ms)
 
 
