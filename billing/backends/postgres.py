@@ -96,6 +96,17 @@ def _receipt_fields() -> list:
     return [f for f in Receipt._meta.concrete_fields if not f.primary_key]
 
 
+# Per settlement, only the values change: the parameter names and attributes are worked out once, as the SQL is.
+@functools.cache
+def _receipt_params() -> tuple[tuple[str, str], ...]:
+    return tuple((f"r_{f.attname}", f.attname) for f in _receipt_fields())
+
+
+@functools.cache
+def _wallet_attnames() -> tuple[str, ...]:
+    return tuple(f.attname for f in _wallet_fields())
+
+
 # --- the hold ------------------------------------------------------------------------------------------
 
 
@@ -224,7 +235,7 @@ def _settle_sql() -> str:
 
 def _settle_params(settlement: Settlement) -> dict[str, Any]:
     hold, receipt = settlement.hold, settlement.receipt
-    params = {f"r_{f.attname}": _value(getattr(receipt, f.attname)) for f in _receipt_fields()}
+    params = {name: _value(getattr(receipt, attname)) for name, attname in _receipt_params()}
     params.update(
         settled=HoldStatus.SETTLED.value,
         open=HoldStatus.OPEN.value,
@@ -252,7 +263,7 @@ def _settled(row: tuple, settlement: Settlement) -> Wallet | None:
     receipt.pk = receipt_id
     receipt._state.adding = False
     receipt._state.db = DEFAULT_DB_ALIAS
-    return Wallet.from_db(DEFAULT_DB_ALIAS, [f.attname for f in _wallet_fields()], wallet_row)
+    return Wallet.from_db(DEFAULT_DB_ALIAS, _wallet_attnames(), wallet_row)
 
 
 def settle(settlement: Settlement) -> Receipt:
