@@ -178,6 +178,7 @@ async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: 
         async with (await _pool()).connection() as conn:
             cursor = await conn.execute(_hold_sql(), _hold_params(request, lease_id, public_id), prepare=True)
             row = await cursor.fetchone()
+            _used(conn)
     except UNAVAILABLE as exc:
         log.warning("could not place a hold for %s: %s", request.request_id, type(exc).__name__)
         raise BillingUnavailable() from None
@@ -285,6 +286,7 @@ async def asettle(settlement: Settlement) -> Receipt:
         async with (await _pool()).connection() as conn:
             cursor = await conn.execute(_settle_sql(), _settle_params(settlement), prepare=True)
             row = await cursor.fetchone()
+            _used(conn)
     except UNAVAILABLE as exc:
         raise BillingUnavailable() from exc
     wallet = _settled(row, settlement)
@@ -328,12 +330,15 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")  # what Django sets on its own connections
     if not settings.HOT_PATH_SYNCHRONOUS_COMMIT:  # see "Commit durability" above
         await conn.execute("SET synchronous_commit = off")
-    await _returned(conn)  # just proven alive
+    _used(conn)  # just proven alive
 
 
 # A pooled connection idle longer than this is checked (one empty round trip) before use: one whose
 # backend was terminated or whose server restarted is replaced instead of failing a request. Under load no
-# connection is idle that long, so the hot path pays nothing.
+# connection is idle that long, so the hot path pays nothing. The statements above note each connection's last
+# successful use themselves (`_used`) rather than through the pool's `reset` hook: with a hook, psycopg_pool hands
+# every returned connection to a worker task (a queue and a task switch per statement) instead of taking it back
+# at once; a connection used any other way is simply checked on its next use.
 IDLE_CHECK_SECONDS = 1.0
 _returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
@@ -345,7 +350,7 @@ async def _check_if_idle(conn: psycopg.AsyncConnection) -> None:
     await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
-async def _returned(conn: psycopg.AsyncConnection) -> None:
+def _used(conn: psycopg.AsyncConnection) -> None:
     _returned_at[conn] = asyncio.get_running_loop().time()
 
 
@@ -363,7 +368,6 @@ async def _open_pool() -> psycopg_pool.AsyncConnectionPool:
         timeout=timeout,
         name=f"tollgate-{DEFAULT_DB_ALIAS}",
         check=_check_if_idle,
-        reset=_returned,
     )
     try:
         await pool.open(wait=True, timeout=timeout)
