@@ -236,7 +236,11 @@ def _settle_sql() -> str:
 
 def _settle_params(settlement: Settlement) -> dict[str, Any]:
     hold, receipt = settlement.hold, settlement.receipt
-    params = {name: _value(getattr(receipt, attname)) for name, attname in _receipt_params()}
+    # _value inlined: this runs for every column of every settlement.
+    params = {
+        name: v.value if isinstance(v := getattr(receipt, attname), enum.Enum) else v
+        for name, attname in _receipt_params()
+    }
     params.update(
         settled=HoldStatus.SETTLED.value,
         open=HoldStatus.OPEN.value,
