@@ -109,9 +109,8 @@ class V1Consumer(AsyncHttpConsumer):
         ctx = call.ctx if call is not None else None
         model = call.model.id if call is not None and call.model is not None else "unknown"
         endpoint = self.op.name + ("/estimate" if self.estimate else "")
-        metrics.child(
-            metrics.requests, endpoint, model, metrics.status_class(self.status), ctx.mode if ctx is not None else "none"
-        ).inc()
+        mode = ctx.mode if ctx is not None else "none"
+        metrics.child(metrics.requests, endpoint, model, metrics.status_class(self.status), mode).inc()
         metrics.child(metrics.request_seconds, endpoint).observe(seconds)
         if logs.access.isEnabledFor(logging.INFO):
             logs.access.info(
