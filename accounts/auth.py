@@ -118,6 +118,15 @@ def extract_key(headers) -> str | None:
         auth, api_key = lowered.get("authorization"), lowered.get("x-api-key")
     else:
         auth, api_key = headers.get("Authorization"), headers.get("X-Api-Key")
+    return _key_from(auth, api_key)
+
+
+def extract_key_lowered(headers: dict[str, str]) -> str | None:
+    """`extract_key` for headers whose names are already lower-case strings (the /v1 transport's): no copy."""
+    return _key_from(headers.get("authorization"), headers.get("x-api-key"))
+
+
+def _key_from(auth, api_key) -> str | None:
     if isinstance(auth, bytes):
         auth = auth.decode("latin-1")
     if isinstance(api_key, bytes):

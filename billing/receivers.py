@@ -72,7 +72,7 @@ def count_spend(sender, receipt=None, wallet=None, **kwargs) -> None:
     if receipt is not None and not receipt.is_test:
         charged = receipt.total_cost_nusd - receipt.uncollected_nusd
         if charged:
-            metrics.spend_nusd.labels(receipt.model_routed or "unknown").inc(charged)
+            metrics.child(metrics.spend_nusd, receipt.model_routed or "unknown").inc(charged)
 
 
 @receiver(receipt_settled, dispatch_uid="billing.auto_recharge_check")

@@ -36,7 +36,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
@@ -219,29 +219,58 @@ def announce(receipt: Receipt, wallet: Wallet | None) -> None:
     transaction.on_commit(lambda: receipt_settled.send(sender=Receipt, receipt=receipt, wallet=wallet))
 
 
+_MISSING = object()
+
+
+@functools.cache
+def _receipt_layout() -> tuple[tuple[str, Any], ...]:
+    return tuple((f.attname, f) for f in Receipt._meta.concrete_fields)
+
+
+def _new_receipt(values: dict[str, Any]) -> Receipt:
+    """`Receipt(**values)` (values by attname), built as Django builds the rows it loads: positionally, every
+    concrete field in order, the field's default where no value is given. The keyword form matches each of the
+    ~40 fields against the keywords one at a time, several times the cost, and every request makes a receipt."""
+    args = []
+    given = 0
+    for attname, field in _receipt_layout():
+        value = values.get(attname, _MISSING)
+        if value is _MISSING:
+            args.append(field.get_default())
+        else:
+            args.append(value)
+            given += 1
+    if given != len(values):
+        unknown = sorted(set(values) - {attname for attname, _ in _receipt_layout()})
+        raise TypeError(f"Receipt() got unexpected keyword arguments: {unknown}")
+    return Receipt(*args)
+
+
 def _receipt(hold: Hold, meta: ReceiptMeta, **fields) -> Receipt:
-    return Receipt(
-        request_id=hold.request_id,
-        team_id=hold.team_id,
-        api_key_id=hold.key_id,
-        project_id=hold.project_id,
-        price_version=meta.price_version,
-        max_cost_nusd=meta.max_cost_nusd,
-        key_label=meta.key_label[:60],
-        mode="test" if hold.is_test else "live",
-        is_test=hold.is_test,
-        endpoint=meta.endpoint,
-        model_requested=meta.model_requested,
-        model_routed=meta.model_routed,
-        provider=meta.provider,
-        upstream_model=meta.upstream_model,
-        attempts=meta.attempts,
-        streamed=meta.streamed,
-        latency_ms=max(0, meta.latency_ms),
-        ttft_ms=None if meta.ttft_ms is None else max(0, meta.ttft_ms),
-        idempotency_key=meta.idempotency_key,
-        hold_amount_nusd=hold.amount_nusd,
-        **fields,
+    return _new_receipt(
+        dict(
+            request_id=hold.request_id,
+            team_id=hold.team_id,
+            api_key_id=hold.key_id,
+            project_id=hold.project_id,
+            price_version=meta.price_version,
+            max_cost_nusd=meta.max_cost_nusd,
+            key_label=meta.key_label[:60],
+            mode="test" if hold.is_test else "live",
+            is_test=hold.is_test,
+            endpoint=meta.endpoint,
+            model_requested=meta.model_requested,
+            model_routed=meta.model_routed,
+            provider=meta.provider,
+            upstream_model=meta.upstream_model,
+            attempts=meta.attempts,
+            streamed=meta.streamed,
+            latency_ms=max(0, meta.latency_ms),
+            ttft_ms=None if meta.ttft_ms is None else max(0, meta.ttft_ms),
+            idempotency_key=meta.idempotency_key,
+            hold_amount_nusd=hold.amount_nusd,
+            **fields,
+        )
     )
 
 

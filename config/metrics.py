@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -70,6 +71,21 @@ image_jobs = Counter("tollgate_image_jobs_total", "Image jobs that reached a ter
 
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
+
+
+# Labelled children, per metric and label values, so the hot path finds its child with one dict lookup instead
+# of prometheus_client's checks, str() of every value and lock on each request. Label values are bounded (see
+# above), so is this.
+_children: dict[tuple, Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, cached; labels must already be strings."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 # Collectors apps add (billing: open holds and held credit), run at every scrape in the scraped process.

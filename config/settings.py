@@ -342,6 +342,8 @@ SIMULATOR_IMAGE_LATENCY_MS = env_int("SIMULATOR_IMAGE_LATENCY_MS", 0)
 SIMULATOR_BLOCKED_WORDS = env_list("SIMULATOR_BLOCKED_WORDS", ["forbidden"])
 # Gateway tuning (defaults and meaning in gateway/conf.py).
 GATEWAY_CATALOG_TTL_SECONDS = env_float("GATEWAY_CATALOG_TTL_SECONDS", 5.0)
+# Read on every request (gateway/teams.py): a setting that exists costs gateway.conf.get no AttributeError.
+GATEWAY_TEAM_TTL_SECONDS = 5.0
 GATEWAY_KEEPALIVE_SECONDS = env_float("GATEWAY_KEEPALIVE_SECONDS", 15.0)
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024)
 GATEWAY_ROUTE_RETRIES = env_int("GATEWAY_ROUTE_RETRIES", 1)

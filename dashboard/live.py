@@ -111,6 +111,13 @@ async def mark_open(team_public: str) -> None:
     _listening[team_public] = (True, time.monotonic())
 
 
+def _known_silent(team_public: str) -> bool:
+    """True only when this process learnt within LISTENERS_TTL that no page of the team is open: the update is
+    then dropped before it is built or a task is made for it (most settlements; no I/O either way)."""
+    hit = _listening.get(team_public)
+    return hit is not None and not hit[0] and time.monotonic() - hit[1] < LISTENERS_TTL
+
+
 async def _someone_listening(team_public: str) -> bool:
     hit = _listening.get(team_public)
     if hit is not None and time.monotonic() - hit[1] < LISTENERS_TTL:
@@ -143,6 +150,8 @@ def _send(team_public: str, build) -> None:
     """Fire and forget `build(team_public)` to the team's group. On the event loop (the gateway's settlement)
     it becomes a task; from a plain thread it goes to the server's loop when there is one, else (commands,
     tests, a worker thread under async code) it is sent before returning."""
+    if _known_silent(team_public):
+        return
     message = build(team_public)
     try:
         loop = asyncio.get_running_loop()

@@ -155,8 +155,8 @@ async def call(
             try:
                 value = await fn(provider, route)
             except ProviderError as exc:
-                metrics.upstream_attempts.labels(*labels, "error").inc()
-                metrics.upstream_errors.labels(*labels, exc.kind).inc()
+                metrics.child(metrics.upstream_attempts, *labels, "error").inc()
+                metrics.child(metrics.upstream_errors, *labels, exc.kind).inc()
                 if exc.billed is not None:
                     billed.append((route, exc.billed))
                 if not exc.retryable:
@@ -174,7 +174,7 @@ async def call(
                     break
                 await asyncio.sleep(_backoff(attempt))
                 continue
-            metrics.upstream_attempts.labels(*labels, "ok").inc()
+            metrics.child(metrics.upstream_attempts, *labels, "ok").inc()
             if use_breakers:
                 breakers.success(route)
             return Routed(value, route, attempts, billed)

@@ -35,7 +35,7 @@ import orjson
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from accounts.auth import aauthenticate, check_model_allowed, extract_key, key_headers
+from accounts.auth import aauthenticate, check_model_allowed, extract_key_lowered, key_headers
 from billing import pricing, settlement
 from billing.errors import BillingError, InsufficientBalance
 from billing.models import Receipt, ReceiptStatus
@@ -100,7 +100,7 @@ async def uncancellable(coro: Awaitable[T]) -> T:
 
 async def authenticate(call: Call) -> None:
     call.ctx = await aauthenticate(
-        extract_key(call.headers),
+        extract_key_lowered(call.headers),  # the transport lower-cased the names
         client_ip=call.client_ip,
         scope=INFERENCE,
         cookie_header=call.headers.get("cookie", ""),  # the dashboard Playground's credential is session-bound
@@ -691,7 +691,7 @@ async def open_stream(call: Call) -> Relay:
     routed = await route_or_release(call, first_chunk, interrupted_code="client_disconnected")
     iterator, first = routed.value
     ttft_ms = call.elapsed_ms()
-    metrics.first_byte_seconds.labels(op.name).observe(ttft_ms / 1000)
+    metrics.child(metrics.first_byte_seconds, op.name).observe(ttft_ms / 1000)
     return Relay(call, view, iterator, first, routed, ttft_ms=ttft_ms)
 
 

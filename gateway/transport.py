@@ -109,10 +109,9 @@ class V1Consumer(AsyncHttpConsumer):
         ctx = call.ctx if call is not None else None
         model = call.model.id if call is not None and call.model is not None else "unknown"
         endpoint = self.op.name + ("/estimate" if self.estimate else "")
-        metrics.requests.labels(
-            endpoint, model, metrics.status_class(self.status), ctx.mode if ctx is not None else "none"
-        ).inc()
-        metrics.request_seconds.labels(endpoint).observe(seconds)
+        mode = ctx.mode if ctx is not None else "none"
+        metrics.child(metrics.requests, endpoint, model, metrics.status_class(self.status), mode).inc()
+        metrics.child(metrics.request_seconds, endpoint).observe(seconds)
         if logs.access.isEnabledFor(logging.INFO):
             logs.access.info(
                 "%s %s %s",

@@ -96,6 +96,17 @@ def _receipt_fields() -> list:
     return [f for f in Receipt._meta.concrete_fields if not f.primary_key]
 
 
+# Per settlement, only the values change: the parameter names and attributes are worked out once, as the SQL is.
+@functools.cache
+def _receipt_params() -> tuple[tuple[str, str], ...]:
+    return tuple((f"r_{f.attname}", f.attname) for f in _receipt_fields())
+
+
+@functools.cache
+def _wallet_attnames() -> tuple[str, ...]:
+    return tuple(f.attname for f in _wallet_fields())
+
+
 # --- the hold ------------------------------------------------------------------------------------------
 
 
@@ -167,6 +178,7 @@ async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: 
         async with (await _pool()).connection() as conn:
             cursor = await conn.execute(_hold_sql(), _hold_params(request, lease_id, public_id), prepare=True)
             row = await cursor.fetchone()
+            _used(conn)
     except UNAVAILABLE as exc:
         log.warning("could not place a hold for %s: %s", request.request_id, type(exc).__name__)
         raise BillingUnavailable() from None
@@ -224,7 +236,11 @@ def _settle_sql() -> str:
 
 def _settle_params(settlement: Settlement) -> dict[str, Any]:
     hold, receipt = settlement.hold, settlement.receipt
-    params = {f"r_{f.attname}": _value(getattr(receipt, f.attname)) for f in _receipt_fields()}
+    # _value inlined: this runs for every column of every settlement.
+    params = {
+        name: v.value if isinstance(v := getattr(receipt, attname), enum.Enum) else v
+        for name, attname in _receipt_params()
+    }
     params.update(
         settled=HoldStatus.SETTLED.value,
         open=HoldStatus.OPEN.value,
@@ -252,7 +268,7 @@ def _settled(row: tuple | None, settlement: Settlement) -> Wallet | None:
     receipt.pk = receipt_id
     receipt._state.adding = False
     receipt._state.db = DEFAULT_DB_ALIAS
-    return Wallet.from_db(DEFAULT_DB_ALIAS, [f.attname for f in _wallet_fields()], wallet_row)
+    return Wallet.from_db(DEFAULT_DB_ALIAS, _wallet_attnames(), wallet_row)
 
 
 def settle(settlement: Settlement) -> Receipt:
@@ -274,6 +290,7 @@ async def asettle(settlement: Settlement) -> Receipt:
         async with (await _pool()).connection() as conn:
             cursor = await conn.execute(_settle_sql(), _settle_params(settlement), prepare=True)
             row = await cursor.fetchone()
+            _used(conn)
     except UNAVAILABLE as exc:
         raise BillingUnavailable() from exc
     wallet = _settled(row, settlement)
@@ -317,12 +334,15 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")  # what Django sets on its own connections
     if not settings.HOT_PATH_SYNCHRONOUS_COMMIT:  # see "Commit durability" above
         await conn.execute("SET synchronous_commit = off")
-    await _returned(conn)  # just proven alive
+    _used(conn)  # just proven alive
 
 
 # A pooled connection idle longer than this is checked (one empty round trip) before use: one whose
 # backend was terminated or whose server restarted is replaced instead of failing a request. Under load no
-# connection is idle that long, so the hot path pays nothing.
+# connection is idle that long, so the hot path pays nothing. The statements above note each connection's last
+# successful use themselves (`_used`) rather than through the pool's `reset` hook: with a hook, psycopg_pool hands
+# every returned connection to a worker task (a queue and a task switch per statement) instead of taking it back
+# at once; a connection used any other way is simply checked on its next use.
 IDLE_CHECK_SECONDS = 1.0
 _returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
@@ -334,7 +354,7 @@ async def _check_if_idle(conn: psycopg.AsyncConnection) -> None:
     await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
-async def _returned(conn: psycopg.AsyncConnection) -> None:
+def _used(conn: psycopg.AsyncConnection) -> None:
     _returned_at[conn] = asyncio.get_running_loop().time()
 
 
@@ -352,7 +372,6 @@ async def _open_pool() -> psycopg_pool.AsyncConnectionPool:
         timeout=timeout,
         name=f"tollgate-{DEFAULT_DB_ALIAS}",
         check=_check_if_idle,
-        reset=_returned,
     )
     try:
         await pool.open(wait=True, timeout=timeout)

@@ -97,18 +97,22 @@ class Result:
 
 def chunk_text(chunk: dict[str, Any]) -> str:
     """The text an OpenAI chat (or legacy completion) chunk adds: content, tool call names and arguments."""
-    pieces: list[str] = []
+    # Runs for every chunk relayed: the usual chunk (one choice, some content) costs one concatenation to "".
+    text = ""
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta")
         if delta is not None:  # chat
-            if delta.get("content"):
-                pieces.append(delta["content"])
-            for tool_call in delta.get("tool_calls") or ():
-                function = tool_call.get("function") or {}
-                pieces.append((function.get("name") or "") + (function.get("arguments") or ""))
+            content = delta.get("content")
+            if content:
+                text += content
+            tool_calls = delta.get("tool_calls")
+            if tool_calls:
+                for tool_call in tool_calls:
+                    function = tool_call.get("function") or {}
+                    text += (function.get("name") or "") + (function.get("arguments") or "")
         elif choice.get("text"):  # legacy completions
-            pieces.append(choice["text"])
-    return "".join(pieces)
+            text += choice["text"]
+    return text
 
 
 class StreamView:

@@ -50,6 +50,7 @@ class ChunkStream(StreamView):
 
     def __init__(self, call: Call, *, object_name: str) -> None:
         self.call = call
+        self.public_id = call.public_id  # derived from the request id: worked out once, not per chunk
         self.object_name = object_name
         self.include_usage = bool(call.request.stream_options and call.request.stream_options.include_usage)
         self.usage: dict[str, Any] | None = None
@@ -70,7 +71,7 @@ class ChunkStream(StreamView):
             for i in sorted(self.indices or {0})
         ]
         chunk = {
-            "id": self.call.public_id,
+            "id": self.public_id,
             "object": self.object_name,
             "created": self.created,
             "model": self.call.model.id,
@@ -91,7 +92,7 @@ class ChunkStream(StreamView):
             self.pieces.append(text)
         for choice in choices:
             self.indices.add(choice.get("index", 0))
-        chunk["id"] = self.call.public_id
+        chunk["id"] = self.public_id
         chunk["model"] = self.call.model.id
         self.created = chunk.get("created") or self.created
         self.chunks.append(chunk)

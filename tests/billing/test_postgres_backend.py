@@ -205,6 +205,28 @@ async def test_a_pooled_connection_whose_backend_was_terminated_is_replaced_befo
     await asettle(settle_me, usage=usage(prompt=0, completion=0), prices=PRICES, meta=META)
 
 
+async def test_a_pooled_connection_is_back_in_the_pool_as_soon_as_its_statement_is_done(team, monkeypatch):
+    """The hold and the settlement take one connection each and give it straight back (no worker task in
+    between), noting its use, so the next statement within IDLE_CHECK_SECONDS skips the idle check."""
+    await sync_to_async(fund)(team, 1)
+    ref = await hold(team, USD, "req_first")  # opens the pool
+    pool = await postgres._pool()
+    stats = pool.get_stats()
+    assert stats["pool_available"] == stats["pool_size"] >= 1
+    checked = []
+    real_check = postgres.psycopg_pool.AsyncConnectionPool.check_connection
+
+    async def counting(conn):
+        checked.append(conn)
+        await real_check(conn)
+
+    monkeypatch.setattr(postgres.psycopg_pool.AsyncConnectionPool, "check_connection", counting)
+    await asettle(ref, usage=usage(), prices=PRICES, meta=META)
+    stats = pool.get_stats()
+    assert stats["pool_available"] == stats["pool_size"]
+    assert checked == []  # used a moment ago: no extra round trip
+
+
 def _terminate(pid: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [pid])

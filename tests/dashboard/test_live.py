@@ -173,3 +173,25 @@ async def test_image_job_status_changes_reach_the_teams_pages(owner, team):
     assert message["image"]["status"] == "cancelled" and message["image"]["terminal"] is True
     assert message["image"]["url"] == f"/t/{team.public_id}/images/{job.public_id}/"
     await comm.disconnect()
+
+
+def test_a_settlement_while_no_page_is_open_builds_no_update(team, monkeypatch):
+    """Most settlements happen with no dashboard open: once this process knows that (LISTENERS_TTL), the hook
+    neither builds the message nor hands anything to the event loop."""
+    sent, built = [], []
+
+    async def group_send(group, message):
+        sent.append(group)
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", group_send)
+    real_payload = live.receipt_payload
+    monkeypatch.setattr(live, "receipt_payload", lambda *a: built.append(1) or real_payload(*a))
+    live._listening.clear()
+    wallet = ensure_wallet(team)
+    live.on_receipt_settled(None, receipt=make_receipt(team), wallet=wallet)  # asks the cache: nobody
+    built.clear()
+    live.on_receipt_settled(None, receipt=make_receipt(team), wallet=wallet)
+    assert built == [] and sent == []
+    async_to_sync(live.mark_open)(team.public_id)  # a page opens in this process: updates flow again
+    live.on_receipt_settled(None, receipt=make_receipt(team), wallet=wallet)
+    assert built == [1] and sent == [f"team.{team.public_id}"]
