@@ -1,5 +1,6 @@
 """Under ASGI, Django runs each request's sync code on a thread started for that request: the database connection
-it opens there must close when the request ends, or PostgreSQL's connections pile up (config/db.py)."""
+it opens there must close when the request ends, or PostgreSQL's connections pile up (config/db.py). PostgreSQL
+only: the embedded default's in-memory test database ignores close(), by design."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from accounts.keys import mint_key
 from accounts.models import Plan, Team
 from config.db import close_request_thread_connections
 from tests.conftest import requires_postgres
+
+pytestmark = [requires_postgres, pytest.mark.postgres]
 
 
 def _in_a_thread(sender) -> tuple[bool, bool]:
@@ -75,8 +78,6 @@ def _connections(name: str) -> int:
         return cursor.fetchone()[0]
 
 
-@requires_postgres
-@pytest.mark.postgres
 @pytest.mark.timeout(120)
 @pytest.mark.django_db(transaction=True)
 def test_a_web_process_holds_a_bounded_number_of_postgres_connections_however_many_requests_it_served(owner):
