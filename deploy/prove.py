@@ -633,6 +633,7 @@ async def prove_wallet_race(dep: Deployment, client: Client, report: Report, siz
     by_process = Counter(a.upstream for a in answers)
     after = await settled(tk.team)
     clean, said = await adb(check_ledger)
+    said = "check_ledger clean" if clean else said
     served, refused = statuses.get(200, 0), statuses.get(402, 0)
     report.check(
         "wallet race: exactly the affordable requests served",
@@ -738,29 +739,35 @@ async def prove_metrics(dep: Deployment, client: Client, report: Report) -> None
             "debited": -(LedgerEntry.objects.filter(kind=LedgerKind.CHARGE).aggregate(s=Sum("amount_nusd"))["s"] or 0),
         }
 
-    await asyncio.sleep(0.5)  # the last settlements follow their replies
-    db = await adb(truth)
     url = dep.web_urls[-1] + "/metrics"
     async with client.session.get(url) as r:
         anonymous = r.status
-    async with client.session.get(url, headers={"Authorization": f"Bearer {dep.metrics_token}"}) as r:
-        status, text = r.status, await r.text()
-    if status != 200:
-        report.check("metrics", False, f"/metrics with the token answered {status}")
-        return
-    m = {name: int(value) for name, value in _metric_sums(text).items()}
     answered = client.answered
     seen = {
         "2xx": sum(n for s, n in answered.items() if 200 <= s < 300),
         "4xx": sum(n for s, n in answered.items() if 400 <= s < 500),
     }
-    requests_ok = m.get("requests_live_2xx", 0) == db["receipts"] == seen["2xx"]
-    spend_ok = m.get("tollgate_spend_nusd_total", 0) == db["charged"] == db["debited"]
-    refusals_ok = (
-        m.get("requests_4xx", 0) == seen["4xx"]
-        and m.get("tollgate_rate_limited_total", 0) == answered[429]
-        and m.get("tollgate_insufficient_balance_total", 0) == answered[402]
-    )
+    # A plain reply goes out before its settlement is written, and the counters move after it: compare until they
+    # agree or 10 s have passed.
+    deadline = time.monotonic() + 10
+    while True:
+        db = await adb(truth)
+        async with client.session.get(url, headers={"Authorization": f"Bearer {dep.metrics_token}"}) as r:
+            status, text = r.status, await r.text()
+        if status != 200:
+            report.check("metrics", False, f"/metrics with the token answered {status}")
+            return
+        m = {name: int(value) for name, value in _metric_sums(text).items()}
+        requests_ok = m.get("requests_live_2xx", 0) == db["receipts"] == seen["2xx"]
+        spend_ok = m.get("tollgate_spend_nusd_total", 0) == db["charged"] == db["debited"]
+        refusals_ok = (
+            m.get("requests_4xx", 0) == seen["4xx"]
+            and m.get("tollgate_rate_limited_total", 0) == answered[429]
+            and m.get("tollgate_insufficient_balance_total", 0) == answered[402]
+        )
+        if (requests_ok and spend_ok and refusals_ok) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     report.check(
         "Prometheus totals = receipts (one scrape, 3 processes)",
         requests_ok and spend_ok and refusals_ok and anonymous in (403, 404),
@@ -849,6 +856,7 @@ async def prove_kill(dep: Deployment, client: Client, report: Report, children: 
     )
     after = await settled(tk.team)
     clean, said = await adb(check_ledger)
+    said = "check_ledger clean" if clean else said
     open_anywhere = await adb(lambda: Hold.objects.filter(status=HoldStatus.OPEN).count())
     report.check(
         "kill -9: books exact, check_ledger clean",
