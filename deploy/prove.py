@@ -133,7 +133,7 @@ class Children:
         try:
             proc = subprocess.Popen(
                 args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         finally:
             out.close()
@@ -171,6 +171,15 @@ class Children:
 
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it if the prove itself is killed (Linux), so nothing outlives it even then.
+    Children are started before the prove starts any thread."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
