@@ -217,6 +217,7 @@ class Deployment:
     web_ports: list[int]
     nginx_port: int
     metrics_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    secret_files: dict[str, str] = field(default_factory=dict)  # NAME_FILE → path, from write_secrets()
 
     @property
     def redis_url(self) -> str:
@@ -282,8 +283,6 @@ class Deployment:
         if metrics:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.dir / "metrics")
         return env
-
-    secret_files: dict[str, str] = field(default_factory=dict)
 
 
 def nginx_config(dep: Deployment) -> Path:
@@ -594,12 +593,13 @@ async def prove_revocation(dep: Deployment, client: Client, report: Report) -> N
             report.check("revocation", False, f"warm-up answered {warm.status}: {warm.body}")
             return
     revoke_url = f"{dep.web_urls[0]}/api/v1/keys/{tk.key_ids['victim']}/revoke/"
+    revoked = time.monotonic()  # measured from the moment the revocation was asked for: the commit is later
     async with client.session.post(revoke_url, headers={"Authorization": f"Bearer {tk.keys['admin']}"}) as r:
         await r.read()
         if r.status != 200:
             report.check("revocation", False, f"revoke through process 1 answered {r.status}")
             return
-    revoked = time.monotonic()
+    answered = time.monotonic() - revoked
 
     async def until_refused(url: str) -> tuple[float | None, float | None]:
         """(send time of the last request served, of the first refused) after the revocation, in seconds."""
@@ -626,10 +626,11 @@ async def prove_revocation(dep: Deployment, client: Client, report: Report) -> N
     report.check(
         "revocation seen by every process",
         ok,
-        f"revoked through process 1; refused by processes 1/2/3 after {per}; last request served "
+        f"revoked through process 1 (answered in {answered * 1000:.0f} ms); refused by processes 1/2/3 after "
+        f"{per}; last request served "
         f"{max(served_after) * 1000:.0f} ms after"
         if served_after
-        else f"refused after {per}; none served after",
+        else f"refused after {per}; none served after",  # times from the revocation request
         "≤ 1 s (key cache 0.9 s)",
     )
 
