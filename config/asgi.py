@@ -9,6 +9,13 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from django.core.signals import request_finished  # noqa: E402
+
+from config.db import close_request_thread_connections  # noqa: E402
+
+# Each Django request runs on a thread of its own under ASGI: its connection cannot outlive it (config/db.py).
+request_finished.connect(close_request_thread_connections, dispatch_uid="config.close_request_thread_connections")
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -1,9 +1,10 @@
 """Prometheus metrics: the names every app counts with, and `GET /metrics`.
 
 With N server processes (uvicorn --workers, several hosts' processes behind a load balancer each with its own
-scrape), set PROMETHEUS_MULTIPROC_DIR to a directory the processes of one host share (empty it at start-up): the
-client library then keeps each process's values in files there and `/metrics` on any of them reports the sum
-(prometheus_client's multiprocess mode). Without it, one process's own values are reported (the embedded
+scrape), set PROMETHEUS_MULTIPROC_DIR to a directory the processes of one host share, the Celery worker's too
+(deploy/ uses /run/tollgate/metrics, emptied at boot; a process that ends leaves its counts there, so totals never
+go down): the client library then keeps each process's values in files there and `/metrics` on any of them reports
+the sum (prometheus_client's multiprocess mode). Without it, one process's own values are reported (the embedded
 default).
 
 Labels are bounded: endpoints are the operations' names, models are catalog ids ("unknown" otherwise), providers
@@ -29,6 +30,8 @@ from prometheus_client.core import GaugeMetricFamily
 from config.net import client_ip_from_request, parse_networks
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+if MULTIPROCESS:  # each process writes its values there from the first metric defined below on
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
