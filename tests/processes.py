@@ -83,10 +83,8 @@ class Server:
         """Graceful stop, then SIGKILL by PID for the server and any worker left (the cleanup of a test)."""
         workers = self.children()
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.terminate(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):

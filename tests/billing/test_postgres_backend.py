@@ -255,9 +255,7 @@ async def _timed_hold(team, request_id: str) -> tuple[float, object]:
     return loop.time() - started, outcome
 
 
-async def test_while_the_database_is_unreachable_a_hold_is_refused_at_once_not_after_the_pool_timeout(
-    team, gated_pool
-):
+async def test_while_the_database_is_unreachable_a_hold_is_refused_at_once_not_after_the_pool_timeout(team, gated_pool):
     await sync_to_async(fund)(team, 1)
     await sync_to_async(leases.current)()
     warm = await hold(team, 1_000, "req_warm")  # the pool is open and has a connection
