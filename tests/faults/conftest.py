@@ -91,6 +91,7 @@ async def send(
     json: Any = None,
     t0: float = 0.0,
     timeout: float = 10.0,
+    extra_headers: dict[str, str] | None = None,
 ) -> Outcome:
     started = time.monotonic() - t0
     try:
@@ -98,7 +99,7 @@ async def send(
             method,
             f"{base}{path}",
             json=json,
-            headers=headers(key) if key else None,
+            headers={**(headers(key) if key else {}), **(extra_headers or {})},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             raw = await response.read()
