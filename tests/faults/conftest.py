@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import pytest
 from django.core.management import call_command
+from multidict import CIMultiDict
 
 from accounts.keys import mint_key
 from accounts.models import Team, User
@@ -40,7 +41,7 @@ class Outcome:
     ended: float
     status: int  # 0: no HTTP response (connection error or client timeout)
     body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # any case: a CIMultiDict
 
     @property
     def error_code(self) -> str | None:
@@ -107,7 +108,7 @@ async def send(
                 body: Any = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 body = raw
-            return Outcome(path, started, time.monotonic() - t0, response.status, body, dict(response.headers))
+            return Outcome(path, started, time.monotonic() - t0, response.status, body, CIMultiDict(response.headers))
     except (TimeoutError, aiohttp.ClientError) as exc:
         return Outcome(path, started, time.monotonic() - t0, 0, repr(exc))
 
