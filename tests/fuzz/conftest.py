@@ -6,7 +6,6 @@ content type the document declares, and of the declared schema."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import socket
 from collections.abc import Mapping
@@ -77,11 +76,6 @@ def fuzz(
             response = case.call(base_url=base_url, headers=headers)
             run.requests += 1
             run.statuses[response.status_code] = run.statuses.get(response.status_code, 0) + 1
-            if os.environ.get("FUZZ_DEBUG"):
-                with open("/tmp/faults_fuzz_requests.log", "a") as f:
-                    f.write(
-                        f"{response.status_code} {operation.method.upper()} {operation.path} {response.text[:200]}\n"
-                    )
             case.validate_response(response, checks=CHECKS)
 
         try:
