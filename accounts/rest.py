@@ -6,6 +6,8 @@ Another team's ids answer 404, exactly like ids that do not exist.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
@@ -15,7 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts import keys, projects
 from accounts.access import team_for_user
-from accounts.models import ApiKey, KeyMode, Project, Scope
+from accounts.models import ApiKey, KeyMode, Project, Scope, User
 from accounts.rest_auth import ApiKeyPrincipal
 from accounts.services import AccountsError, PermissionDenied
 from config.net import client_ip_from_request
@@ -29,7 +31,7 @@ INT8_MAX = 2**63 - 1
 def error_response(
     request, status_code: int, code: str, message: str, param: str | None = None, fields=None
 ) -> Response:
-    body = {"error": {"code": code, "message": message, "param": param}}
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "param": param}}
     if fields:
         body["error"]["fields"] = fields
     body["request_id"] = getattr(getattr(request, "_request", request), "request_id", "")
@@ -144,7 +146,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         return key.created_by.email if key.created_by else None
 
     def get_project(self, key: ApiKey) -> str | None:
-        return key.project.public_id if key.project_id else None
+        return key.project.public_id if key.project is not None else None
 
     def get_grace_ends_at(self, key: ApiKey) -> str | None:
         end = keys.grace_ends_at(key)
@@ -217,13 +219,17 @@ class RotateKeySerializer(serializers.Serializer):
 
 
 class _KeysView(GenericAPIView):
-    serializer_class = ApiKeySerializer
+    serializer_class: type[serializers.Serializer] = ApiKeySerializer
 
     def get_exception_handler(self):
         return exception_handler
 
     def _ip(self) -> str | None:
         return client_ip_from_request(self.request)
+
+    def _person(self) -> User:
+        """The signed-in person (IsAuthenticated let only a key or a person through; a key is handled first)."""
+        return cast(User, self.request.user)
 
     def team_actor(self, team_public_id: str) -> keys.KeyActor:
         user = self.request.user
@@ -232,14 +238,14 @@ class _KeysView(GenericAPIView):
                 raise Http404("No such team.")
             return keys.KeyActor.for_key(user.ctx, ip=self._ip())
         access = team_for_user(user, team_public_id)
-        return keys.KeyActor(team=access.team, user=user, role=access.role, ip=self._ip())
+        return keys.KeyActor(team=access.team, user=self._person(), role=access.role, ip=self._ip())
 
     def key_and_actor(self, key_public_id: str) -> tuple[ApiKey, keys.KeyActor]:
         user = self.request.user
         if isinstance(user, ApiKeyPrincipal):
             actor = keys.KeyActor.for_key(user.ctx, ip=self._ip())
             return keys.get_key(actor, key_public_id), actor
-        return keys.key_for_user(user, key_public_id, ip=self._ip())
+        return keys.key_for_user(self._person(), key_public_id, ip=self._ip())
 
 
 class TeamKeysView(_KeysView):
@@ -337,7 +343,7 @@ class _ProjectsView(_KeysView):
         team_ids = (
             [user.ctx.team_id]
             if isinstance(user, ApiKeyPrincipal)
-            else list(user.memberships.values_list("team_id", flat=True))
+            else list(self._person().memberships.values_list("team_id", flat=True))
         )
         project = (
             Project.objects.select_related("team").filter(public_id=project_public_id, team_id__in=team_ids).first()

@@ -134,7 +134,7 @@ def receipt_json(receipt: Receipt) -> dict:
         "error_code": receipt.error_code or None,
         "test": receipt.is_test,
         "mode": receipt.mode,
-        "key_id": receipt.api_key.public_id if receipt.api_key_id else None,
+        "key_id": receipt.api_key.public_id if receipt.api_key is not None else None,
         "key_label": receipt.key_label,
         "endpoint": receipt.endpoint,
         "model": receipt.model_requested,

@@ -278,6 +278,7 @@ async def asettle(settlement: Settlement) -> Receipt:
             row = await cursor.fetchone()
     except UNAVAILABLE as exc:
         raise BillingUnavailable() from exc
+    assert row is not None  # the statement always returns its one row (a LEFT JOIN on a constant)
     wallet = _settled(row, settlement)
     if wallet is None:
         return await run_db(orm.settle, settlement)
