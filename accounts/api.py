@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
@@ -73,8 +74,8 @@ class KeyInfoResponse(Schema):
     data: KeyInfo
 
 
-def _row(key_id: int) -> dict:
-    return ApiKey.objects.values("expires_at", "ip_allowlist", "project__public_id").get(pk=key_id)
+def _row(key_id: int) -> dict[str, Any]:
+    return dict(ApiKey.objects.values("expires_at", "ip_allowlist", "project__public_id").get(pk=key_id))
 
 
 @router.get(

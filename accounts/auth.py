@@ -79,7 +79,7 @@ class _Entry:
 
 # hash -> (entry or None for "no such key", loaded at monotonic time)
 _cache: dict[str, tuple[_Entry | None, float]] = {}
-_last_touch: dict[int, float] = {}
+_last_touch: dict[tuple[int, bool], float] = {}
 
 
 def clear_cache() -> None:
@@ -315,9 +315,9 @@ def authenticate(raw_key: str | None, *, client_ip: str | None, scope: str) -> K
     if entry is _MISS:
         entry = _load(h)
         _store(h, entry)
-    ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
-    previous = entry.is_previous  # type: ignore[union-attr]
-    if _touch_due(ctx.key_id, previous):
+    ctx = _check(entry, client_ip=client_ip, scope=scope)
+    previous = entry.is_previous
+    if ctx.key_id is not None and _touch_due(ctx.key_id, previous):
         _touch(ctx.key_id, previous_hash=h if previous else None, client_ip=client_ip)
     return ctx
 
@@ -356,9 +356,9 @@ async def aauthenticate(
     entry = _cached(h)
     if entry is _MISS:
         entry = await _aload(h)
-    ctx = _check(entry, client_ip=client_ip, scope=scope)  # type: ignore[arg-type]
-    previous = entry.is_previous  # type: ignore[union-attr]
-    if _touch_due(ctx.key_id, previous):
+    ctx = _check(entry, client_ip=client_ip, scope=scope)
+    previous = entry.is_previous
+    if ctx.key_id is not None and _touch_due(ctx.key_id, previous):
         await run_db(_touch, ctx.key_id, previous_hash=h if previous else None, client_ip=client_ip)
     return ctx
 

@@ -175,6 +175,7 @@ class KeyActor:
 
         A key minted by an operator (no creator) manages the whole team, like an admin.
         """
+        assert ctx.key_id is not None, "the management API takes API keys, never a Playground credential"
         row = ApiKey.objects.select_related("team", "created_by").get(pk=ctx.key_id)
         bounds = KeyBounds.of(ctx, row)
         if row.created_by is None:

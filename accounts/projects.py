@@ -26,7 +26,9 @@ def _name(team: Team, name: str, *, exclude: int | None = None) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise ProjectFieldError("invalid_name", "A project needs a name of 1 to 100 characters.", "name")
-    taken = Project.objects.filter(team=team, name__iexact=name).exclude(pk=exclude)
+    taken = Project.objects.filter(team=team, name__iexact=name)
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude)
     if taken.exists():
         raise ProjectFieldError("name_taken", f"This team already has a project named “{name}”.", "name")
     return name
@@ -98,7 +100,7 @@ def update_project(
     project = Project.objects.select_for_update().select_related("team").get(pk=project.pk)
     if actor is not None:
         require(actor, project.team, Action.PROJECTS_MANAGE)
-    changes = {}
+    changes: dict[str, object] = {}
     if name is not _UNSET:
         changes["name"] = _name(project.team, name, exclude=project.pk)
     if monthly_budget_nusd is not _UNSET:

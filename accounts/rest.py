@@ -6,8 +6,6 @@ Another team's ids answer 404, exactly like ids that do not exist.
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
@@ -16,8 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts import keys, projects
-from accounts.access import team_for_user
-from accounts.models import ApiKey, KeyMode, Project, Scope, User
+from accounts.access import signed_in, team_for_user
+from accounts.models import ApiKey, KeyMode, Project, Scope
 from accounts.rest_auth import ApiKeyPrincipal
 from accounts.services import AccountsError, PermissionDenied
 from config.net import client_ip_from_request
@@ -31,11 +29,11 @@ INT8_MAX = 2**63 - 1
 def error_response(
     request, status_code: int, code: str, message: str, param: str | None = None, fields=None
 ) -> Response:
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "param": param}}
+    error: dict[str, object] = {"code": code, "message": message, "param": param}
     if fields:
-        body["error"]["fields"] = fields
-    body["request_id"] = getattr(getattr(request, "_request", request), "request_id", "")
-    return Response(body, status=status_code)
+        error["fields"] = fields
+    request_id = getattr(getattr(request, "_request", request), "request_id", "")
+    return Response({"error": error, "request_id": request_id}, status=status_code)
 
 
 def _first_field_error(detail) -> tuple[str | None, str]:
@@ -227,25 +225,22 @@ class _KeysView(GenericAPIView):
     def _ip(self) -> str | None:
         return client_ip_from_request(self.request)
 
-    def _person(self) -> User:
-        """The signed-in person (IsAuthenticated let only a key or a person through; a key is handled first)."""
-        return cast(User, self.request.user)
-
     def team_actor(self, team_public_id: str) -> keys.KeyActor:
         user = self.request.user
         if isinstance(user, ApiKeyPrincipal):
             if user.ctx.team_public_id != team_public_id:
                 raise Http404("No such team.")
             return keys.KeyActor.for_key(user.ctx, ip=self._ip())
-        access = team_for_user(user, team_public_id)
-        return keys.KeyActor(team=access.team, user=self._person(), role=access.role, ip=self._ip())
+        person = signed_in(user)
+        access = team_for_user(person, team_public_id)
+        return keys.KeyActor(team=access.team, user=person, role=access.role, ip=self._ip())
 
     def key_and_actor(self, key_public_id: str) -> tuple[ApiKey, keys.KeyActor]:
         user = self.request.user
         if isinstance(user, ApiKeyPrincipal):
             actor = keys.KeyActor.for_key(user.ctx, ip=self._ip())
             return keys.get_key(actor, key_public_id), actor
-        return keys.key_for_user(self._person(), key_public_id, ip=self._ip())
+        return keys.key_for_user(signed_in(user), key_public_id, ip=self._ip())
 
 
 class TeamKeysView(_KeysView):
@@ -343,7 +338,7 @@ class _ProjectsView(_KeysView):
         team_ids = (
             [user.ctx.team_id]
             if isinstance(user, ApiKeyPrincipal)
-            else list(self._person().memberships.values_list("team_id", flat=True))
+            else list(signed_in(user).memberships.values_list("team_id", flat=True))
         )
         project = (
             Project.objects.select_related("team").filter(public_id=project_public_id, team_id__in=team_ids).first()

@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.access import signed_in
 from billing import credit_codes
 from billing.adjustments import MAX_ADJUSTMENT_NUSD, adjust_balance
 from billing.errors import BillingError
@@ -135,7 +136,7 @@ class WalletAdmin(ReadOnlyAdmin):
                         adjust_balance(
                             wallet.team,
                             d["amount_usd"],
-                            actor=request.user,
+                            actor=signed_in(request.user),
                             reason=d["reason"],
                             memo=d["memo"],
                             allow_negative=d["allow_negative"],
@@ -349,7 +350,7 @@ class CreditCodeAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Disable the selected codes", permissions=["disable"])
     def disable_action(self, request: HttpRequest, queryset):
-        n = credit_codes.disable_codes(list(queryset), actor=request.user)
+        n = credit_codes.disable_codes(list(queryset), actor=signed_in(request.user))
         self.message_user(request, f"Disabled {n} code(s); redemptions already made stay.", messages.SUCCESS)
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
@@ -365,7 +366,7 @@ class CreditCodeAdmin(ReadOnlyAdmin):
                     max_redemptions=d["max_redemptions"],
                     expires_at=d["expires_at"],
                     note=d["note"],
-                    actor=request.user,
+                    actor=signed_in(request.user),
                 )
             except credit_codes.CreditCodeError as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, exc.message)

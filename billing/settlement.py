@@ -95,6 +95,13 @@ class Hold:
     project_id: int | None = None
     counted: bool = False  # it moved monthly spend counters, which its end must move back (billing.spend)
 
+    @property
+    def row_id(self) -> int:
+        """The hold row's id: only a live hold has a row (a test hold writes nothing)."""
+        if self.hold_id is None:
+            raise ValueError(f"a test hold has no row (request {self.request_id})")
+        return self.hold_id
+
     @classmethod
     def live(cls, request: HoldRequest, *, hold_id: int, public_id: str) -> Hold:
         return cls(

@@ -20,7 +20,8 @@ from gateway.urls import http_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": on_first_request(URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])),
+        # Channels routes ASGI applications with re_path; django-stubs types it for views only
+        "http": on_first_request(URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])),  # type: ignore[arg-type]
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         "lifespan": Lifespan(),
     }

@@ -4,7 +4,9 @@ the history below each model and route is read-only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin
@@ -151,7 +153,8 @@ class _PricesForm(forms.ModelForm):
             )
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         values = {}
         for field, form_field in PRICE_FIELDS.items():
             value = data.get(form_field)
@@ -243,7 +246,7 @@ class _VersionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ["-effective_at", "-id"]
-    fields = [
+    fields = readonly_fields = (
         "public_id",
         "effective_at",
         "input_per_m",
@@ -252,8 +255,7 @@ class _VersionInline(admin.TabularInline):
         "images",
         "note",
         "created_by",
-    ]
-    readonly_fields = fields
+    )
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -291,7 +293,7 @@ class RouteCostVersionInline(_VersionInline):
 
 
 class _PricedAdmin(admin.ModelAdmin):
-    add_version = staticmethod(price_book.add_price_version)
+    add_version: ClassVar[Callable[..., Any]] = staticmethod(price_book.add_price_version)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -374,7 +374,7 @@ class Needs:
 
 def order_routes(routes: tuple[RouteEntry, ...]) -> list[RouteEntry]:
     """Primaries before backups, then `order`; equal ones shuffled by weight (so weights share load)."""
-    rank = {RoutePriority.PRIMARY: 0, RoutePriority.BACKUP: 1}
+    rank: dict[str, int] = {RoutePriority.PRIMARY: 0, RoutePriority.BACKUP: 1}
     groups: dict[tuple[int, int], list[RouteEntry]] = {}
     for route in routes:
         if route.enabled:

@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -73,7 +74,7 @@ def estimate(*, model: str, n: int, price: image_pricing.ImagePrice, is_test: bo
 
 def job_json(job: ImageJob, outputs: list[ImageOutput] | None = None) -> dict:
     price = image_pricing.ImagePrice(job.size, job.quality, job.unit_price_nusd)
-    body = {
+    body: dict[str, Any] = {
         "id": job.public_id,
         "object": "image",
         "status": job.status,
@@ -619,7 +620,7 @@ async def asubmit_for_member(team, user, *, mode: str, fields: dict, client_ip: 
     from gateway.operations.images import ImageJobs
 
     ctx = KeyContext(
-        key_id=None,  # type: ignore[arg-type]  # no key: receipts show the member instead
+        key_id=None,  # no key: receipts show the member instead
         public_id="",
         name="Dashboard",
         masked=user.email,

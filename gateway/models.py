@@ -168,6 +168,15 @@ class _Version(models.Model):
         raise AppendOnly("Price versions are never deleted.")
 
 
+def _prices_non_negative(name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=models.Q(input_price_nusd__gte=0)
+        & models.Q(cached_price_nusd__gte=0)
+        & models.Q(output_price_nusd__gte=0),
+        name=name,
+    )
+
+
 class PriceVersion(_Version):
     """What a model sells for: the price version in force when a request's hold is placed prices it, and its id is on
     the receipt."""
@@ -177,14 +186,7 @@ class PriceVersion(_Version):
 
     class Meta(_Version.Meta):
         verbose_name = "price version"
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(input_price_nusd__gte=0)
-                & models.Q(cached_price_nusd__gte=0)
-                & models.Q(output_price_nusd__gte=0),
-                name="priceversion_prices_non_negative",
-            ),
-        ]
+        constraints = [_prices_non_negative("priceversion_prices_non_negative")]
 
     def __str__(self) -> str:
         return f"{self.public_id} ({self.model_id} from {self.effective_at:%Y-%m-%d %H:%M:%S})"
@@ -199,14 +201,7 @@ class RouteCostVersion(_Version):
 
     class Meta(_Version.Meta):
         verbose_name = "route cost version"
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(input_price_nusd__gte=0)
-                & models.Q(cached_price_nusd__gte=0)
-                & models.Q(output_price_nusd__gte=0),
-                name="routecostversion_prices_non_negative",
-            ),
-        ]
+        constraints = [_prices_non_negative("routecostversion_prices_non_negative")]
 
     def __str__(self) -> str:
         return f"{self.public_id} (route {self.route_id} from {self.effective_at:%Y-%m-%d %H:%M:%S})"

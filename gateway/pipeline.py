@@ -345,7 +345,7 @@ def spawn(coro: Awaitable[Any]) -> None:
 
 
 async def fail(
-    call: Call, *, error_code: str, attempts: int, route: RouteEntry | None, billed: fallback.Billed = ()
+    call: Call, *, error_code: str, attempts: int, route: RouteEntry | None, billed: fallback.Billed | None = None
 ) -> None:
     """Release the hold (zero cost, a failed receipt) and free the Idempotency-Key, shielded from cancellation.
     If the database is away the client is answered at once and the release goes on in the background."""
@@ -353,7 +353,7 @@ async def fail(
         return
     call.ended = True
     meta = _meta(call, route=route, attempts=attempts)
-    bills = _billed(call, billed)
+    bills = _billed(call, billed or [])
 
     async def attempt() -> Receipt:
         return await run_db(_release_unit, call, meta, error_code, bills)

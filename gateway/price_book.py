@@ -114,6 +114,35 @@ def in_force(versions, moment: datetime):
     return versions[0] if versions else None
 
 
+def _append(versions, prices: Prices, *, effective_at, actor, note: str, action: str, target: str, **owner):
+    """Append a version to one price history (`versions`: PriceVersion or RouteCostVersion, `owner`: its model or
+    route), audited. The caller holds the owner's row lock, so one change of its prices happens at a time."""
+    now = timezone.now()
+    first = not versions.objects.filter(**owner).exists()
+    person = actor if getattr(actor, "pk", None) else None
+    version = versions.objects.create(
+        **owner,
+        effective_at=_effective(effective_at, first=first, now=now),
+        input_price_nusd=prices.input_nusd,
+        cached_price_nusd=prices.cached_nusd,
+        output_price_nusd=prices.output_nusd,
+        image_prices=dict(prices.image_prices),
+        note=note[:300],
+        created_by=person,
+        created_at=now,
+    )
+    audit(
+        action,
+        team=None,
+        actor=person,
+        target=target,
+        version=version.public_id,
+        effective_at=version.effective_at.isoformat(),
+        **prices.describe(),
+    )
+    return version
+
+
 @transaction.atomic
 def add_price_version(
     model: CatalogModel,
@@ -125,31 +154,18 @@ def add_price_version(
 ) -> PriceVersion:
     """Append a sale price version to a model's price book: its first prices at once, a change at `effective_at`
     (default and earliest: `lead_seconds()` from now). Audited."""
-    model = CatalogModel.objects.select_for_update().get(pk=model.pk)  # one change of a model's prices at a time
+    model = CatalogModel.objects.select_for_update().get(pk=model.pk)
     prices = validate(model.kind, prices, what=f"{model.public_id}'s prices")
-    now = timezone.now()
-    first = not PriceVersion.objects.filter(model=model).exists()
-    version = PriceVersion.objects.create(
-        model=model,
-        effective_at=_effective(effective_at, first=first, now=now),
-        input_price_nusd=prices.input_nusd,
-        cached_price_nusd=prices.cached_nusd,
-        output_price_nusd=prices.output_nusd,
-        image_prices=dict(prices.image_prices),
-        note=note[:300],
-        created_by=actor if getattr(actor, "pk", None) else None,
-        created_at=now,
-    )
-    audit(
-        "price.version_added",
-        team=None,
-        actor=actor if getattr(actor, "pk", None) else None,
+    return _append(
+        PriceVersion,
+        prices,
+        effective_at=effective_at,
+        actor=actor,
+        note=note,
+        action="price.version_added",
         target=model.public_id,
-        version=version.public_id,
-        effective_at=version.effective_at.isoformat(),
-        **prices.describe(),
+        model=model,
     )
-    return version
 
 
 @transaction.atomic
@@ -164,29 +180,16 @@ def add_cost_version(
     """Append an upstream cost version to a route (the upstream's own prices, what the operator pays)."""
     route = Route.objects.select_for_update().select_related("model", "provider").get(pk=route.pk)
     prices = validate(route.model.kind, prices, what=f"The cost of {route}")
-    now = timezone.now()
-    first = not RouteCostVersion.objects.filter(route=route).exists()
-    version = RouteCostVersion.objects.create(
-        route=route,
-        effective_at=_effective(effective_at, first=first, now=now),
-        input_price_nusd=prices.input_nusd,
-        cached_price_nusd=prices.cached_nusd,
-        output_price_nusd=prices.output_nusd,
-        image_prices=dict(prices.image_prices),
-        note=note[:300],
-        created_by=actor if getattr(actor, "pk", None) else None,
-        created_at=now,
-    )
-    audit(
-        "price.cost_version_added",
-        team=None,
-        actor=actor if getattr(actor, "pk", None) else None,
+    return _append(
+        RouteCostVersion,
+        prices,
+        effective_at=effective_at,
+        actor=actor,
+        note=note,
+        action="price.cost_version_added",
         target=f"{route.model.public_id} → {route.provider.slug}:{route.upstream_model}",
-        version=version.public_id,
-        effective_at=version.effective_at.isoformat(),
-        **prices.describe(),
+        route=route,
     )
-    return version
 
 
 def current_price(model: CatalogModel, *, now: datetime | None = None) -> PriceVersion | None:

@@ -75,9 +75,9 @@ def place_hold(request: HoldRequest, *, lease_id: int | None, public_id: str) ->
 
 def _close_hold(hold: HoldRef, status: str, now: datetime) -> bool:
     """Mark an open hold closed. False when the sweeper released it already (the held amount went back then)."""
-    if Hold.objects.filter(pk=hold.hold_id, status=HoldStatus.OPEN).update(status=status, closed_at=now):
+    if Hold.objects.filter(pk=hold.row_id, status=HoldStatus.OPEN).update(status=status, closed_at=now):
         return True
-    state = Hold.objects.filter(pk=hold.hold_id).values_list("status", flat=True).first()
+    state = Hold.objects.filter(pk=hold.row_id).values_list("status", flat=True).first()
     if state == HoldStatus.EXPIRED:
         log.warning(
             "hold %s for request %s was released by the sweeper before its settlement",
@@ -123,7 +123,7 @@ def settle(settlement: Settlement) -> Receipt:
             held_nusd=F("held_nusd") - released, balance_nusd=F("balance_nusd") - charged, updated_at=now
         )
         if hold.counted:  # the held amount becomes the cost (a hold the sweeper released gave its amount back)
-            spend.move(hold.hold_id, cost.total_nusd - released)
+            spend.move(hold.row_id, cost.total_nusd - released)
         receipt.save(force_insert=True)
         if charged:
             LedgerEntry.objects.create(
@@ -150,7 +150,7 @@ def release(hold: HoldRef, receipt: Receipt) -> Receipt:
                     held_nusd=F("held_nusd") - hold.amount_nusd, updated_at=now
                 )
                 if hold.counted:
-                    spend.move(hold.hold_id, -hold.amount_nusd)
+                    spend.move(hold.row_id, -hold.amount_nusd)
             wallet = Wallet.objects.get(team_id=hold.team_id)
         receipt.save(force_insert=True)
         announce(receipt, wallet)

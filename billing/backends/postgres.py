@@ -241,9 +241,9 @@ def _settle_params(settlement: Settlement) -> dict[str, Any]:
     return params
 
 
-def _settled(row: tuple, settlement: Settlement) -> Wallet | None:
+def _settled(row: tuple | None, settlement: Settlement) -> Wallet | None:
     """The wallet as written, or None when the statement wrote nothing (the ORM form must decide)."""
-    prior, receipt_id, *wallet_row = row
+    prior, receipt_id, *wallet_row = row or (None, None)
     if receipt_id is None:
         if prior not in (HoldStatus.OPEN, HoldStatus.EXPIRED):
             raise HoldClosed(

@@ -28,6 +28,7 @@ from config.errors import ApiError
 from gateway import cost_cap, dialects
 from gateway.catalog import ModelEntry, Needs, RouteEntry
 from gateway.providers.base import Provider, UpstreamUsage
+from gateway.scenarios import Scenario
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class Call:
     output_budget: int = 0  # the most output tokens the request may produce
     hold_nusd: int = 0
     stream: bool = False
-    scenario: str | None = None  # a test key's Tollgate-Test-Scenario (gateway/scenarios.py)
+    scenario: Scenario | None = None  # a test key's Tollgate-Test-Scenario (gateway/scenarios.py)
     # hold
     idempotency_key: str | None = None
     hold: Hold | None = None

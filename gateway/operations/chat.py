@@ -63,7 +63,7 @@ class ChunkStream(StreamView):
     def cut(self) -> bytes:
         """A closing chunk per choice with finish_reason "length", as when max_tokens runs out."""
         chat = self.object_name == "chat.completion.chunk"
-        choices = [
+        choices: list[dict[str, Any]] = [
             {"index": i, "delta": {}, "logprobs": None, "finish_reason": "length"}
             if chat
             else {"index": i, "text": "", "logprobs": None, "finish_reason": "length"}

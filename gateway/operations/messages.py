@@ -11,9 +11,10 @@ holds back upstream's message_delta and message_stop, and ends with its own, who
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
+from pydantic import BaseModel
 
 from billing.models import Receipt
 from config.errors import ApiError
@@ -130,7 +131,7 @@ class MessageStream(StreamView):
 class Messages(Operation):
     name = "messages"
     path = "/v1/messages"
-    schema = tr.MessagesRequest
+    schema: ClassVar[type[BaseModel]] = tr.MessagesRequest
     model_kind = ModelKind.CHAT
     id_prefix = "msg_"
     dialect = ANTHROPIC

@@ -14,6 +14,8 @@ image), else the upstream's list prices below (the simulator's are made up, so t
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -32,7 +34,7 @@ DEMO = [
 ]
 # Capabilities beyond the columns above, for new rows: the simulator reasons when asked, and embeds images
 # (an image part counts as 1,000 prompt tokens: $0.0001 at $0.10 per million).
-EXTRA = {
+EXTRA: dict[str, dict[str, Any]] = {
     "demo-chat": {"supports_reasoning": True},
     "demo-embed-multimodal": {"supports_multimodal_input": True, "image_input_tokens": 1_000},
 }
