@@ -45,7 +45,7 @@ def test_with_redis_unreachable_v1_is_503_with_retry_after_and_nothing_is_writte
         get(url, "/v1/receipts", acme.live_key),
         post(url, "/v1/chat/completions", CHAT, acme.test_key),
     ]
-    # the same request with an Idempotency-Key, twice: no record is left "in flight" (a 409 the second time)
+    # the same request with an Idempotency-Key, twice: the second is a 503 again, not a 409 (no record in flight)
     idempotent = {"Idempotency-Key": "fault-redis-1"}
     answers += [post(url, "/v1/chat/completions", CHAT, acme.live_key, extra_headers=idempotent) for _ in range(2)]
     failures = [(a.path, a.status, a.body) for a in answers if a.status != 503]
