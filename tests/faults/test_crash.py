@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,6 +152,7 @@ def test_kill_9_with_open_streams_releases_their_holds_within_the_lease_and_swee
         if second is not None:
             second.stop()
         stop(beat)
+        shutil.rmtree(workdir, ignore_errors=True)
     assert min(balances) >= 0
     # the killed streams were never settled: their output went unpaid, only the last request was charged
     assert list(Receipt.objects.values_list("status", flat=True)) == ["succeeded"]
