@@ -358,6 +358,8 @@ class _ProjectsView(_KeysView):
 
 
 class TeamProjectsView(_ProjectsView):
+    pagination_class = None  # a team has a handful of projects: the whole list, as served (and so documented)
+
     @extend_schema(summary="List a team's projects", responses=ProjectSerializer(many=True))
     def get(self, request, team_public_id: str):
         actor = self.access(team_public_id)

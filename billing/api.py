@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 
 import orjson
 from django.http import HttpRequest, HttpResponse
@@ -17,6 +16,7 @@ from billing.models import Receipt
 from billing.money import json_number, per_million
 from billing.settlement import unsettled
 from config.errors import ApiError
+from config.openapi import UsdAmount
 
 router = Router(tags=["billing"])
 SCOPE = "billing:read"
@@ -27,13 +27,13 @@ BILLING_READ = KeyAuth(SCOPE)
 
 
 class BalanceOut(Schema):
-    credits: Decimal = Field(description="Balance in USD.")
-    held_credits: Decimal = Field(description="Reserved by requests in flight, USD.")
-    available_credits: Decimal = Field(description="credits - held_credits, USD.")
+    credits: UsdAmount = Field(description="Balance in USD.")
+    held_credits: UsdAmount = Field(description="Reserved by requests in flight, USD.")
+    available_credits: UsdAmount = Field(description="credits - held_credits, USD.")
     currency: str = "usd"
 
 
-class UsageOut(Schema):
+class ReceiptUsageOut(Schema):
     prompt_tokens: int = Field(description="Uncached prompt tokens.")
     cached_tokens: int
     completion_tokens: int
@@ -41,9 +41,9 @@ class UsageOut(Schema):
 
 
 class PricesOut(Schema):
-    input: Decimal
-    cached: Decimal
-    output: Decimal
+    input: UsdAmount
+    cached: UsdAmount
+    output: UsdAmount
 
 
 class ReceiptOut(Schema):
@@ -68,13 +68,13 @@ class ReceiptOut(Schema):
     latency_ms: int
     ttft_ms: int | None
     idempotency_key: str | None
-    usage: UsageOut
+    usage: ReceiptUsageOut
     prices_usd_per_million_tokens: PricesOut
-    input_cost_usd: Decimal
-    output_cost_usd: Decimal
-    total_cost_usd: Decimal
-    hold_usd: Decimal
-    max_cost_usd: Decimal | None = Field(description="The request's cost cap, if it had one.")
+    input_cost_usd: UsdAmount
+    output_cost_usd: UsdAmount
+    total_cost_usd: UsdAmount
+    hold_usd: UsdAmount
+    max_cost_usd: UsdAmount | None = Field(description="The request's cost cap, if it had one.")
     price_version: str | None = Field(description="The price version (pv_…) the request was priced at.")
 
 

@@ -7,15 +7,18 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from config.errors import ApiError, api_error_response, error_response
+from config.openapi import document_errors
 
 
 class TollgateAPI(NinjaAPI):
     def get_openapi_schema(self, *args, **kwargs):
-        """Ninja's document, plus the charging operations the pipeline's transport serves."""
+        """Ninja's document, plus the charging operations the pipeline's transport serves, and the refusals every
+        operation can answer (config/openapi.py)."""
         from gateway.openapi import add_operations
         from gateway.operations import OPERATIONS
 
-        return add_operations(super().get_openapi_schema(*args, **kwargs), OPERATIONS)
+        document = add_operations(super().get_openapi_schema(*args, **kwargs), OPERATIONS)
+        return document_errors(document, security=[{"KeyAuth": []}])
 
 
 api = TollgateAPI(

@@ -322,6 +322,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Tollgate management API",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # every operation's refusals (400/401/403/404/429/503) in the error envelope: config/openapi.py
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.spectacular_errors"],
 }
 
 # --- Tollgate ----------------------------------------------------------------------

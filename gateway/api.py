@@ -88,6 +88,7 @@ async def list_input_items(
     "/models",
     auth=MODELS_READ,
     response={200: openapi.ModelListOut, **openapi.ERRORS},
+    by_alias=True,  # capabilities.json, as served
     summary="List models with pricing per million tokens",
 )
 async def list_models(request: HttpRequest):
@@ -98,6 +99,7 @@ async def list_models(request: HttpRequest):
     "/models/{path:model_id}",
     auth=MODELS_READ,
     response={200: openapi.ModelOut, **openapi.ERRORS},
+    by_alias=True,
     summary="Retrieve a model with pricing and context length",
 )
 async def get_model(request: HttpRequest, model_id: str):

@@ -31,7 +31,8 @@ def counts_own_requests(view: Callable) -> Callable:
 
 
 async def _admit(request: HttpRequest) -> tuple[dict[str, str], HttpResponseBase | None]:
-    """The headers to add, or a 429 to answer with instead of running the operation."""
+    """The headers to add, or a 429 (or the limiter's 503) to answer with instead of running the operation.
+    This runs outside the operation, where ninja's exception handlers do not reach: every refusal is answered here."""
     raw = extract_key(request.headers)
     if raw is None:
         return {}, None
@@ -39,7 +40,10 @@ async def _admit(request: HttpRequest) -> tuple[dict[str, str], HttpResponseBase
         ctx = await aauthenticate(raw, client_ip=client_ip_from_request(request), scope="")
     except ApiError:
         return {}, None  # the operation refuses it in its own words
-    decision = await ratelimit.check(ctx, tokens=0)
+    try:
+        decision = await ratelimit.check(ctx, tokens=0)
+    except ApiError as exc:  # the limiter cannot be reached (Redis away): 503 with Retry-After, as for inference
+        return {}, api_error_response(exc, getattr(request, "request_id", ""))
     headers = {**key_headers(ctx), **decision.headers}
     try:
         ratelimit.raise_if_denied(decision)

@@ -6,10 +6,11 @@ these models are never used to serialise; they say what a client receives.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from ninja import Field, Schema
+
+from config.openapi import UsdAmount
 
 
 class ErrorBody(Schema):
@@ -35,9 +36,9 @@ class UsageOut(Schema):
     completion_tokens: int | None = Field(None, description="Absent for embeddings.")
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
-    input_cost_usd: Decimal = Field(description="Exact, from the receipt.")
-    output_cost_usd: Decimal
-    total_cost_usd: Decimal
+    input_cost_usd: UsdAmount = Field(description="Exact, from the receipt.")
+    output_cost_usd: UsdAmount
+    total_cost_usd: UsdAmount
     latency_ms: int
     ttft_ms: int | None
     receipt_id: str
@@ -128,10 +129,10 @@ class EstimateOut(Schema):
     model: str
     prompt_tokens: int = Field(description="An upper-bound estimate of the prompt.")
     max_completion_tokens: int
-    input_cost_usd: Decimal
-    max_output_cost_usd: Decimal
-    max_total_cost_usd: Decimal
-    hold_usd: Decimal = Field(description="What the request would reserve from the wallet (0 for test keys).")
+    input_cost_usd: UsdAmount
+    max_output_cost_usd: UsdAmount
+    max_total_cost_usd: UsdAmount
+    hold_usd: UsdAmount = Field(description="What the request would reserve from the wallet (0 for test keys).")
     is_test: bool
 
 
@@ -146,10 +147,10 @@ class ImageUsageOut(Schema):
     output_tokens: int = 0
     total_tokens: int = 0
     images: int
-    unit_price_usd: Decimal
-    input_cost_usd: Decimal
-    output_cost_usd: Decimal
-    total_cost_usd: Decimal
+    unit_price_usd: UsdAmount
+    input_cost_usd: UsdAmount
+    output_cost_usd: UsdAmount
+    total_cost_usd: UsdAmount
     latency_ms: int
     receipt_id: str
 
@@ -167,9 +168,9 @@ class ImageEstimateOut(Schema):
     n: int
     size: str
     quality: str | None
-    unit_price_usd: Decimal
-    max_total_cost_usd: Decimal = Field(description="n × unit price.")
-    hold_usd: Decimal = Field(description="What the request reserves from the wallet (0 for test keys).")
+    unit_price_usd: UsdAmount
+    max_total_cost_usd: UsdAmount = Field(description="n × unit price.")
+    hold_usd: UsdAmount = Field(description="What the request reserves from the wallet (0 for test keys).")
     is_test: bool
 
 
@@ -180,8 +181,8 @@ class ImageJobError(Schema):
 
 class ImageJobUsage(Schema):
     images: int
-    unit_price_usd: Decimal
-    total_cost_usd: Decimal
+    unit_price_usd: UsdAmount
+    total_cost_usd: UsdAmount
     receipt_id: str | None
 
 
@@ -225,9 +226,9 @@ class ResponseUsageOut(Schema):
     output_tokens: int
     output_tokens_details: dict[str, int] = Field(description="reasoning_tokens")
     total_tokens: int
-    input_cost_usd: Decimal = Field(description="Exact, from the receipt.")
-    output_cost_usd: Decimal
-    total_cost_usd: Decimal
+    input_cost_usd: UsdAmount = Field(description="Exact, from the receipt.")
+    output_cost_usd: UsdAmount
+    total_cost_usd: UsdAmount
     latency_ms: int
     ttft_ms: int | None
     receipt_id: str
@@ -284,9 +285,9 @@ class MessageUsageOut(Schema):
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
-    input_cost_usd: Decimal = Field(description="Exact, from the receipt.")
-    output_cost_usd: Decimal
-    total_cost_usd: Decimal
+    input_cost_usd: UsdAmount = Field(description="Exact, from the receipt.")
+    output_cost_usd: UsdAmount
+    total_cost_usd: UsdAmount
     latency_ms: int
     ttft_ms: int | None
     receipt_id: str

@@ -3,12 +3,15 @@ serving config.asgi:application on a free loopback port against the test databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -45,6 +48,15 @@ def server_env(**extra: str) -> dict[str, str]:
 class Server:
     process: subprocess.Popen
     url: str
+    # What the process wrote to stderr (its last lines), read by a thread so a chatty server never blocks on a
+    # full pipe.
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=400))
+    reader: threading.Thread | None = None
+
+    def output(self) -> str:
+        if self.reader is not None and self.process.poll() is not None:
+            self.reader.join(timeout=5)
+        return "".join(self.lines)
 
     @property
     def pid(self) -> int:
@@ -59,6 +71,25 @@ class Server:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def children(self) -> list[int]:
+        """The PIDs of this server's worker processes (with --workers > 1), from /proc."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            return []
+
+    def stop(self, timeout: float = 20) -> None:
+        """Graceful stop, then SIGKILL by PID for the server and any worker left (the cleanup of a test)."""
+        workers = self.children()
+        if self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate(timeout)
+        self.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
 
 def start_server(*, workers: int = 1, grace_seconds: int | None = None, **env: str) -> Server:
     """`python -m config.serve` (what deploy/ runs) on a free port."""
@@ -70,10 +101,12 @@ def start_server(*, workers: int = 1, grace_seconds: int | None = None, **env: s
         args, cwd=ROOT, env=server_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     server = Server(process, f"http://127.0.0.1:{port}")
+    server.reader = threading.Thread(target=lambda: server.lines.extend(process.stderr), daemon=True)
+    server.reader.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # bounded: the server answers /healthz, or the test fails
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+            raise RuntimeError(f"server exited with {process.returncode}: {server.output()[-2000:]}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
                 return server

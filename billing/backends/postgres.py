@@ -41,10 +41,12 @@ more requests/s at concurrency 64 than waiting for each commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -175,7 +177,7 @@ async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: 
     try:
         if request.counted or not _pooled():
             return await run_db(place_hold, request, lease_id=lease_id, public_id=public_id)
-        async with (await _pool()).connection() as conn:
+        async with _connection() as conn:
             cursor = await conn.execute(_hold_sql(), _hold_params(request, lease_id, public_id), prepare=True)
             row = await cursor.fetchone()
             _used(conn)
@@ -287,12 +289,13 @@ async def asettle(settlement: Settlement) -> Receipt:
     if settlement.hold.is_test or settlement.hold.counted or not _pooled():
         return await run_db(settle, settlement)
     try:
-        async with (await _pool()).connection() as conn:
+        async with _connection() as conn:
             cursor = await conn.execute(_settle_sql(), _settle_params(settlement), prepare=True)
             row = await cursor.fetchone()
             _used(conn)
     except UNAVAILABLE as exc:
         raise BillingUnavailable() from exc
+    assert row is not None  # the statement always returns its one row (a LEFT JOIN on a constant)
     wallet = _settled(row, settlement)
     if wallet is None:
         return await run_db(orm.settle, settlement)
@@ -330,11 +333,57 @@ async def _pool() -> psycopg_pool.AsyncConnectionPool:
         raise
 
 
-async def _configure(conn: psycopg.AsyncConnection) -> None:
+# An outage (a stopped or unreachable database, every connection terminated). psycopg_pool on its own makes a
+# request wait for its whole timeout for a connection that cannot be made, and reconnects with a growing backoff
+# (1, 2, 4, 8 … s), so after an outage of some seconds it could be many seconds after the database came back
+# before a request got a connection. Here the pool gives up a failed connection attempt at once
+# (reconnect_timeout=0), which marks it down; a request waits for a connection in slices of FAIL_FAST_SECONDS and
+# stops waiting (503, billing_unavailable) as soon as the pool is down. Every request that waits asks the pool for a
+# new connection (psycopg_pool grows on demand), so the first request after the database is back reconnects, and a
+# connection made clears the mark. Measured by tests/faults/test_database.py.
+FAIL_FAST_SECONDS = 0.5
+
+
+class _Health:
+    __slots__ = ("down",)
+
+    def __init__(self) -> None:
+        self.down = False  # the last attempt to connect failed, and none succeeded since
+
+    async def failed(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self.down = True
+
+
+_health: weakref.WeakKeyDictionary[psycopg_pool.AsyncConnectionPool, _Health] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def _connection() -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection of this event loop's pool, waiting at most DB_ASYNC_POOL_TIMEOUT_SECONDS while the database is
+    up and no longer than FAIL_FAST_SECONDS once it is known to be down (psycopg_pool.PoolTimeout either way)."""
+    pool = await _pool()
+    health = _health[pool]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.DB_ASYNC_POOL_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn = await pool.getconn(timeout=max(min(FAIL_FAST_SECONDS, deadline - loop.time()), 0.001))
+            break
+        except psycopg_pool.PoolTimeout:
+            if health.down or loop.time() >= deadline:
+                raise
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+async def _configure(health: _Health, conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")  # what Django sets on its own connections
     if not settings.HOT_PATH_SYNCHRONOUS_COMMIT:  # see "Commit durability" above
         await conn.execute("SET synchronous_commit = off")
     _used(conn)  # just proven alive
+    health.down = False
 
 
 # A pooled connection idle longer than this is checked (one empty round trip) before use: one whose
@@ -362,22 +411,21 @@ async def _open_pool() -> psycopg_pool.AsyncConnectionPool:
     params = connections[DEFAULT_DB_ALIAS].get_connection_params()
     kwargs = {k: v for k, v in params.items() if k not in _DJANGO_ONLY}
     kwargs.update(autocommit=True, prepare_threshold=5)
-    timeout = settings.DB_ASYNC_POOL_TIMEOUT_SECONDS
+    health = _Health()
     pool = psycopg_pool.AsyncConnectionPool(
         kwargs=kwargs,
         min_size=1,
         max_size=settings.DB_ASYNC_POOL_SIZE,
         open=False,
-        configure=_configure,
-        timeout=timeout,
+        configure=functools.partial(_configure, health),
+        timeout=settings.DB_ASYNC_POOL_TIMEOUT_SECONDS,
         name=f"tollgate-{DEFAULT_DB_ALIAS}",
         check=_check_if_idle,
+        reconnect_timeout=0,  # see "An outage" above
+        reconnect_failed=health.failed,
     )
-    try:
-        await pool.open(wait=True, timeout=timeout)
-    except BaseException:
-        await pool.close()
-        raise
+    _health[pool] = health
+    await pool.open(wait=False)  # connections come on demand: a database that is down fails requests, not opening
     return pool
 
 

@@ -248,3 +248,62 @@ def test_the_thread_path_still_serves_when_the_pool_is_off(team, settings):
     assert not postgres._pooled()
     ref = place_hold(team_id=team.id, key_id=None, request_id="r", amount_nusd=USD, is_test=False)
     assert Wallet.objects.get(team=team).held_nusd == USD and ref.hold_id
+
+
+# --- the database away and back (issue 11, found by tests/faults/test_database.py) --------------------------
+
+
+@pytest.fixture
+def gated_pool(settings, monkeypatch):
+    """The pool's connections go through a TcpGate to the test database, so the database can vanish and come
+    back without touching the shared server; the pool waits as long as production's does."""
+    from tests.tcp_gate import TcpGate
+
+    settings.DB_ASYNC_POOL_TIMEOUT_SECONDS = 10.0
+    with TcpGate(connection.settings_dict["HOST"] or "127.0.0.1", connection.settings_dict["PORT"] or 5432) as gate:
+        connection.ensure_connection()  # Django's own connection stays direct
+        monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
+        monkeypatch.setitem(connection.settings_dict, "PORT", str(gate.port))
+        yield gate
+
+
+async def _timed_hold(team, request_id: str) -> tuple[float, object]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        outcome: object = await hold(team, 1_000, request_id)
+    except BillingUnavailable as exc:
+        outcome = exc
+    return loop.time() - started, outcome
+
+
+async def test_while_the_database_is_unreachable_a_hold_is_refused_at_once_not_after_the_pool_timeout(team, gated_pool):
+    await sync_to_async(fund)(team, 1)
+    await sync_to_async(leases.current)()
+    warm = await hold(team, 1_000, "req_warm")  # the pool is open and has a connection
+    gated_pool.shut()
+    for n in range(3):  # the pooled connection is dead, then there is none: each refusal comes at once
+        took, outcome = await _timed_hold(team, f"req_down_{n}")
+        assert isinstance(outcome, BillingUnavailable) and took < 1.5, (n, took, outcome)
+    gated_pool.open()
+    await asettle(warm, usage=usage(prompt=0, completion=0), prices=PRICES, meta=META)
+
+
+async def test_after_a_long_outage_the_pool_reconnects_as_soon_as_the_database_is_back(team, gated_pool):
+    """psycopg_pool's own reconnection backs off (1, 2, 4, 8 … s): after an outage of some seconds its next attempt
+    can be many seconds after the database came back. Requests must not wait for it."""
+    await sync_to_async(fund)(team, 1)
+    await sync_to_async(leases.current)()
+    await hold(team, 1_000, "req_warm")
+    gated_pool.shut()
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 6
+    n = 0
+    while loop.time() < down_until:  # bounded: six seconds of refused holds, the backoff grows meanwhile
+        took, outcome = await _timed_hold(team, f"req_down_{n}")
+        assert isinstance(outcome, BillingUnavailable), outcome
+        n += 1
+        await asyncio.sleep(0.2)
+    gated_pool.open()
+    took, outcome = await _timed_hold(team, "req_back")
+    assert not isinstance(outcome, BillingUnavailable) and took < 1.0, (took, outcome)

@@ -75,7 +75,7 @@ def test_sigterm_during_twenty_open_streams_settles_every_one_and_exits_zero(tea
         received, code, took = asyncio.run(scenario())
     finally:
         server.kill()
-    assert code == 0, server.process.stderr.read()[-3000:]
+    assert code == 0, server.output()[-3000:]
     assert took < 2 + 10 + 5  # the grace period, the drain, and start-up slack
     assert all(r.startswith(b"data: ") for r in received)
     assert all(b'"code":"server_shutting_down"' in r for r in received)  # each cut stream says why, in-band
