@@ -44,6 +44,17 @@ def server_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM a process this test started, then SIGKILL it if it has not exited within `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 @dataclass
 class Server:
     process: subprocess.Popen

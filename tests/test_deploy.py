@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SITE = DEPLOY / "nginx" / "tollgate.conf"
@@ -171,12 +173,7 @@ def site(tmp_path) -> Iterator[tuple[int, int]]:
                 time.sleep(0.05)
         yield http_port, https_port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         echo.shutdown()
         echo.server_close()
 

@@ -21,6 +21,7 @@ from billing.models import Receipt, Wallet
 from billing.reconcile import find_discrepancies
 from gateway.models import ImageJob
 from tests.conftest import requires_postgres
+from tests.processes import stop
 
 pytestmark = [
     pytest.mark.e2e,
@@ -69,12 +70,7 @@ def celery_worker(live, settings):
         assert ready.wait(timeout=30), "the Celery worker did not start:\n" + "".join(lines[-30:])
         yield lines
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=10)
+        stop(worker)
 
 
 def test_a_job_runs_on_a_real_celery_worker_and_is_paid_for(acme, live_key, base_url, celery_worker):

@@ -27,7 +27,7 @@ from billing.pricing import usd_to_nusd
 from billing.services import grant_credit
 from tests.conftest import requires_postgres
 from tests.faults.conftest import CHAT, assert_books_exact, funded_team, headers, post, report, wait_until
-from tests.processes import ROOT, server_env, start_server
+from tests.processes import ROOT, server_env, start_server, stop
 
 pytestmark = [
     requires_postgres,
@@ -63,16 +63,6 @@ def start_beat(workdir: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 async def open_streams(url: str, key: str, opened: threading.Event) -> list[bytes]:
