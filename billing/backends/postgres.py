@@ -259,7 +259,8 @@ def _settle_params(settlement: Settlement) -> dict[str, Any]:
 
 def _settled(row: tuple | None, settlement: Settlement) -> Wallet | None:
     """The wallet as written, or None when the statement wrote nothing (the ORM form must decide)."""
-    prior, receipt_id, *wallet_row = row or (None, None)
+    assert row is not None  # the statement always returns its one row (a LEFT JOIN on a constant)
+    prior, receipt_id, *wallet_row = row
     if receipt_id is None:
         if prior not in (HoldStatus.OPEN, HoldStatus.EXPIRED):
             raise HoldClosed(
@@ -295,7 +296,6 @@ async def asettle(settlement: Settlement) -> Receipt:
             _used(conn)
     except UNAVAILABLE as exc:
         raise BillingUnavailable() from exc
-    assert row is not None  # the statement always returns its one row (a LEFT JOIN on a constant)
     wallet = _settled(row, settlement)
     if wallet is None:
         return await run_db(orm.settle, settlement)
