@@ -189,11 +189,15 @@ class Backend(Protocol):
 
     def release(self, hold: Hold, receipt: Receipt) -> Receipt: ...
 
+    def withdraw(self, hold: Hold) -> None: ...
+
     async def aplace_hold(self, request: HoldRequest, *, lease_id: int | None, public_id: str) -> Hold: ...
 
     async def asettle(self, settlement: Settlement) -> Receipt: ...
 
     async def arelease(self, hold: Hold, receipt: Receipt) -> Receipt: ...
+
+    async def awithdraw(self, hold: Hold) -> None: ...
 
 
 @functools.cache
@@ -373,6 +377,11 @@ def release_sync(hold: Hold, *, meta: ReceiptMeta, error_code: str, billed: Sequ
 
 async def release(hold: Hold, *, meta: ReceiptMeta, error_code: str, billed: Sequence[UpstreamBill] = ()) -> Receipt:
     return await backend().arelease(hold, failed_receipt(hold, meta, error_code, billed))
+
+
+async def withdraw(hold: Hold) -> None:
+    """Undo a hold whose request was refused before its upstream call: released, no receipt, nothing charged."""
+    await backend().awithdraw(hold)
 
 
 class Unsettled:

@@ -170,6 +170,45 @@ def _hit_cache(buckets: list[Bucket], window: int, cost: int) -> tuple[bool, int
     return True, -1, 0, counts
 
 
+# What this process last learned of each key's counters: (window, requests left, tokens left; None where the
+# key has no such limit) after its last request. A request that would leave room for many more of its size may
+# place its hold while the limiter decides (gateway/pipeline.py); the limiter still decides. Bounded: forgotten
+# wholesale when full.
+_seen: dict[tuple[int, int | None], tuple[int, int | None, int | None]] = {}
+_SEEN_MAX = 10_000
+HEADROOM = 8  # "room for many more": this many more requests of this size in the window
+
+
+def _remember(ctx: KeyContext, buckets: list[Bucket], window: int, counts: list[tuple[int, int]]) -> None:
+    if len(_seen) >= _SEEN_MAX:
+        _seen.clear()
+    pairs = list(zip(buckets, counts, strict=True))
+    requests = [b.rpm - r for b, (r, _t) in pairs if b.rpm is not None]
+    tokens = [b.tpm - t for b, (_r, t) in pairs if b.tpm is not None]
+    _seen[ctx.team_id, ctx.key_id] = (window, min(requests) if requests else None, min(tokens) if tokens else None)
+
+
+def has_headroom(ctx: KeyContext, *, tokens: int, now: float | None = None) -> bool:
+    """True when this process's last look at the key's counters, in the current minute, left room for HEADROOM
+    more requests of `tokens`: a refusal is then unlikely (other processes may have used some room since, which
+    is why the margin). False for the first request of a minute, and for a key without limits (nothing to wait
+    for: its check asks no one)."""
+    seen = _seen.get((ctx.team_id, ctx.key_id))
+    if seen is None:
+        return False
+    window, requests_left, tokens_left = seen
+    now = time.time() if now is None else now
+    return (
+        window == int(now // WINDOW_SECONDS)
+        and (requests_left is None or requests_left >= HEADROOM)
+        and (tokens_left is None or tokens_left >= HEADROOM * tokens)
+    )
+
+
+def forget() -> None:
+    _seen.clear()
+
+
 async def check(ctx: KeyContext, *, tokens: int, now: float | None = None) -> Decision:
     """Count one request of `tokens` estimated tokens; a Decision with OpenAI's x-ratelimit-* headers."""
     buckets = buckets_for(ctx)
@@ -183,7 +222,9 @@ async def check(ctx: KeyContext, *, tokens: int, now: float | None = None) -> De
     else:
         allowed, index, which, counts = _hit_cache(buckets, window, tokens)
     if allowed:
+        _remember(ctx, buckets, window, counts)
         return Decision(True, _headers(buckets, counts, tokens, reset))
+    _seen[ctx.team_id, ctx.key_id] = (window, 0, 0)
     bucket = buckets[index]
     headers = _headers([bucket], [counts[index]], tokens, reset)
     return Decision(

@@ -34,8 +34,12 @@ def _no_connection_outlives_the_session(django_db_setup, django_db_blocker):
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limit_windows():
-    """Rate-limit windows live in the cache and ids repeat between tests: no test inherits another's counts."""
+    """Rate-limit windows live in the cache and ids repeat between tests: no test inherits another's counts, nor
+    what this process last saw of them (gateway.ratelimit.has_headroom)."""
+    from gateway import ratelimit
+
     cache.clear()
+    ratelimit.forget()
 
 
 @pytest.fixture(autouse=True)

@@ -145,16 +145,28 @@ def release(hold: HoldRef, receipt: Receipt) -> Receipt:
     with transaction.atomic():
         wallet = None
         if not hold.is_test:
-            if _close_hold(hold, HoldStatus.RELEASED, now):
-                Wallet.objects.filter(team_id=hold.team_id).update(
-                    held_nusd=F("held_nusd") - hold.amount_nusd, updated_at=now
-                )
-                if hold.counted:
-                    spend.move(hold.row_id, -hold.amount_nusd)
+            _free(hold, now)
             wallet = Wallet.objects.get(team_id=hold.team_id)
         receipt.save(force_insert=True)
         announce(receipt, wallet)
     return receipt
+
+
+def withdraw(hold: HoldRef) -> None:
+    """A hold whose request was refused before any upstream call (the rate limiter said no while the hold was
+    being placed): release it as if it had never been placed. No receipt, no ledger entry."""
+    if hold.is_test:
+        return
+    with transaction.atomic():
+        _free(hold, timezone.now())
+
+
+def _free(hold: HoldRef, now: datetime) -> None:
+    """Close an open hold as released and give its amount back (nothing to give when the sweeper did it first)."""
+    if _close_hold(hold, HoldStatus.RELEASED, now):
+        Wallet.objects.filter(team_id=hold.team_id).update(held_nusd=F("held_nusd") - hold.amount_nusd, updated_at=now)
+        if hold.counted:
+            spend.move(hold.row_id, -hold.amount_nusd)
 
 
 # --- from the event loop: the same units in a worker thread -------------------------------------------------
@@ -174,3 +186,7 @@ async def asettle(settlement: Settlement) -> Receipt:
 
 async def arelease(hold: HoldRef, receipt: Receipt) -> Receipt:
     return await run_db(release, hold, receipt)
+
+
+async def awithdraw(hold: HoldRef) -> None:
+    await run_db(withdraw, hold)

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, OperationalError, InterfaceError)
 
 release = orm.release
+withdraw = orm.withdraw
+awithdraw = orm.awithdraw  # rare (a refusal after a speculative hold): the ORM form in a thread
 
 
 def _qn(name: str) -> str:

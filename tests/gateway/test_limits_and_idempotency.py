@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 import time_machine
 
@@ -134,3 +137,75 @@ def test_the_hourly_task_purges_expired_idempotency_records(v1):
     with time_machine.travel("2026-01-02 12:30:00", tick=False):
         assert purge_idempotency_records() == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["b"]
+
+
+# --- a hold placed while the limiter decides (gateway.pipeline.limit_while_holding) ---------------------------
+
+
+def _another_process_serves(key_id: int, rpm: int, requests: int) -> None:
+    """What requests served by another process do to the shared counters, which this process does not see."""
+    from asgiref.sync import async_to_sync
+    from django.conf import settings
+
+    from gateway import ratelimit
+
+    buckets = [ratelimit.Bucket(f"k{key_id}", rpm, None)]
+    window = int(time.time() // ratelimit.WINDOW_SECONDS)
+    for _ in range(requests):
+        if settings.REDIS_URL:
+            async_to_sync(ratelimit._hit_redis)(buckets, window, 1)
+        else:
+            ratelimit._hit_cache(buckets, window, 1)
+
+
+@time_machine.travel("2026-01-01 12:00:05", tick=False)
+def test_a_key_with_room_to_spare_has_its_hold_placed_while_the_limiter_decides(v1, funded_team, monkeypatch):
+    from billing import settlement
+    from gateway import ratelimit
+
+    assert v1.post("/chat/completions", chat()).status_code == 200  # the first of the minute: one after the other
+    placing = asyncio.Event()
+    place_hold, check = settlement.place_hold, ratelimit.check
+
+    async def noting_place_hold(request):
+        placing.set()
+        return await place_hold(request)
+
+    async def check_once_the_hold_is_being_placed(ctx, *, tokens, now=None):
+        await asyncio.wait_for(placing.wait(), 2)  # in sequence, the hold would wait for this check: TimeoutError
+        return await check(ctx, tokens=tokens, now=now)
+
+    monkeypatch.setattr(settlement, "place_hold", noting_place_hold)
+    monkeypatch.setattr(ratelimit, "check", check_once_the_hold_is_being_placed)
+    response = v1.post("/chat/completions", chat())
+    assert response.status_code == 200
+    assert response["x-ratelimit-remaining-requests"] == "58"  # the starter plan's 60
+    assert Receipt.objects.count() == 2
+    assert Wallet.objects.get(team=funded_team).held_nusd == 0
+
+
+@time_machine.travel("2026-01-01 12:00:05", tick=False)
+def test_a_refusal_that_comes_after_the_hold_withdraws_it_and_charges_nothing(client, funded_team, owner, seeded):
+    from billing.models import Hold, HoldStatus, LedgerEntry
+
+    key = mint_key(team=funded_team, name="shared", created_by=owner, rpm_limit=20)
+    shared = V1(key.plaintext)
+    assert shared.post("/chat/completions", chat()).status_code == 200  # this process saw 19 left
+    _another_process_serves(key.key.id, rpm=20, requests=19)  # ... and another process took them
+    balance = Wallet.objects.get(team=funded_team).balance_nusd
+    entries = LedgerEntry.objects.count()
+
+    response = shared.post("/chat/completions", chat())
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert response["x-ratelimit-remaining-requests"] == "0"
+    refused = Hold.objects.get(request_id=response["x-request-id"])
+    assert refused.status == HoldStatus.RELEASED  # it was placed, and it ended
+    wallet = Wallet.objects.get(team=funded_team)
+    assert (wallet.balance_nusd, wallet.held_nusd) == (balance, 0)
+    assert Receipt.objects.count() == 1  # a refused request has no receipt, however far it got
+    assert LedgerEntry.objects.count() == entries
+    # The refusal is remembered: the next request asks the limiter first and places no hold at all.
+    assert shared.post("/chat/completions", chat()).status_code == 429
+    assert Hold.objects.count() == 2
