@@ -15,12 +15,13 @@ import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import SynchronousOnlyOperation
 
 from billing.money import usd
 from billing.signals import receipt_settled, wallet_credited
-from config import background
+from config import background, redis_client
 from config.db import run_db
 from gateway.signals import image_job_changed
 
@@ -87,8 +88,9 @@ _pending: set[asyncio.Task] = set()  # strong references until each fire-and-for
 
 # Most settlements happen while nobody has a dashboard open. Skipping the send then saves two Redis round
 # trips per request (group_send's ZREMRANGEBYSCORE + ZRANGE), ~10 % of a request's CPU. An open page marks its
-# team present in the cache (the websocket consumer, every PRESENCE_REFRESH seconds while connected); a
-# publisher reads that at most once per LISTENERS_TTL per team and process, off the request's path. A page
+# team present (the websocket consumer, every PRESENCE_REFRESH seconds while connected): a key in Redis, or in
+# the in-process cache without Redis; a publisher reads that at most once per LISTENERS_TTL per team and process,
+# off the request's path, on the event loop's own Redis connection (config/redis_client.py: no thread hop). A page
 # that just connected may miss the updates of its first second (it rendered from the database moments before).
 PRESENCE_TTL = 90
 PRESENCE_REFRESH = 30
@@ -100,15 +102,24 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 
 
 def presence_key(team_public: str) -> str:
-    return f"live:open:{team_public}"
+    return f"tollgate:live:open:{team_public}"
 
 
 async def mark_open(team_public: str) -> None:
     """Called by an open page's websocket consumer: updates for this team are worth sending."""
     global _server_loop
     _server_loop = asyncio.get_running_loop()
-    await cache.aset(presence_key(team_public), 1, timeout=PRESENCE_TTL)
+    if settings.REDIS_URL:
+        await redis_client.client().execute("SET", presence_key(team_public), 1, "EX", PRESENCE_TTL)
+    else:
+        cache.set(presence_key(team_public), 1, timeout=PRESENCE_TTL)  # in-process: no I/O
     _listening[team_public] = (True, time.monotonic())
+
+
+async def _present(team_public: str) -> bool:
+    if settings.REDIS_URL:
+        return bool(await redis_client.client().execute("EXISTS", presence_key(team_public)))
+    return bool(cache.get(presence_key(team_public)))
 
 
 def _known_silent(team_public: str) -> bool:
@@ -126,7 +137,7 @@ async def _someone_listening(team_public: str) -> bool:
         _listening.clear()
     # Claim the probe first: settlements arriving while it runs reuse the last answer instead of each asking.
     _listening[team_public] = (hit[0] if hit else False, time.monotonic())
-    present = bool(await cache.aget(presence_key(team_public)))
+    present = await _present(team_public)
     _listening[team_public] = (present, time.monotonic())
     return present
 

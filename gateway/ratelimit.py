@@ -8,11 +8,9 @@ Tokens are counted up front from the request's estimate (prompt + output budget)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,7 +19,7 @@ from redis.exceptions import RedisError
 
 from accounts.auth import KeyContext
 from accounts.models import PLAN_LIMITS
-from config import metrics
+from config import metrics, redis_client
 from config.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -106,34 +104,17 @@ def _headers(buckets: list[Bucket], counts: list[tuple[int, int]], cost: int, re
     return headers
 
 
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _redis():
-    """One redis.asyncio client (and its pool) per event loop."""
-    loop = asyncio.get_running_loop()
-    entry = _clients.get(loop)
-    if entry is None:
-        import redis.asyncio as aioredis
-
-        # A blocking pool makes a burst of requests queue for a connection (one Lua call is ~0.1 ms)
-        # instead of failing with "Too many connections", as a plain capped pool does.
-        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=64, timeout=10)
-        client = aioredis.Redis(connection_pool=pool)
-        entry = (client, client.register_script(_LUA))
-        _clients[loop] = entry
-    return entry
+_script = redis_client.Script(_LUA)
 
 
 async def _hit_redis(buckets: list[Bucket], window: int, cost: int) -> tuple[bool, int, int, list[tuple[int, int]]]:
-    _client, script = _redis()
     keys: list[str] = []
     args: list[int] = [WINDOW_SECONDS + 5, cost]
     for b in buckets:
         keys += [f"tollgate:rl:{b.name}:{window}:r", f"tollgate:rl:{b.name}:{window}:t"]
         args += [-1 if b.rpm is None else b.rpm, -1 if b.tpm is None else b.tpm]
     try:
-        res = await script(keys=keys, args=args)
+        res = await _script(redis_client.client(), keys, args)
     except RedisError as exc:
         log.warning("rate limiter unavailable: %s", exc)
         raise ApiError(

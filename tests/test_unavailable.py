@@ -52,11 +52,11 @@ def test_a_redis_outage_on_the_dashboard_log_in_is_a_friendly_page(team, monkeyp
 def test_a_rate_limiter_outage_on_a_django_served_v1_read_is_a_503_envelope(key, path, monkeypatch, settings):
     """Found by tests/faults/test_redis.py: the read endpoints' rate limit runs in a view decorator, outside the
     operation, where ninja's exception handlers do not reach; the limiter's 503 became a 500."""
-    from gateway import ratelimit
+    from config import redis_client
     from tests.live_server import closed_port
 
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # nothing listens there: the limiter is refused
-    monkeypatch.setattr(ratelimit, "_clients", {})
+    monkeypatch.setattr(redis_client, "_clients", {})
     response = V1(key).get(path)
     assert response.status_code == 503, response.content
     assert response["Retry-After"] and response.json()["error"]["code"] == "rate_limiter_unavailable"
