@@ -80,6 +80,11 @@ class _Protocol(asyncio.Protocol):
         return future
 
 
+def _expire(protocol: _Protocol, future: asyncio.Future) -> None:
+    if not future.done():  # a Redis that stopped answering is treated as gone: every waiting command fails
+        protocol.fail(rx.TimeoutError(f"Redis did not answer within {TIMEOUT_SECONDS} s"))
+
+
 class Client:
     """Commands on one pipelined connection, (re)opened on first use."""
 
@@ -130,11 +135,12 @@ class Client:
 
     @staticmethod
     async def _reply(protocol: _Protocol, future: asyncio.Future) -> Any:
+        # A timer, not asyncio.wait_for (a task-like wrapper per command): the hot path's commands are many.
+        timer = asyncio.get_running_loop().call_later(TIMEOUT_SECONDS, _expire, protocol, future)
         try:
-            reply = await asyncio.wait_for(future, TIMEOUT_SECONDS)
-        except TimeoutError:
-            protocol.fail(rx.TimeoutError("Redis did not answer in time"))
-            raise rx.TimeoutError(f"Redis did not answer within {TIMEOUT_SECONDS} s") from None
+            reply = await future
+        finally:
+            timer.cancel()
         if isinstance(reply, rx.ResponseError):
             raise reply
         return reply

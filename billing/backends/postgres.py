@@ -55,7 +55,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from billing.backends import orm
+from billing.backends import libpq, orm
 from billing.errors import BillingUnavailable, HoldClosed, InsufficientBalance
 from billing.models import Hold, HoldStatus, LedgerEntry, LedgerKind, Receipt, Wallet
 from billing.models import _txn_id as new_txn_public_id
@@ -144,6 +144,11 @@ def _hold_sql() -> str:
     )
 
 
+@functools.cache
+def _hold_statement() -> libpq.Statement:
+    return libpq.Statement("hold", _hold_sql())
+
+
 def _hold_params(request: HoldRequest, lease_id: int | None, public_id: str) -> dict[str, Any]:
     now = timezone.now()
     from billing.settlement import hold_expiry
@@ -180,8 +185,7 @@ async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: 
         if request.counted or not _pooled():
             return await run_db(place_hold, request, lease_id=lease_id, public_id=public_id)
         async with _connection() as conn:
-            cursor = await conn.execute(_hold_sql(), _hold_params(request, lease_id, public_id), prepare=True)
-            row = await cursor.fetchone()
+            row = await libpq.fetchone(conn, _hold_statement(), _hold_params(request, lease_id, public_id))
             _used(conn)
     except UNAVAILABLE as exc:
         log.warning("could not place a hold for %s: %s", request.request_id, type(exc).__name__)
@@ -236,6 +240,11 @@ def _settle_sql() -> str:
         f"SELECT (SELECT status FROM prior), (SELECT id FROM r), {wallet_cols} "
         f"FROM (SELECT 1) AS one LEFT JOIN w ON true"
     )
+
+
+@functools.cache
+def _settle_statement() -> libpq.Statement:
+    return libpq.Statement("settle", _settle_sql())
 
 
 def _settle_params(settlement: Settlement) -> dict[str, Any]:
@@ -293,8 +302,7 @@ async def asettle(settlement: Settlement) -> Receipt:
         return await run_db(settle, settlement)
     try:
         async with _connection() as conn:
-            cursor = await conn.execute(_settle_sql(), _settle_params(settlement), prepare=True)
-            row = await cursor.fetchone()
+            row = await libpq.fetchone(conn, _settle_statement(), _settle_params(settlement))
             _used(conn)
     except UNAVAILABLE as exc:
         raise BillingUnavailable() from exc

@@ -223,8 +223,14 @@ def test_one_request_costs_two_database_statements_on_the_event_loop(sdk, acme, 
     while acme.id not in live._public_ids and time.monotonic() < deadline:
         time.sleep(0.01)
     chat()  # the pool's connections were just used: none needs its idle check
-    pooled, orm = [], []
-    real_execute, real_orm = psycopg.AsyncConnection.execute, CursorWrapper._execute
+    from billing.backends import libpq
+
+    statements, pooled, orm = [], [], []
+    real_fetchone, real_execute, real_orm = libpq.fetchone, psycopg.AsyncConnection.execute, CursorWrapper._execute
+
+    async def count_statements(conn, statement, params):
+        statements.append(statement.sql.decode())
+        return await real_fetchone(conn, statement, params)
 
     async def count_pooled(self, query, *args, **kwargs):
         pooled.append(str(query))
@@ -234,9 +240,11 @@ def test_one_request_costs_two_database_statements_on_the_event_loop(sdk, acme, 
         orm.append(sql)
         return real_orm(self, sql, *args, **kwargs)
 
+    monkeypatch.setattr(libpq, "fetchone", count_statements)
     monkeypatch.setattr(psycopg.AsyncConnection, "execute", count_pooled)
     monkeypatch.setattr(CursorWrapper, "_execute", count_orm)
     chat()
     monkeypatch.undo()
-    assert [q.split(" AS (")[0] for q in pooled] == ["WITH w", "WITH lk"], pooled
+    assert [q.split(" AS (")[0] for q in statements] == ["WITH w", "WITH lk"], statements
+    assert pooled == []  # nothing else on the pool's connections (an idle check would be one)
     assert orm == []
