@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import weakref
 from typing import Any
 
@@ -159,8 +160,6 @@ class Script:
     """A Lua script run by its SHA1 (EVALSHA), loaded into Redis the first time Redis does not know it."""
 
     def __init__(self, source: str) -> None:
-        import hashlib
-
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
 
@@ -183,3 +182,10 @@ def client() -> Client:
     if found is None:
         found = _clients[loop] = Client(settings.REDIS_URL)
     return found
+
+
+async def close() -> None:
+    """Close the running event loop's connection, if it opened one (graceful stop)."""
+    found = _clients.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.close()

@@ -7,6 +7,7 @@ import logging
 
 from django.conf import settings
 
+from config import redis_client
 from gateway import pipeline
 from gateway.providers.http import close_session
 
@@ -20,3 +21,4 @@ async def finish_requests_work() -> None:
             "%s settlement(s) still waiting for the database at shutdown; the sweeper will release their holds", left
         )
     await close_session()
+    await redis_client.close()

@@ -307,3 +307,59 @@ async def test_after_a_long_outage_the_pool_reconnects_as_soon_as_the_database_i
     gated_pool.open()
     took, outcome = await _timed_hold(team, "req_back")
     assert not isinstance(outcome, BillingUnavailable) and took < 1.0, (took, outcome)
+
+
+# --- the statements on libpq (billing/backends/libpq.py) ----------------------------------------------------
+
+
+async def test_an_error_reply_raises_its_sqlstates_class_and_the_connection_serves_the_next_statement(team):
+    import psycopg
+
+    from billing.backends import libpq
+
+    await sync_to_async(fund)(team, 1)
+    negative = libpq.Statement(
+        "test_negative", "UPDATE billing_wallet SET held_nusd = %(held)s WHERE team_id = %(team)s RETURNING id"
+    )
+    async with postgres._connection() as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await libpq.fetchone(conn, negative, {"held": -1, "team": team.id})  # the wallet's own guard
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        row = await libpq.fetchone(conn, negative, {"held": 0, "team": team.id})
+    assert row == ((await wallet(team)).id,)
+
+
+async def test_a_statement_is_prepared_once_per_connection_and_parameter_types(team):
+    from billing.backends import libpq
+
+    lookup = libpq.Statement("test_lookup", "SELECT %(value)s::bigint, %(other)s::text")
+    async with postgres._connection() as conn:
+        assert await libpq.fetchone(conn, lookup, {"value": 1, "other": None}) == (1, None)
+        assert await libpq.fetchone(conn, lookup, {"value": 2, "other": "x"}) == (2, "x")  # same types: reused
+        big = 10**12  # psycopg types an int by its size: int8 now, so a second preparation
+        assert await libpq.fetchone(conn, lookup, {"value": big, "other": "y"}) == (big, "y")
+        assert await libpq.fetchone(conn, lookup, {"value": big + 1, "other": None}) == (big + 1, None)
+        prepared = [row async for row in await conn.execute("SELECT name FROM pg_prepared_statements")]
+    assert sorted(name for (name,) in prepared if name.startswith("tg_test_lookup")) == [
+        "tg_test_lookup_0",
+        "tg_test_lookup_1",
+    ]
+
+
+async def test_a_statement_cancelled_mid_flight_never_hands_a_busy_connection_to_the_next_request(team):
+    from billing.backends import libpq
+
+    slow = libpq.Statement("test_slow", "SELECT pg_sleep(%(seconds)s), %(n)s::int")
+    task = asyncio.ensure_future(_run(libpq, slow, {"seconds": 2, "n": 1}))
+    await asyncio.sleep(0.2)
+    task.cancel()  # the client left, the server is stopping: the connection is mid-statement
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    started = asyncio.get_running_loop().time()
+    assert await _run(libpq, slow, {"seconds": 0, "n": 2}) == ("", 2)  # pg_sleep returns void: an empty text
+    assert asyncio.get_running_loop().time() - started < 1.5  # not queued behind the cancelled sleep
+
+
+async def _run(libpq, statement, params):
+    async with postgres._connection() as conn:
+        return await libpq.fetchone(conn, statement, params)
