@@ -19,6 +19,7 @@ import collections
 import hashlib
 import weakref
 from typing import Any
+from urllib.parse import urlsplit
 
 import hiredis
 from django.conf import settings
@@ -91,6 +92,7 @@ class Client:
 
     def __init__(self, url: str) -> None:
         self.options = parse_url(url)
+        self.tls = urlsplit(url).scheme == "rediss"  # TLS with the system's trust store and hostname checking
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
@@ -102,21 +104,23 @@ class Client:
                 connect = loop.create_unix_connection(_Protocol, opts["path"])
             else:
                 connect = loop.create_connection(
-                    _Protocol, opts.get("host", "localhost"), opts.get("port", 6379), ssl=bool(opts.get("ssl"))
+                    _Protocol, opts.get("host", "localhost"), opts.get("port", 6379), ssl=self.tls or None
                 )
             _transport, protocol = await asyncio.wait_for(connect, CONNECT_TIMEOUT_SECONDS)
         except (TimeoutError, OSError) as exc:
             raise rx.ConnectionError(f"could not connect to Redis: {exc or type(exc).__name__}") from None
         setup = []
         if opts.get("password"):
-            user = opts.get("username")
-            setup.append(
-                protocol.send("AUTH", user, opts["password"]) if user else protocol.send("AUTH", opts["password"])
-            )
+            credentials = (opts["username"], opts["password"]) if opts.get("username") else (opts["password"],)
+            setup.append(protocol.send("AUTH", *credentials))
         if opts.get("db"):
             setup.append(protocol.send("SELECT", opts["db"]))
-        for reply in setup:
-            await self._reply(protocol, reply)
+        try:
+            for reply in setup:
+                await self._reply(protocol, reply)
+        except BaseException:  # refused credentials, a database that does not exist: this connection is no use
+            protocol.fail(rx.ConnectionError("Redis refused the connection's setup"))
+            raise
         return protocol
 
     async def _connection(self) -> _Protocol:

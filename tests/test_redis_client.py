@@ -163,3 +163,28 @@ def test_the_urls_database_is_the_one_written():
 
     run(scenario())
     assert redis.Redis.from_url(REDIS_URL).get("tollgate:test:redis-client") == b"here"
+
+
+def test_the_urls_password_is_sent_first_and_a_refused_one_is_an_error_on_every_command():
+    seen = []
+
+    async def answer(command, writer):
+        seen.append(command)
+        if command[0] == b"AUTH":
+            writer.write(b"+OK\r\n" if command[-1] == b"right" else b"-WRONGPASS invalid username-password pair\r\n")
+        else:
+            writer.write(b"+OK\r\n" if command[0] == b"SELECT" else b"+PONG\r\n")
+
+    async def scenario():
+        async with fake_redis(answer) as url:
+            good = redis_client.Client(url.replace("redis://", "redis://:right@"))
+            assert await good.execute("PING") == b"PONG"
+            await good.close()
+            bad = redis_client.Client(url.replace("redis://", "redis://:wrong@"))
+            for _ in range(2):  # the refused connection is dropped: the next command tries again, and fails again
+                with pytest.raises(rx.ResponseError, match="WRONGPASS"):
+                    await bad.execute("PING")
+
+    run(scenario())
+    assert seen[:3] == [[b"AUTH", b"right"], [b"SELECT", b"3"], [b"PING"]]
+    assert [c[0] for c in seen[3:]] == [b"AUTH", b"SELECT", b"AUTH", b"SELECT"]  # never a PING without a login
