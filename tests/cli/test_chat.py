@@ -92,8 +92,9 @@ def test_usage_errors_exit_1(cli, logged_in):
 
 @pytest.fixture
 def slow_model(acme) -> str:
-    """A chat model on a simulator that produces 20 tokens a second: a stream long enough to interrupt."""
-    provider = Provider.objects.create(slug="slow-simulator", kind="simulator", options={"tokens_per_second": 20})
+    """A chat model on a simulator that produces 2 tokens a second: its reply (15 to 50 tokens) takes 7 s or more,
+    long enough to interrupt even on a loaded machine (at 20 a second a CI run once saw it finish first)."""
+    provider = Provider.objects.create(slug="slow-simulator", kind="simulator", options={"tokens_per_second": 2})
     model = create_model("slow-chat", input_price_nusd=1_000, output_price_nusd=2_000)
     Route.objects.create(model=model, provider=provider, upstream_model="sim", priority="primary")
     catalog.invalidate()
