@@ -3,6 +3,7 @@ serving config.asgi:application on a free loopback port against the test databas
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 from django.conf import settings
 from django.db import connection
@@ -126,3 +128,31 @@ def start_server(*, workers: int = 1, grace_seconds: int | None = None, **env: s
         time.sleep(0.1)
     server.kill()
     raise RuntimeError("server did not start within 30 s")
+
+
+async def open_streams(url: str, key: str, body: dict, count: int, opened) -> list[bytes]:
+    """`count` concurrent streamed chat completions with `key`; `opened` (a threading or asyncio Event) is set
+    once each has delivered its first bytes. A stream the server cuts (killed, or stopping) returns what it had
+    received by then."""
+    started = 0
+
+    async def one(session: aiohttp.ClientSession) -> bytes:
+        nonlocal started
+        received = b""
+        try:
+            async with session.post(
+                f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            ) as response:
+                assert response.status == 200, await response.text()
+                async for piece in response.content.iter_any():
+                    if not received:
+                        started += 1
+                        if started == count:
+                            opened.set()
+                    received += piece
+        except aiohttp.ClientError:
+            pass  # the server went away mid-stream
+        return received
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        return await asyncio.gather(*(one(session) for _ in range(count)))

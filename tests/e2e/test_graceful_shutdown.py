@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import pytest
 from django.core.management import call_command
 
@@ -16,44 +15,20 @@ from billing.money import NUSD_PER_USD
 from billing.reconcile import find_discrepancies
 from billing.services import grant_credit
 from tests.conftest import requires_postgres
-from tests.processes import start_server
+from tests.processes import open_streams, start_server
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
 STREAMS = 20
 
 
-async def _open_streams(url: str, key: str, started: asyncio.Event) -> list[bytes]:
-    body = {
-        "model": "demo-chat",
-        "stream": True,
-        "max_tokens": 600,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "Tell me a very long story."}],
-    }
-    opened = 0
-
-    async def one(session: aiohttp.ClientSession) -> bytes:
-        nonlocal opened
-        received = b""
-        try:
-            async with session.post(
-                f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
-            ) as response:
-                assert response.status == 200
-                async for piece in response.content.iter_any():
-                    if not received:
-                        opened += 1
-                        if opened == STREAMS:
-                            started.set()
-                    received += piece
-        except aiohttp.ClientError:
-            pass  # the server ended the stream at shutdown
-        return received
-
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        return await asyncio.gather(*(one(session) for _ in range(STREAMS)))
+BODY = {
+    "model": "demo-chat",
+    "stream": True,
+    "max_tokens": 600,
+    "stream_options": {"include_usage": True},
+    "messages": [{"role": "user", "content": "Tell me a very long story."}],
+}
 
 
 def test_sigterm_during_twenty_open_streams_settles_every_one_and_exits_zero(team, owner):
@@ -66,7 +41,7 @@ def test_sigterm_during_twenty_open_streams_settles_every_one_and_exits_zero(tea
 
         async def scenario() -> tuple[list[bytes], int, float]:
             started = asyncio.Event()
-            streams = asyncio.ensure_future(_open_streams(server.url, key, started))
+            streams = asyncio.ensure_future(open_streams(server.url, key, BODY, STREAMS, started))
             await asyncio.wait_for(started.wait(), timeout=20)
             signalled = time.monotonic()
             code = await asyncio.to_thread(server.terminate, 30)

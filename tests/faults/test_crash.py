@@ -18,7 +18,6 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import aiohttp
 import pytest
 from django.utils import timezone
 
@@ -26,8 +25,8 @@ from billing.models import Hold, HoldStatus, Receipt
 from billing.pricing import usd_to_nusd
 from billing.services import grant_credit
 from tests.conftest import requires_postgres
-from tests.faults.conftest import CHAT, assert_books_exact, funded_team, headers, post, report, wait_until
-from tests.processes import ROOT, server_env, start_server, stop
+from tests.faults.conftest import CHAT, assert_books_exact, funded_team, post, report, wait_until
+from tests.processes import ROOT, open_streams, server_env, start_server, stop
 
 pytestmark = [
     requires_postgres,
@@ -65,31 +64,6 @@ def start_beat(workdir: str) -> subprocess.Popen:
     )
 
 
-async def open_streams(url: str, key: str, opened: threading.Event) -> list[bytes]:
-    """STREAMS slow streams; `opened` is set once each has delivered its first chunk. They end when the server
-    dies (the connection breaks)."""
-    count = 0
-
-    async def one(session: aiohttp.ClientSession) -> bytes:
-        nonlocal count
-        received = b""
-        try:
-            async with session.post(f"{url}/v1/chat/completions", json=STORY, headers=headers(key)) as response:
-                assert response.status == 200, await response.text()
-                async for piece in response.content.iter_any():
-                    if not received:
-                        count += 1
-                        if count == STREAMS:
-                            opened.set()
-                    received += piece
-        except aiohttp.ClientError:
-            pass  # the server was killed
-        return received
-
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        return await asyncio.gather(*(one(session) for _ in range(STREAMS)))
-
-
 def test_kill_9_with_open_streams_releases_their_holds_within_the_lease_and_sweep(transactional_db):
     acme = funded_team(plan="enterprise", credit_usd=0)
     workdir = tempfile.mkdtemp(prefix="tollgate-faults-beat-")
@@ -105,7 +79,7 @@ def test_kill_9_with_open_streams_releases_their_holds_within_the_lease_and_swee
 
         opened = threading.Event()
         streams = threading.Thread(
-            target=lambda: asyncio.run(open_streams(first.url, acme.live_key, opened)), daemon=True
+            target=lambda: asyncio.run(open_streams(first.url, acme.live_key, STORY, STREAMS, opened)), daemon=True
         )
         streams.start()
         assert opened.wait(30), "the streams did not start"
