@@ -312,13 +312,7 @@ async def _withdraw(call: Call, placing: asyncio.Future[Hold]) -> None:
         placed = await placing
     except Exception:  # no hold to undo: the wallet was short, or the database away
         return
-    try:
-        await settlement.withdraw(placed)
-    except Exception as exc:
-        if not settlement.transient(exc):
-            log.exception("could not withdraw the hold of %s", call.request_id)
-            return
-        spawn(settlement.eventually(lambda: settlement.withdraw(placed), f"withdrawing the hold of {call.request_id}"))
+    await write_or_retry(lambda: settlement.withdraw(placed), f"the withdrawal of the hold of {call.request_id}")
 
 
 async def estimate(call: Call) -> Reply:
@@ -397,13 +391,20 @@ async def fail(
     async def attempt() -> Receipt:
         return await run_db(_release_unit, call, meta, error_code, bills)
 
+    await write_or_retry(attempt, f"the release of {call.request_id}")
+
+
+async def write_or_retry(attempt: Callable[[], Awaitable[Any]], what: str) -> None:
+    """Run a money write now, shielded from cancellation. While the database is away, the client is answered at
+    once and the write goes on in the background until it lands (settlement.eventually); any other failure is
+    logged, since retrying cannot help."""
     try:
         await uncancellable(attempt())
     except Exception as exc:
         if not settlement.transient(exc):
-            log.exception("could not release the hold of %s", call.request_id)
+            log.exception("could not write %s", what)
             return
-        spawn(settlement.eventually(attempt, f"the release of {call.request_id}"))
+        spawn(settlement.eventually(attempt, what))
 
 
 def _finish_unit(

@@ -22,12 +22,12 @@ The outcomes are exactly those of billing/backends/orm.py, which this module han
   what the balance still covers (the rest recorded as uncollected), a settled or released one is HoldClosed.
 
 From the event loop the statements run on an async psycopg connection from a small per-event-loop pool
-(`aplace_hold`, `asettle`): no worker-thread hop, no GIL hand-over, ~0.1 ms of client CPU per statement, and
-they are prepared on each connection (Django turns prepared statements off; parsing and planning the
-settlement statement was most of PostgreSQL's CPU per request). `DB_ASYNC_POOL_SIZE` connections per worker
-process at most; 0 runs them on Django's connection in a worker thread instead (and tests whose rows live in
-the test transaction do so). Inside an outer transaction (an idempotent reply, a stored completion) the
-synchronous form simply joins it. Table and column names come from the models' _meta.
+(`aplace_hold`, `asettle`), straight on its libpq (billing/backends/libpq.py): no worker-thread hop, no GIL
+hand-over, no cursor, and they are prepared on each connection (Django turns prepared statements off; parsing and
+planning the settlement statement was most of PostgreSQL's CPU per request). `DB_ASYNC_POOL_SIZE` connections per
+worker process at most; 0 runs them on Django's connection in a worker thread instead (and tests whose rows live in
+the test transaction do so). Inside an outer transaction (an idempotent reply, a stored completion) the synchronous
+form simply joins it. Table and column names come from the models' _meta.
 
 Commit durability: the pool's connections commit with synchronous_commit=off unless
 HOT_PATH_SYNCHRONOUS_COMMIT is set (Django's own connections, so top-ups, refunds, adjustments and webhooks,
