@@ -57,6 +57,23 @@ _states: weakref.WeakKeyDictionary[psycopg.AsyncConnection, _State] = weakref.We
 
 async def fetchone(conn: psycopg.AsyncConnection, statement: Statement, params: dict[str, Any]) -> tuple | None:
     """Run the statement (autocommit) and return its first row, or None when it returned none."""
+    tx, result = await _execute(conn, statement, params)
+    if not result.ntuples:
+        return None
+    tx.set_pgresult(result)
+    return tx.load_row(0, tuple)
+
+
+async def fetchall(conn: psycopg.AsyncConnection, statement: Statement, params: dict[str, Any]) -> list[tuple]:
+    """Run the statement (autocommit) and return all its rows."""
+    tx, result = await _execute(conn, statement, params)
+    tx.set_pgresult(result)
+    return tx.load_rows(0, result.ntuples, tuple)
+
+
+async def _execute(
+    conn: psycopg.AsyncConnection, statement: Statement, params: dict[str, Any]
+) -> tuple[Any, pq.abc.PGresult]:  # (its Transformer, the result)
     state = _states.get(conn)
     if state is None:
         state = _states[conn] = _State(conn)
@@ -70,11 +87,7 @@ async def fetchone(conn: psycopg.AsyncConnection, statement: Statement, params: 
         _result(await _results(pgconn), pgconn, pq.ExecStatus.COMMAND_OK)
         state.prepared[statement.name, types] = name
     pgconn.send_query_prepared(name, values, param_formats=tx.formats)
-    result = _result(await _results(pgconn), pgconn, pq.ExecStatus.TUPLES_OK)
-    if not result.ntuples:
-        return None
-    tx.set_pgresult(result)
-    return tx.load_row(0, tuple)
+    return tx, _result(await _results(pgconn), pgconn, pq.ExecStatus.TUPLES_OK)
 
 
 def _result(results: list[pq.abc.PGresult], pgconn: pq.abc.PGconn, expected: pq.ExecStatus) -> pq.abc.PGresult:

@@ -105,6 +105,179 @@ async def test_a_hold_cannot_be_settled_twice(team):
     assert await Receipt.objects.acount() == 1
 
 
+# --- holds waiting together are placed by one statement ---------------------------------------------------
+
+
+@pytest.fixture
+def hold_statements(monkeypatch) -> list[str]:
+    """The hold statements run on the pool: "holds" (several at once) or "hold" (one)."""
+    from billing.backends import libpq
+
+    names: list[str] = []
+    real_one, real_all = libpq.fetchone, libpq.fetchall
+
+    async def one(conn, statement, params):
+        names.append(statement.name)
+        return await real_one(conn, statement, params)
+
+    async def all_(conn, statement, params):
+        names.append(statement.name)
+        return await real_all(conn, statement, params)
+
+    monkeypatch.setattr(libpq, "fetchone", one)
+    monkeypatch.setattr(libpq, "fetchall", all_)
+    return names
+
+
+async def test_holds_that_wait_together_are_placed_by_one_statement(team, hold_statements):
+    await sync_to_async(fund)(team, 1)
+    refs = await asyncio.gather(*(hold(team, 1_000 * (i + 1), f"req_{i}") for i in range(20)))
+    assert hold_statements == ["holds"]
+    rows = {h.pk: h async for h in Hold.objects.filter(status=HoldStatus.OPEN)}
+    assert sorted(rows) == sorted(r.hold_id for r in refs)
+    assert all(
+        (rows[r.hold_id].request_id, rows[r.hold_id].amount_nusd, rows[r.hold_id].public_id)
+        == (r.request_id, r.amount_nusd, r.public_id)
+        for r in refs
+    )
+    assert (await wallet(team)).held_nusd == sum(1_000 * (i + 1) for i in range(20))
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_a_team_whose_waiting_holds_do_not_fit_together_gets_each_as_alone_and_others_are_not_held_back(
+    team, other_team, hold_statements
+):
+    """Together the short team's holds ask for more than it has: they are placed again one at a time, in order,
+    so the first ones that fit are placed and the rest refused; the other team's are placed by the shared one."""
+    await sync_to_async(fund)(team, 3)
+    await sync_to_async(fund)(other_team, 10)
+    short = [hold(team, USD, f"req_short_{i}") for i in range(5)]
+    rich = [hold(other_team, USD, f"req_rich_{i}") for i in range(5)]
+    results = await asyncio.gather(*short, *rich, return_exceptions=True)
+    assert [type(r).__name__ for r in results[:5]] == ["Hold"] * 3 + ["InsufficientBalance"] * 2
+    assert all(not isinstance(r, BaseException) for r in results[5:])
+    assert hold_statements == ["holds"] + ["hold"] * 5
+    assert ((await wallet(team)).held_nusd, (await wallet(other_team)).held_nusd) == (3 * USD, 5 * USD)
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_a_hold_placed_after_its_caller_was_cancelled_is_withdrawn(team):
+    """The request went away while its hold waited for the shared statement: the statement places it all the
+    same, and it is withdrawn at once (no receipt, nothing held), so no hold is left that nobody would end."""
+    await sync_to_async(fund)(team, 1)
+    await hold(team, 1_000, "req_warm")  # opens the pool
+    lp = await postgres._loop_pool()
+    task = asyncio.ensure_future(hold(team, USD - 1_000, "req_gone"))
+    await asyncio.sleep(0)  # it waits for the statement
+    assert lp.holds.writer is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait([lp.holds.writer])
+    gone = await Hold.objects.aget(request_id="req_gone")
+    assert gone.status == HoldStatus.RELEASED
+    assert (await wallet(team)).held_nusd == 1_000
+    assert await Receipt.objects.acount() == 0
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+# --- settlements waiting together are written by one statement ---------------------------------------------
+
+
+@pytest.fixture
+def statements(monkeypatch) -> list[int]:
+    """How many settlements each settlement statement on the pool wrote."""
+    from billing.backends import libpq
+
+    sizes: list[int] = []
+    real = libpq.fetchall
+
+    async def counting(conn, statement, params):
+        sizes.append(params["settlements"].count('"hold"'))
+        return await real(conn, statement, params)
+
+    monkeypatch.setattr(libpq, "fetchall", counting)
+    return sizes
+
+
+def _ledger_walks(entries) -> bool:
+    """Each entry's balance_after is the one before it plus its amount (entries in id order)."""
+    return all(b.balance_after_nusd == a.balance_after_nusd + b.amount_nusd for a, b in zip(entries, entries[1:]))
+
+
+async def test_settlements_that_wait_together_share_one_statement_and_each_is_written_as_alone(
+    team, other_team, statements
+):
+    await sync_to_async(fund)(team, 1)
+    await sync_to_async(fund)(other_team, 1)
+    refs = [await hold(t, USD // 20, f"req_{t.slug}_{i}") for i in range(10) for t in (team, other_team)]
+    heard = []
+    receipt_settled.connect(
+        lambda sender, receipt, wallet, **kw: heard.append((receipt.public_id, wallet.team_id)),
+        weak=False,
+        dispatch_uid="test-heard",
+    )
+    try:
+        settling = (asettle(r, usage=usage(10 * i, i), prices=PRICES, meta=META) for i, r in enumerate(refs))
+        receipts = await asyncio.gather(*settling)
+    finally:
+        receipt_settled.disconnect(dispatch_uid="test-heard")
+    assert statements == [20]  # all waiting together: one statement
+    assert sorted(heard) == sorted((r.public_id, r.team_id) for r in receipts)
+    for t in (team, other_team):
+        mine = [r for r in receipts if r.team_id == t.id]
+        stored = [r async for r in Receipt.objects.filter(team=t).order_by("pk")]
+        assert [(r.pk, r.public_id, r.total_cost_nusd) for r in stored] == [
+            (r.pk, r.public_id, r.total_cost_nusd) for r in mine
+        ]
+        entries = [e async for e in LedgerEntry.objects.filter(wallet__team=t).order_by("pk")]
+        charges = [e for e in entries if e.kind == "charge"]
+        assert [(e.reference, -e.amount_nusd) for e in charges] == [
+            (r.public_id, r.total_cost_nusd) for r in mine if r.total_cost_nusd
+        ]
+        assert _ledger_walks(entries)
+        w = await wallet(t)
+        assert (w.balance_nusd, w.held_nusd) == (USD - sum(r.total_cost_nusd for r in mine), 0)
+        assert entries[-1].balance_after_nusd == w.balance_nusd
+    assert await Hold.objects.filter(status=HoldStatus.SETTLED).acount() == 20
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_in_a_shared_statement_a_closed_hold_a_released_hold_and_a_bad_settlement_each_end_alone(
+    team, statements
+):
+    """One settlement of a hold already settled (HoldClosed), one of a hold the sweeper released (the ORM form
+    charges what it can), one the database refuses (its error; written again alone, the others are not held
+    back by it) and two ordinary ones, all waiting together."""
+    await sync_to_async(fund)(team, 1)
+    settled, swept, bad, *fine = [await hold(team, USD // 10, f"req_{i}") for i in range(5)]
+    await asettle(settled, usage=usage(), prices=PRICES, meta=META)
+    await Hold.objects.filter(pk=swept.hold_id).aupdate(expires_at="2000-01-01T00:00:00Z", lease=None)
+    assert await sync_to_async(release_abandoned_holds)() == 1
+    statements.clear()
+    refused = price(bad, usage=usage(), prices=PRICES, meta=META)
+    refused.receipt.model_requested = "m" * 500  # longer than the column: the database refuses the row
+    results = await asyncio.gather(
+        asettle(settled, usage=usage(), prices=PRICES, meta=META),
+        asettle(swept, usage=usage(), prices=PRICES, meta=META),
+        settlement.record(refused),
+        *(asettle(r, usage=usage(), prices=PRICES, meta=META) for r in fine),
+        return_exceptions=True,
+    )
+    closed, charged, error, *ok = results
+    assert isinstance(closed, BillingError) and closed.code == "hold_closed"
+    assert isinstance(charged, Receipt) and charged.status == "succeeded"
+    assert "value too long" in str(error)
+    assert all(isinstance(r, Receipt) and r.pk for r in ok)
+    assert statements == [5, 1, 1, 1, 1, 1]  # all together; refused as a batch, so each again alone
+    assert (await Hold.objects.aget(pk=bad.hold_id)).status == HoldStatus.OPEN  # left to its caller to release
+    entries = [e async for e in LedgerEntry.objects.filter(wallet__team=team).order_by("pk")]
+    assert _ledger_walks(entries)
+    w = await wallet(team)
+    assert w.held_nusd == USD // 10  # the refused one's hold, still open
+    assert await sync_to_async(find_discrepancies)() == []
+
+
 async def test_an_unreachable_database_refuses_the_hold_with_a_503(team, monkeypatch):
     await sync_to_async(fund)(team, 1)
     await sync_to_async(connection.ensure_connection)()
@@ -195,36 +368,51 @@ async def test_a_pooled_connection_whose_backend_was_terminated_is_replaced_befo
     check replaces it, so the next request succeeds."""
     await sync_to_async(fund)(team, 1)
     settle_me = await hold(team, 1_000, "req_warm")  # opens the pool and proves one connection
-    pool = await postgres._pool()
-    async with pool.connection() as conn:
-        pid = conn.info.backend_pid
-    await sync_to_async(_terminate)(pid)
-    postgres._returned_at.clear()  # as if idle for longer than IDLE_CHECK_SECONDS
+    lp = await postgres._loop_pool()
+    (conn, since), *others = lp.at_hand
+    assert others == []
+    await sync_to_async(_terminate)(conn.info.backend_pid)
+    lp.at_hand[0] = (conn, since - postgres.IDLE_CHECK_SECONDS)  # as if idle for longer than IDLE_CHECK_SECONDS
     ref = await hold(team, USD - 1_000, "req_after")
     assert ref.hold_id is not None
+    assert conn not in [c for c, _ in lp.at_hand]  # the pool's check found it dead and replaced it
     await asettle(settle_me, usage=usage(prompt=0, completion=0), prices=PRICES, meta=META)
 
 
-async def test_a_pooled_connection_is_back_in_the_pool_as_soon_as_its_statement_is_done(team, monkeypatch):
-    """The hold and the settlement take one connection each and give it straight back (no worker task in
-    between), noting its use, so the next statement within IDLE_CHECK_SECONDS skips the idle check."""
+async def test_the_next_statement_takes_the_connection_the_last_one_gave_back_without_a_check(team, monkeypatch):
+    """The hold and the settlement each take one connection and give it straight back; the next statement within
+    IDLE_CHECK_SECONDS takes that same connection without asking the pool or checking it."""
     await sync_to_async(fund)(team, 1)
     ref = await hold(team, USD, "req_first")  # opens the pool
-    pool = await postgres._pool()
-    stats = pool.get_stats()
-    assert stats["pool_available"] == stats["pool_size"] >= 1
-    checked = []
-    real_check = postgres.psycopg_pool.AsyncConnectionPool.check_connection
+    lp = await postgres._loop_pool()
+    [(conn, _)] = lp.at_hand
+    checked, asked = [], []
+    real_check, real_getconn = postgres.psycopg_pool.AsyncConnectionPool.check_connection, lp.pool.getconn
 
-    async def counting(conn):
-        checked.append(conn)
-        await real_check(conn)
+    async def counting(c):
+        checked.append(c)
+        await real_check(c)
+
+    async def getconn(*args, **kwargs):
+        asked.append(1)
+        return await real_getconn(*args, **kwargs)
 
     monkeypatch.setattr(postgres.psycopg_pool.AsyncConnectionPool, "check_connection", counting)
+    monkeypatch.setattr(lp.pool, "getconn", getconn)
     await asettle(ref, usage=usage(), prices=PRICES, meta=META)
-    stats = pool.get_stats()
-    assert stats["pool_available"] == stats["pool_size"]
-    assert checked == []  # used a moment ago: no extra round trip
+    assert [c for c, _ in lp.at_hand] == [conn]
+    assert checked == [] and asked == []  # used a moment ago: no extra round trip, no pool
+
+
+async def test_a_connection_given_back_goes_to_a_statement_waiting_for_the_pool(team, settings):
+    """With every connection busy, a statement waits for the pool; the next one given back is handed to it
+    (not kept at hand), so no statement waits out its timeout while others finish."""
+    settings.DB_ASYNC_POOL_SIZE = 1
+    await sync_to_async(fund)(team, 30)
+    started = asyncio.get_running_loop().time()
+    refs = await asyncio.gather(*(hold(team, USD, f"req_{i}") for i in range(30)))
+    assert len({r.hold_id for r in refs}) == 30
+    assert asyncio.get_running_loop().time() - started < settings.DB_ASYNC_POOL_TIMEOUT_SECONDS
 
 
 def _terminate(pid: int) -> None:

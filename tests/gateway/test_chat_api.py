@@ -70,12 +70,13 @@ def test_one_plain_request_makes_only_the_hold_and_settlement_queries(v1, django
     v1.post("/chat/completions", chat())  # warms the key, catalog and team caches
     if connection.vendor == "postgresql":
         # billing/backends/postgres.py: the hold is one statement (UPDATE wallet + INSERT hold as CTEs), the
-        # settlement another (lock wallet, close hold, move held and balance, INSERT receipt and ledger entry).
+        # settlement another (its rows as JSON; lock wallet, close hold, move held and balance, INSERT receipt and
+        # ledger entry).
         with django_assert_max_num_queries(2) as captured:
             response = v1.post("/chat/completions", chat())
         assert response.status_code == 200
         statements = [q["sql"] for q in captured.captured_queries]
-        assert [s.split(" AS (")[0] for s in statements] == ["WITH w", "WITH lk"], statements
+        assert [s.split(" AS (")[0] for s in statements] == ["WITH w", "WITH s"], statements
         return
     # hold: UPDATE wallet + INSERT hold; settle: UPDATE hold, SELECT wallet FOR UPDATE, UPDATE wallet, INSERT
     # receipt, INSERT ledger entry. Each transaction is a savepoint inside the test's transaction (+2 statements each).
