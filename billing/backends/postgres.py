@@ -339,7 +339,7 @@ def _settle_sql() -> str:
         f"RETURNING {hid} AS id), "
         # 3. each hold's state in this statement's snapshot (before step 2), for the caller
         f"prior AS (SELECT {hid} AS id, {status} AS status FROM {_table(h)} WHERE {hid} IN (SELECT hold FROM s)), "
-        f"done AS (SELECT s.* FROM s WHERE s.hold IN (SELECT id FROM h)), "
+        f"done AS (SELECT DISTINCT ON (s.hold) s.* FROM s WHERE s.hold IN (SELECT id FROM h) ORDER BY s.hold, s.i), "
         # 4. release the held amounts and pay the costs (never more than each hold), for the holds closed here
         f"w AS (UPDATE {_table(w)} w SET {held} = w.{held} - t.amount, {balance} = w.{balance} - t.cost, "
         f"{_col(w, 'updated_at')} = %(now)s "
@@ -473,6 +473,19 @@ async def _write_settlements(conn: psycopg.AsyncConnection, batch: list[Settleme
     return outcomes
 
 
+async def _settle_orphan(settlement: Settlement, wallet: Wallet | None) -> None:
+    """A settlement written for a caller that stopped waiting (cancelled): what the caller would have done next."""
+    try:
+        if wallet is None:
+            await run_db(orm.settle, settlement)
+        else:
+            receipt_settled.send(sender=Receipt, receipt=settlement.receipt, wallet=wallet)
+    except Exception:
+        log.exception(
+            "could not finish the settlement of %s after its caller was cancelled", settlement.hold.request_id
+        )
+
+
 # --- statements shared by the requests waiting for them ----------------------------------------------------
 
 
@@ -523,8 +536,8 @@ class _Batches:
             async with self.lp.connection() as conn:
                 outcomes = await self.write(conn, [item for item, _ in batch])
         except BaseException as exc:
-            if len(batch) > 1 and isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, UNAVAILABLE):
-                for one in batch:  # the database refused one of them: each alone, so only that one fails
+            if len(batch) > 1 and isinstance(exc, Exception) and not isinstance(exc, UNAVAILABLE):
+                for one in batch:  # one of them was refused: each alone, so only that one fails
                     await self._write([one])
                 return
             for _, done in batch:
@@ -563,7 +576,7 @@ class _LoopPool:
         self.at_hand: list[tuple[psycopg.AsyncConnection, float]] = []  # (connection, given back at), newest last
         self.asking = 0  # statements waiting for the pool: a connection given back goes to them
         self.holds = _Batches(self, _place_holds, orphaned=_withdraw_orphan)
-        self.settlements = _Batches(self, _write_settlements)
+        self.settlements = _Batches(self, _write_settlements, orphaned=_settle_orphan)
 
     def connection(self) -> _Lease:
         return _Lease(self)

@@ -169,11 +169,12 @@ async def test_a_hold_placed_after_its_caller_was_cancelled_is_withdrawn(team):
     lp = await postgres._loop_pool()
     task = asyncio.ensure_future(hold(team, USD - 1_000, "req_gone"))
     await asyncio.sleep(0)  # it waits for the statement
-    assert lp.holds.writer is not None
+    writer = lp.holds.writer
+    assert writer is not None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.wait([lp.holds.writer])
+    await asyncio.wait([writer])
     gone = await Hold.objects.aget(request_id="req_gone")
     assert gone.status == HoldStatus.RELEASED
     assert (await wallet(team)).held_nusd == 1_000
@@ -275,6 +276,42 @@ async def test_in_a_shared_statement_a_closed_hold_a_released_hold_and_a_bad_set
     assert _ledger_walks(entries)
     w = await wallet(team)
     assert w.held_nusd == USD // 10  # the refused one's hold, still open
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_two_settlements_of_one_hold_in_one_statement_write_one_and_refuse_the_other(team, statements):
+    await sync_to_async(fund)(team, 1)
+    ref = await hold(team, USD)
+    first, second = (price(ref, usage=usage(), prices=PRICES, meta=META) for _ in range(2))
+    results = await asyncio.gather(settlement.record(first), settlement.record(second), return_exceptions=True)
+    assert statements == [2]
+    assert isinstance(results[0], Receipt) and isinstance(results[1], BillingError)
+    assert results[1].code == "hold_closed"
+    assert [r.public_id async for r in Receipt.objects.all()] == [first.receipt.public_id]
+    w = await wallet(team)
+    assert (w.balance_nusd, w.held_nusd) == (USD - first.receipt.total_cost_nusd, 0)
+    assert await sync_to_async(find_discrepancies)() == []
+
+
+async def test_a_settlement_whose_caller_was_cancelled_is_written_all_the_same(team):
+    """Even one the shared statement leaves to the ORM form (its hold was swept meanwhile): that form runs for it."""
+    await sync_to_async(fund)(team, 1)
+    ref = await hold(team, USD)
+    await Hold.objects.filter(pk=ref.hold_id).aupdate(expires_at="2000-01-01T00:00:00Z", lease=None)
+    assert await sync_to_async(release_abandoned_holds)() == 1
+    priced = price(ref, usage=usage(), prices=PRICES, meta=META)
+    lp = await postgres._loop_pool()
+    task = asyncio.ensure_future(settlement.record(priced))
+    await asyncio.sleep(0)  # it waits for the statement
+    writer = lp.settlements.writer
+    assert writer is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait([writer])
+    assert (await Receipt.objects.aget()).public_id == priced.receipt.public_id
+    w = await wallet(team)
+    assert (w.balance_nusd, w.held_nusd) == (USD - priced.receipt.total_cost_nusd, 0)
     assert await sync_to_async(find_discrepancies)() == []
 
 
