@@ -564,10 +564,10 @@ class _LoopPool:
     """One event loop's psycopg pool, with the connections its statements just gave back kept at hand.
 
     A statement takes the connection used last (no lock, no await) when it was given back within
-    IDLE_CHECK_SECONDS and is idle, and gives it back there unless another statement waits for the pool; anything
-    else goes through the pool: one idle longer (the pool checks it), one
-    given back after an error or mid-statement (the pool closes or resets it), the first of each burst, and every
-    connection while the database is away. Asking psycopg_pool for every statement cost ~6 % of a worker's CPU."""
+    IDLE_CHECK_SECONDS and is idle, and gives it back there unless another statement waits for the pool. Anything
+    else goes through the pool: a connection idle longer (the pool checks it), one given back after an error or
+    mid-statement (the pool closes or resets it), a statement that finds none at hand, and every connection while
+    the database is away. Asking psycopg_pool for every statement cost ~6 % of a worker's CPU."""
 
     pool: psycopg_pool.AsyncConnectionPool
 
