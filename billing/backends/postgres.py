@@ -50,12 +50,12 @@ more requests/s at concurrency 64 than waiting for each commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import functools
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -119,11 +119,10 @@ def _wallet_attnames() -> tuple[str, ...]:
 # --- the hold ------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _hold_sql() -> str:
-    w, h = Wallet, Hold
-    cols = ", ".join(
-        _col(h, f)
+def _hold_columns() -> str:
+    """The hold row's columns, in the order both hold statements insert them."""
+    return ", ".join(
+        _col(Hold, f)
         for f in (
             "public_id",
             "wallet",
@@ -137,6 +136,17 @@ def _hold_sql() -> str:
             "closed_at",
         )
     )
+
+
+def _expires(lease_id: int | None, now: datetime) -> datetime | None:
+    """A leased hold lives as long as its process; one without a lease expires on its own."""
+    return None if lease_id is not None else hold_expiry(now)
+
+
+@functools.cache
+def _hold_sql() -> str:
+    w, h = Wallet, Hold
+    cols = _hold_columns()
     held = _col(w, "held_nusd")
     # Identifiers come from _meta and are quoted; every value is a bound parameter.
     return (
@@ -165,7 +175,7 @@ def _hold_params(request: HoldRequest, lease_id: int | None, public_id: str) -> 
         "request_id": request.request_id,
         "open": HoldStatus.OPEN.value,
         "lease": lease_id,
-        "expires": None if lease_id is not None else hold_expiry(now),
+        "expires": _expires(lease_id, now),
     }
 
 
@@ -202,21 +212,7 @@ async def aplace_hold(request: HoldRequest, *, lease_id: int | None, public_id: 
 @functools.cache
 def _holds_sql() -> str:
     w, h = Wallet, Hold
-    cols = ", ".join(
-        _col(h, f)
-        for f in (
-            "public_id",
-            "wallet",
-            "api_key",
-            "request_id",
-            "amount_nusd",
-            "status",
-            "lease",
-            "created_at",
-            "expires_at",
-            "closed_at",
-        )
-    )
+    cols = _hold_columns()
     held, wid, wteam = _col(w, "held_nusd"), _col(w, "id"), _col(w, "team")
     # Identifiers come from _meta and are quoted; every value is a bound parameter.
     return (
@@ -249,9 +245,7 @@ HoldItem = tuple[HoldRequest, int | None, str]  # (request, lease id, public id)
 async def _place_holds(conn: psycopg.AsyncConnection, batch: list[HoldItem]) -> list[Any]:
     """Each hold placed, or InsufficientBalance."""
     if len(batch) == 1:
-        request, lease_id, public_id = batch[0]
-        row = await libpq.fetchone(conn, _hold_statement(), _hold_params(request, lease_id, public_id))
-        return [_outcome(request, public_id, row)]
+        return [await _place_one(conn, batch[0])]
     now = timezone.now()
     holds = [
         {
@@ -261,7 +255,7 @@ async def _place_holds(conn: psycopg.AsyncConnection, batch: list[HoldItem]) -> 
             "key": request.key_id,
             "request_id": request.request_id,
             "lease": lease_id,
-            "expires": None if lease_id is not None else hold_expiry(now),
+            "expires": _expires(lease_id, now),
         }
         for request, lease_id, public_id in batch
     ]
@@ -270,14 +264,16 @@ async def _place_holds(conn: psycopg.AsyncConnection, batch: list[HoldItem]) -> 
     outcomes: list[Any] = []
     for (request, lease_id, public_id), (hold_id,) in zip(batch, rows, strict=True):
         if hold_id is None:  # its team's holds did not fit together: this one as it would be alone
-            row = await libpq.fetchone(conn, _hold_statement(), _hold_params(request, lease_id, public_id))
-            outcomes.append(_outcome(request, public_id, row))
+            outcomes.append(await _place_one(conn, (request, lease_id, public_id)))
         else:
             outcomes.append(HoldRef.live(request, hold_id=hold_id, public_id=public_id))
     return outcomes
 
 
-def _outcome(request: HoldRequest, public_id: str, row: tuple | None) -> HoldRef | InsufficientBalance:
+async def _place_one(conn: psycopg.AsyncConnection, item: HoldItem) -> HoldRef | InsufficientBalance:
+    """One hold by the single statement: placed, or its refusal (an outcome, not raised)."""
+    request, lease_id, public_id = item
+    row = await libpq.fetchone(conn, _hold_statement(), _hold_params(request, lease_id, public_id))
     try:
         return _held(request, public_id, row)
     except InsufficientBalance as exc:
@@ -666,18 +662,6 @@ async def _loop_pool() -> _LoopPool:
         raise
     _open = (loop, lp)
     return lp
-
-
-async def _pool() -> psycopg_pool.AsyncConnectionPool:
-    return (await _loop_pool()).pool
-
-
-@contextlib.asynccontextmanager
-async def _connection() -> AsyncIterator[psycopg.AsyncConnection]:
-    """A connection of this event loop's pool, waiting at most DB_ASYNC_POOL_TIMEOUT_SECONDS while the database is
-    up and no longer than FAIL_FAST_SECONDS once it is known to be down (psycopg_pool.PoolTimeout either way)."""
-    async with (await _loop_pool()).connection() as conn:
-        yield conn
 
 
 async def _configure(lp: _LoopPool, conn: psycopg.AsyncConnection) -> None:

@@ -114,19 +114,26 @@ def hold_statements(monkeypatch) -> list[str]:
     from billing.backends import libpq
 
     names: list[str] = []
-    real_one, real_all = libpq.fetchone, libpq.fetchall
+    real = libpq._execute  # what fetchone and fetchall both run
 
-    async def one(conn, statement, params):
+    async def counting(conn, statement, params):
         names.append(statement.name)
-        return await real_one(conn, statement, params)
+        return await real(conn, statement, params)
 
-    async def all_(conn, statement, params):
-        names.append(statement.name)
-        return await real_all(conn, statement, params)
-
-    monkeypatch.setattr(libpq, "fetchone", one)
-    monkeypatch.setattr(libpq, "fetchall", all_)
+    monkeypatch.setattr(libpq, "_execute", counting)
     return names
+
+
+async def cancel_while_waiting(batches, coro) -> None:
+    """Start `coro`, cancel it while its item waits for the shared statement, and wait for that statement."""
+    task = asyncio.ensure_future(coro)
+    await asyncio.sleep(0)  # it waits for the statement
+    writer = batches.writer
+    assert writer is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait([writer])
 
 
 async def test_holds_that_wait_together_are_placed_by_one_statement(team, hold_statements):
@@ -167,14 +174,7 @@ async def test_a_hold_placed_after_its_caller_was_cancelled_is_withdrawn(team):
     await sync_to_async(fund)(team, 1)
     await hold(team, 1_000, "req_warm")  # opens the pool
     lp = await postgres._loop_pool()
-    task = asyncio.ensure_future(hold(team, USD - 1_000, "req_gone"))
-    await asyncio.sleep(0)  # it waits for the statement
-    writer = lp.holds.writer
-    assert writer is not None
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.wait([writer])
+    await cancel_while_waiting(lp.holds, hold(team, USD - 1_000, "req_gone"))
     gone = await Hold.objects.aget(request_id="req_gone")
     assert gone.status == HoldStatus.RELEASED
     assert (await wallet(team)).held_nusd == 1_000
@@ -301,14 +301,7 @@ async def test_a_settlement_whose_caller_was_cancelled_is_written_all_the_same(t
     assert await sync_to_async(release_abandoned_holds)() == 1
     priced = price(ref, usage=usage(), prices=PRICES, meta=META)
     lp = await postgres._loop_pool()
-    task = asyncio.ensure_future(settlement.record(priced))
-    await asyncio.sleep(0)  # it waits for the statement
-    writer = lp.settlements.writer
-    assert writer is not None
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.wait([writer])
+    await cancel_while_waiting(lp.settlements, settlement.record(priced))
     assert (await Receipt.objects.aget()).public_id == priced.receipt.public_id
     w = await wallet(team)
     assert (w.balance_nusd, w.held_nusd) == (USD - priced.receipt.total_cost_nusd, 0)
@@ -460,7 +453,7 @@ def _terminate(pid: int) -> None:
 @pytest.mark.parametrize("durable", [False, True])
 async def test_the_pool_commits_asynchronously_unless_told_to_wait(team, settings, durable):
     settings.HOT_PATH_SYNCHRONOUS_COMMIT = durable
-    pool = await postgres._pool()
+    pool = (await postgres._loop_pool()).pool
     async with pool.connection() as conn:
         shown = await (await conn.execute("SHOW synchronous_commit")).fetchone()
         zone = await (await conn.execute("SHOW TimeZone")).fetchone()
@@ -546,7 +539,7 @@ async def test_an_error_reply_raises_its_sqlstates_class_and_the_connection_serv
     negative = libpq.Statement(
         "test_negative", "UPDATE billing_wallet SET held_nusd = %(held)s WHERE team_id = %(team)s RETURNING id"
     )
-    async with postgres._connection() as conn:
+    async with (await postgres._loop_pool()).connection() as conn:
         with pytest.raises(psycopg.errors.CheckViolation):
             await libpq.fetchone(conn, negative, {"held": -1, "team": team.id})  # the wallet's own guard
         assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -558,7 +551,7 @@ async def test_a_statement_is_prepared_once_per_connection_and_parameter_types(t
     from billing.backends import libpq
 
     lookup = libpq.Statement("test_lookup", "SELECT %(value)s::bigint, %(other)s::text")
-    async with postgres._connection() as conn:
+    async with (await postgres._loop_pool()).connection() as conn:
         assert await libpq.fetchone(conn, lookup, {"value": 1, "other": None}) == (1, None)
         assert await libpq.fetchone(conn, lookup, {"value": 2, "other": "x"}) == (2, "x")  # same types: reused
         big = 10**12  # psycopg types an int by its size: int8 now, so a second preparation
@@ -586,5 +579,5 @@ async def test_a_statement_cancelled_mid_flight_never_hands_a_busy_connection_to
 
 
 async def _run(libpq, statement, params):
-    async with postgres._connection() as conn:
+    async with (await postgres._loop_pool()).connection() as conn:
         return await libpq.fetchone(conn, statement, params)
